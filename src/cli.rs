@@ -1,0 +1,48 @@
+//! Command-line definitions (clap) only; the work is done elsewhere.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub const DEFAULT_CONFIG: &str = "/etc/mailseal/mailseal.toml";
+
+#[derive(Debug, Parser)]
+#[command(name = "mailseal", version, about = "DKIM signing and SPF/DKIM/DMARC/ARC verification milter for Postfix")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the milter daemon in the foreground.
+    Run {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate the configuration, tables and keys; exit 1 on any error.
+    CheckConfig {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Print the Authentication-Results header the daemon would add to a message read from stdin.
+    Verify {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The SMTP client's IP address.
+        #[arg(long)]
+        client_ip: IpAddr,
+        /// The HELO/EHLO name the client gave.
+        #[arg(long)]
+        helo: String,
+        /// The envelope sender (MAIL FROM); empty for the null sender.
+        #[arg(long, default_value = "")]
+        mail_from: String,
+    },
+    /// Sign a message read from stdin as outbound mail and print it with its DKIM-Signature(s).
+    Sign {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}

@@ -1,0 +1,164 @@
+//! Private key files: safety checks, type detection, loading.
+//!
+//! Nothing in this module ever formats key bytes: errors say what is wrong with a file, never
+//! what is in it, and `LoadedKey`'s `Debug` prints only the algorithm and size.
+
+use std::fmt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use mail_auth::crypto::{Algorithm, DkimKey, Ed25519Key, RsaKey, Sha256, SigningKey};
+use mail_auth::headers::Writable;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::PrivateKeyDer;
+
+/// Largest key file we read; a 16384-bit RSA PEM is about 12 KiB.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+/// RFC 8301: verifiers must not accept RSA keys under 1024 bits, so signing with one is useless.
+const MIN_RSA_BITS: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa { bits: usize },
+    Ed25519,
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyKind::Rsa { bits } => write!(f, "rsa-{bits}"),
+            KeyKind::Ed25519 => write!(f, "ed25519"),
+        }
+    }
+}
+
+/// A private key shared by every signer built from it (one per message).
+#[derive(Clone)]
+pub struct SharedKey(Arc<DkimKey>);
+
+impl SigningKey for SharedKey {
+    type Hasher = Sha256;
+
+    fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
+        self.0.sign(input)
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        self.0.algorithm()
+    }
+}
+
+pub struct LoadedKey {
+    pub kind: KeyKind,
+    pub signing: SharedKey,
+    /// The public key as published in `p=`: SPKI DER for RSA, the raw 32 bytes for Ed25519.
+    pub public: Vec<u8>,
+}
+
+impl fmt::Debug for LoadedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LoadedKey({})", self.kind)
+    }
+}
+
+/// Why a key file was refused. Never contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: String },
+    #[error(
+        "{path} is accessible by group or others (mode {mode:04o}); a private key must be \
+         readable only by its owner: chmod 600 {path}"
+    )]
+    Unsafe { path: String, mode: u32 },
+    #[error("{path} is larger than {MAX_KEY_FILE} bytes; it is not a private key")]
+    TooLarge { path: String },
+    #[error("{path}: {msg}")]
+    Invalid { path: String, msg: String },
+}
+
+/// Read, check and parse one private key file.
+pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    if !meta.is_file() {
+        return Err(KeyError::NotAFile { path: shown });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o066 != 0 {
+        return Err(KeyError::Unsafe { path: shown, mode });
+    }
+    if meta.size() > MAX_KEY_FILE {
+        return Err(KeyError::TooLarge { path: shown });
+    }
+    let pem = std::fs::read(path).map_err(|source| KeyError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    parse_private_key(&pem).map_err(|msg| KeyError::Invalid { path: shown, msg })
+}
+
+/// Detect the key type from the PEM: RSA as PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8
+/// (`BEGIN PRIVATE KEY`), Ed25519 as PKCS#8.
+pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, String> {
+    let der = PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|_| "no PEM private key found (expected BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY)".to_string())?;
+    match &der {
+        PrivateKeyDer::Pkcs8(p8) => {
+            let bytes = p8.secret_pkcs8_der();
+            if let Ok(key) = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes) {
+                use aws_lc_rs::signature::KeyPair;
+                let public = key.public_key().as_ref().to_vec();
+                let signing = Ed25519Key::from_pkcs8_maybe_unchecked_der(bytes)
+                    .map_err(|e| format!("Ed25519 key rejected: {e}"))?;
+                return Ok(LoadedKey {
+                    kind: KeyKind::Ed25519,
+                    signing: SharedKey(Arc::new(DkimKey::Ed25519(signing))),
+                    public,
+                });
+            }
+            let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(bytes)
+                .map_err(|_| "PKCS#8 key is neither RSA nor Ed25519 (or is malformed)".to_string())?;
+            rsa_key(pair, der.clone_key())
+        }
+        PrivateKeyDer::Pkcs1(p1) => {
+            let pair = aws_lc_rs::rsa::KeyPair::from_der(p1.secret_pkcs1_der())
+                .map_err(|_| "malformed RSA private key".to_string())?;
+            rsa_key(pair, der.clone_key())
+        }
+        _ => Err("unsupported key type (only RSA and Ed25519 can sign DKIM)".into()),
+    }
+}
+
+fn rsa_key(pair: aws_lc_rs::rsa::KeyPair, der: PrivateKeyDer<'static>) -> Result<LoadedKey, String> {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair;
+    let bits = pair.public_modulus_len() * 8;
+    if bits < MIN_RSA_BITS {
+        return Err(format!(
+            "RSA key has {bits} bits; RFC 8301 verifiers reject keys under {MIN_RSA_BITS} bits (use 2048)"
+        ));
+    }
+    let public = pair
+        .public_key()
+        .as_der()
+        .map_err(|_| "cannot encode the RSA public key".to_string())?
+        .as_ref()
+        .to_vec();
+    let signing: RsaKey<Sha256> =
+        RsaKey::from_key_der(der).map_err(|e| format!("RSA key rejected: {e}"))?;
+    Ok(LoadedKey {
+        kind: KeyKind::Rsa { bits },
+        signing: SharedKey(Arc::new(DkimKey::Rsa(signing))),
+        public,
+    })
+}

@@ -1,0 +1,605 @@
+//! Configuration: raw TOML ([`raw`]) → validated, immutable [`Config`].
+//!
+//! Loading never stops at the first problem: every error found (bad keys, table lines, unsafe
+//! key files) is collected so `mailseal check-config` can report them all, each naming its
+//! file and line.
+
+pub mod keys;
+pub mod raw;
+pub mod tables;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use mail_auth::dkim::Canonicalization;
+
+pub use tables::SigningTables;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {msg}", path.display())]
+    Syntax { path: PathBuf, msg: String },
+    #[error("{}: {key}: {msg}", path.display())]
+    Value {
+        path: PathBuf,
+        key: &'static str,
+        msg: String,
+    },
+    #[error("{origin}: {msg}")]
+    Table { origin: String, msg: String },
+}
+
+/// All the problems found while loading a configuration.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Where the milter listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketSpec {
+    /// `inet:PORT@HOST`, `inet:HOST:PORT`, `inet6:PORT@[::1]`
+    Inet { host: String, port: u16 },
+    /// `unix:/path` or `local:/path`
+    Unix(PathBuf),
+}
+
+impl fmt::Display for SocketSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketSpec::Inet { host, port } => write!(f, "inet:{port}@{host}"),
+            SocketSpec::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl SocketSpec {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:").or_else(|| s.strip_prefix("local:")) {
+            if !path.starts_with('/') {
+                return Err(format!("unix socket path must be absolute: {path:?}"));
+            }
+            return Ok(SocketSpec::Unix(PathBuf::from(path)));
+        }
+        let rest = s
+            .strip_prefix("inet:")
+            .or_else(|| s.strip_prefix("inet6:"))
+            .ok_or_else(|| format!("expected inet:PORT@HOST, inet:HOST:PORT or unix:/path, found {s:?}"))?;
+        let (host, port) = if let Some((port, host)) = rest.split_once('@') {
+            (host, port)
+        } else if let Some((host, port)) = rest.rsplit_once(':') {
+            (host, port)
+        } else {
+            // `inet:8891` alone: loopback, as OpenDKIM does for a missing host.
+            ("127.0.0.1", rest)
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid port {port:?} in socket {s:?}"))?;
+        if host.is_empty() {
+            return Err(format!("missing host in socket {s:?}"));
+        }
+        Ok(SocketSpec::Inet {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// What to answer when something fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailAction {
+    Tempfail,
+    Accept,
+    Reject,
+}
+
+impl FailAction {
+    fn parse(s: &str, allow_reject: bool) -> Result<Self, String> {
+        match s {
+            "tempfail" => Ok(FailAction::Tempfail),
+            "accept" => Ok(FailAction::Accept),
+            "reject" if allow_reject => Ok(FailAction::Reject),
+            _ if allow_reject => Err(format!("expected tempfail, accept or reject, found {s:?}")),
+            _ => Err(format!("expected tempfail or accept, found {s:?}")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineAction {
+    /// Ask Postfix to put the message on hold (SMFIR_QUARANTINE).
+    Hold,
+    /// Only record the verdict in the Authentication-Results header.
+    Header,
+    Accept,
+}
+
+/// How a message whose From header has several addresses (or several From headers) is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MultipleFrom {
+    /// `dmarc=permerror`, and with `enforce` the message is rejected (RFC 9989 §4.5 advice).
+    Strict,
+    /// Evaluate against the first From domain.
+    First,
+}
+
+#[derive(Debug)]
+pub struct Limits {
+    /// Cap on the header section of one message (bytes).
+    pub max_header_size: usize,
+    pub max_headers: usize,
+    /// Messages above this are not buffered for verification.
+    pub max_message_size: usize,
+    pub on_oversize: FailAction,
+}
+
+#[derive(Debug)]
+pub struct Signing {
+    pub tables: SigningTables,
+    pub multiple_signatures: bool,
+    pub internal_hosts: Vec<IpNet>,
+    pub daemon_names: Vec<String>,
+    pub sign_authenticated: bool,
+    pub header_canonicalization: Canonicalization,
+    pub body_canonicalization: Canonicalization,
+    pub sign_headers: Vec<String>,
+    pub oversign_headers: Vec<String>,
+    pub expiration: Option<Duration>,
+    pub on_signing_error: FailAction,
+}
+
+impl Signing {
+    pub fn is_internal(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.internal_hosts.iter().any(|net| net.contains(&ip))
+    }
+}
+
+#[derive(Debug)]
+pub struct Verify {
+    pub on_dns_error: FailAction,
+    pub max_signatures: usize,
+    pub received_spf: bool,
+    pub spf_helo: bool,
+    pub timeout: Duration,
+}
+
+#[derive(Debug)]
+pub struct Dmarc {
+    pub enforce: bool,
+    pub quarantine_action: QuarantineAction,
+    pub multiple_from: MultipleFrom,
+    pub never_reject: Vec<IpNet>,
+    pub never_reject_authenticated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dns {
+    pub nameservers: Vec<std::net::SocketAddr>,
+    pub timeout: Duration,
+    pub attempts: usize,
+    pub cache_size: usize,
+}
+
+/// A validated configuration. Immutable; a reload builds a new one.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub socket: SocketSpec,
+    pub socket_mode: u32,
+    pub authserv_id: String,
+    pub sign: bool,
+    pub verify_enabled: bool,
+    pub log_level: String,
+    pub max_connections: usize,
+    pub connection_timeout: Duration,
+    pub on_internal_error: FailAction,
+    pub limits: Limits,
+    pub signing: Signing,
+    pub verify: Verify,
+    pub dmarc: Dmarc,
+    pub dns: Dns,
+}
+
+/// Parse "5s", "250ms", "2m".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// Parse "1048576", "64K", "10M", "1G", "10MiB".
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: usize = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {s:?} (use K, M or G)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+fn parse_canonicalization(s: &str) -> Result<(Canonicalization, Canonicalization), String> {
+    let one = |c: &str| match c {
+        "relaxed" => Ok(Canonicalization::Relaxed),
+        "simple" => Ok(Canonicalization::Simple),
+        _ => Err(format!("invalid canonicalization {s:?}: use relaxed or simple, e.g. relaxed/simple")),
+    };
+    let (h, b) = s.split_once('/').unwrap_or((s, "simple"));
+    Ok((one(h)?, one(b)?))
+}
+
+fn parse_nets(list: &[String]) -> Result<Vec<IpNet>, String> {
+    list.iter()
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("invalid address or CIDR {s:?}"))
+        })
+        .collect()
+}
+
+fn parse_nameserver(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Ok(sa);
+    }
+    let ip: IpAddr = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("invalid nameserver {s:?}: expected IP or IP:PORT"))?;
+    Ok(std::net::SocketAddr::new(ip, 53))
+}
+
+pub fn system_hostname() -> String {
+    gethostname::gethostname()
+        .into_string()
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+impl Config {
+    /// Load, parse and validate a configuration file, its tables and keys.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            ConfigErrors(vec![ConfigError::Io {
+                path: path.to_path_buf(),
+                source,
+            }])
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parse and validate TOML text; `path` names the file in errors and anchors relative
+    /// table paths.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Config, ConfigErrors> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError::Syntax {
+                path: path.to_path_buf(),
+                msg: e.to_string().trim_end().to_string(),
+            }])
+        })?;
+        let mut errors = Vec::new();
+        let base = path.parent().unwrap_or(Path::new("."));
+        macro_rules! check {
+            ($key:literal, $e:expr, $default:expr) => {
+                match $e {
+                    Ok(v) => v,
+                    Err(msg) => {
+                        errors.push(ConfigError::Value {
+                            path: path.to_path_buf(),
+                            key: $key,
+                            msg,
+                        });
+                        $default
+                    }
+                }
+            };
+        }
+
+        let socket = check!("socket", SocketSpec::parse(&raw.socket), SocketSpec::Unix("/".into()));
+        let socket_mode = check!(
+            "socket_mode",
+            u32::from_str_radix(&raw.socket_mode, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| format!("expected an octal mode like \"0660\", found {:?}", raw.socket_mode)),
+            0o660
+        );
+        let (sign, verify_enabled) = check!(
+            "mode",
+            match raw.mode.as_str() {
+                "s" => Ok((true, false)),
+                "v" => Ok((false, true)),
+                "sv" | "vs" => Ok((true, true)),
+                m => Err(format!("expected s, v or sv, found {m:?}")),
+            },
+            (false, false)
+        );
+        let authserv_id = raw.authserv_id.clone().unwrap_or_else(system_hostname);
+        if authserv_id.is_empty() || authserv_id.contains(|c: char| c.is_whitespace() || c == ';') {
+            errors.push(ConfigError::Value {
+                path: path.to_path_buf(),
+                key: "authserv_id",
+                msg: format!("{authserv_id:?} is not a valid authserv-id"),
+            });
+        }
+        if raw.max_connections == 0 {
+            errors.push(ConfigError::Value {
+                path: path.to_path_buf(),
+                key: "max_connections",
+                msg: "must be at least 1".into(),
+            });
+        }
+        let connection_timeout = check!(
+            "connection_timeout",
+            parse_duration(&raw.connection_timeout),
+            Duration::from_secs(330)
+        );
+        let on_internal_error = check!(
+            "on_internal_error",
+            FailAction::parse(&raw.on_internal_error, false),
+            FailAction::Tempfail
+        );
+        if tracing_subscriber::EnvFilter::try_new(&raw.log_level).is_err() {
+            errors.push(ConfigError::Value {
+                path: path.to_path_buf(),
+                key: "log_level",
+                msg: format!("invalid log level {:?}", raw.log_level),
+            });
+        }
+
+        let limits = Limits {
+            max_header_size: check!("limits.max_header_size", parse_size(&raw.limits.max_header_size), 1 << 20),
+            max_headers: raw.limits.max_headers,
+            max_message_size: check!("limits.max_message_size", parse_size(&raw.limits.max_message_size), 64 << 20),
+            on_oversize: check!(
+                "limits.on_oversize",
+                FailAction::parse(&raw.limits.on_oversize, true),
+                FailAction::Accept
+            ),
+        };
+
+        // Signing.
+        let s = &raw.signing;
+        let tables = match (&s.key_table, &s.signing_table) {
+            (Some(kt), Some(st)) => {
+                let resolve = |p: &str| {
+                    let p = Path::new(tables::table_path(p));
+                    if p.is_absolute() {
+                        p.to_path_buf()
+                    } else {
+                        base.join(p)
+                    }
+                };
+                SigningTables::load(&resolve(kt), &resolve(st), &mut errors)
+            }
+            (None, None) => {
+                if sign {
+                    tracing::warn!(
+                        "mode includes signing but no key_table/signing_table is configured: nothing will be signed"
+                    );
+                }
+                SigningTables::default()
+            }
+            _ => {
+                errors.push(ConfigError::Value {
+                    path: path.to_path_buf(),
+                    key: "signing",
+                    msg: "key_table and signing_table must be set together".into(),
+                });
+                SigningTables::default()
+            }
+        };
+        let (hc, bc) = check!(
+            "signing.canonicalization",
+            parse_canonicalization(&s.canonicalization),
+            (Canonicalization::Relaxed, Canonicalization::Simple)
+        );
+        if !s.sign_headers.iter().any(|h| h.eq_ignore_ascii_case("from")) {
+            errors.push(ConfigError::Value {
+                path: path.to_path_buf(),
+                key: "signing.sign_headers",
+                msg: "must include From (RFC 6376 §5.4)".into(),
+            });
+        }
+        let signing = Signing {
+            tables,
+            multiple_signatures: s.multiple_signatures,
+            internal_hosts: check!("signing.internal_hosts", parse_nets(&s.internal_hosts), Vec::new()),
+            daemon_names: s.daemon_names.clone(),
+            sign_authenticated: s.sign_authenticated,
+            header_canonicalization: hc,
+            body_canonicalization: bc,
+            sign_headers: s.sign_headers.clone(),
+            oversign_headers: s.oversign_headers.clone(),
+            expiration: match &s.expiration {
+                None => None,
+                Some(d) => Some(check!("signing.expiration", parse_duration(d), Duration::ZERO)),
+            },
+            on_signing_error: check!(
+                "signing.on_signing_error",
+                FailAction::parse(&s.on_signing_error, false),
+                FailAction::Tempfail
+            ),
+        };
+
+        let v = &raw.verify;
+        let verify = Verify {
+            on_dns_error: check!("verify.on_dns_error", FailAction::parse(&v.on_dns_error, false), FailAction::Tempfail),
+            max_signatures: v.max_signatures,
+            received_spf: v.received_spf,
+            spf_helo: v.spf_helo,
+            timeout: check!("verify.timeout", parse_duration(&v.timeout), Duration::from_secs(60)),
+        };
+        if verify.timeout >= Duration::from_secs(300) {
+            errors.push(ConfigError::Value {
+                path: path.to_path_buf(),
+                key: "verify.timeout",
+                msg: "must stay below Postfix's milter_content_timeout (300s)".into(),
+            });
+        }
+
+        let d = &raw.dmarc;
+        let dmarc = Dmarc {
+            enforce: d.enforce,
+            quarantine_action: check!(
+                "dmarc.quarantine_action",
+                match d.quarantine_action.as_str() {
+                    "hold" => Ok(QuarantineAction::Hold),
+                    "header" => Ok(QuarantineAction::Header),
+                    "accept" => Ok(QuarantineAction::Accept),
+                    q => Err(format!("expected hold, header or accept, found {q:?}")),
+                },
+                QuarantineAction::Hold
+            ),
+            multiple_from: check!(
+                "dmarc.multiple_from",
+                match d.multiple_from.as_str() {
+                    "strict" => Ok(MultipleFrom::Strict),
+                    "first" => Ok(MultipleFrom::First),
+                    m => Err(format!("expected strict or first, found {m:?}")),
+                },
+                MultipleFrom::Strict
+            ),
+            never_reject: check!("dmarc.never_reject", parse_nets(&d.never_reject), Vec::new()),
+            never_reject_authenticated: d.never_reject_authenticated,
+        };
+
+        let n = &raw.dns;
+        let dns = Dns {
+            nameservers: check!(
+                "dns.nameservers",
+                n.nameservers.iter().map(|s| parse_nameserver(s)).collect::<Result<Vec<_>, _>>(),
+                Vec::new()
+            ),
+            timeout: check!("dns.timeout", parse_duration(&n.timeout), Duration::from_secs(5)),
+            attempts: n.attempts.max(1),
+            cache_size: n.cache_size,
+        };
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            socket,
+            socket_mode,
+            authserv_id,
+            sign,
+            verify_enabled,
+            log_level: raw.log_level,
+            max_connections: raw.max_connections,
+            connection_timeout,
+            on_internal_error,
+            limits,
+            signing,
+            verify,
+            dmarc,
+            dns,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockets() {
+        assert_eq!(
+            SocketSpec::parse("inet:8891@127.0.0.1").unwrap(),
+            SocketSpec::Inet { host: "127.0.0.1".into(), port: 8891 }
+        );
+        assert_eq!(
+            SocketSpec::parse("inet:127.0.0.1:8891").unwrap(),
+            SocketSpec::Inet { host: "127.0.0.1".into(), port: 8891 }
+        );
+        assert_eq!(
+            SocketSpec::parse("inet6:8891@[::1]").unwrap(),
+            SocketSpec::Inet { host: "::1".into(), port: 8891 }
+        );
+        assert_eq!(
+            SocketSpec::parse("unix:/run/mailseal/m.sock").unwrap(),
+            SocketSpec::Unix("/run/mailseal/m.sock".into())
+        );
+        assert!(SocketSpec::parse("unix:relative").is_err());
+        assert!(SocketSpec::parse("inet:99999@localhost").is_err());
+        assert!(SocketSpec::parse("tcp:1@x").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_size("10 MiB").unwrap(), 10 << 20);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert!(parse_size("5T").is_err());
+        assert!(parse_size("x").is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn empty_config_is_valid() {
+        let c = Config::from_toml(Path::new("/x/mailseal.toml"), "").unwrap();
+        assert!(c.sign && c.verify_enabled);
+        assert_eq!(c.socket, SocketSpec::Inet { host: "127.0.0.1".into(), port: 8891 });
+        assert_eq!(c.verify.on_dns_error, FailAction::Tempfail);
+    }
+
+    #[test]
+    fn errors_are_collected_and_named() {
+        let e = Config::from_toml(
+            Path::new("/x/m.toml"),
+            "mode = \"q\"\nsocket = \"tcp:1\"\n[signing]\ncanonicalization = \"loose\"\n",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.0.len(), 3, "{text}");
+        assert!(text.contains("/x/m.toml: mode:"), "{text}");
+        assert!(text.contains("signing.canonicalization"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = Config::from_toml(Path::new("/x/m.toml"), "[signing]\nkeytable = \"x\"\n").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("/x/m.toml") && text.contains("keytable"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn internal_hosts_match_mapped_v4() {
+        let c = Config::from_toml(Path::new("/x/m.toml"), "[signing]\ninternal_hosts = [\"10.0.0.0/8\"]\n").unwrap();
+        assert!(c.signing.is_internal("10.1.2.3".parse().unwrap()));
+        assert!(c.signing.is_internal("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!c.signing.is_internal("192.0.2.1".parse().unwrap()));
+    }
+}

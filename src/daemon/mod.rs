@@ -1,0 +1,118 @@
+//! The daemon around [`crate::run`]: binding, logging, signals and reload.
+
+pub mod socket;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::Snapshot;
+
+/// Set up logging to stderr (journald picks it up under systemd). `RUST_LOG` overrides the
+/// configured level.
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Load a configuration for a reload: errors keep the running one.
+fn reload(path: &Path, running: &Snapshot) -> Result<Snapshot, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    if config.socket != running.config.socket {
+        tracing::warn!(
+            "socket changed from {} to {}: restart mailseal to apply it; the old socket stays in use",
+            running.config.socket,
+            config.socket
+        );
+    }
+    Snapshot::new(config)
+}
+
+/// `mailseal run`: bind, serve, reload on SIGHUP, stop on SIGTERM/SIGINT.
+pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
+    let snapshot = Arc::new(Snapshot::new(config)?);
+    let cfg = &snapshot.config;
+    let listener = socket::bind(&cfg.socket, cfg.socket_mode)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", cfg.socket))?;
+    tracing::info!(
+        socket = %cfg.socket,
+        authserv_id = %cfg.authserv_id,
+        keys = cfg.signing.tables.keys.len(),
+        "mailseal {} listening",
+        env!("CARGO_PKG_VERSION")
+    );
+    notify_systemd("READY=1");
+    let unix_path = match &cfg.socket {
+        crate::config::SocketSpec::Unix(p) => Some(p.clone()),
+        _ => None,
+    };
+
+    let (tx, rx) = watch::channel(snapshot);
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+
+    let reloader = async {
+        loop {
+            hup.recv().await;
+            notify_systemd("RELOADING=1");
+            let running = tx.borrow().clone();
+            match reload(&path, &running) {
+                Ok(new) => {
+                    tracing::info!(keys = new.config.signing.tables.keys.len(), "configuration reloaded from {}", path.display());
+                    tx.send_replace(Arc::new(new));
+                }
+                Err(e) => tracing::error!("reload failed, keeping the running configuration:\n{e}"),
+            }
+            notify_systemd("READY=1");
+        }
+    };
+    let shutdown = async {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::info!("shutting down: finishing messages in progress");
+        notify_systemd("STOPPING=1");
+    };
+    let result = tokio::select! {
+        r = crate::run(listener, rx, shutdown) => r.map_err(|e| e.to_string()),
+        _ = reloader => Ok(()),
+    };
+    if let Some(p) = unix_path {
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
+/// Send a state line to systemd when started with Type=notify (no-op otherwise).
+pub fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = PathBuf::from(path);
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    let bytes = path.as_os_str().as_encoded_bytes();
+    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        sock.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = result {
+        tracing::debug!("sd_notify failed: {e}");
+    }
+}

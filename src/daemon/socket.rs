@@ -1,0 +1,97 @@
+//! Binding the milter socket, and the listener wrappers.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use indymilter::{EitherListener, Listener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+
+use crate::config::SocketSpec;
+
+/// A TCP listener that sets TCP_NODELAY on every accepted connection: milter replies are
+/// small writes, and Nagle + delayed ACK would otherwise add up to 40 ms to each.
+pub struct NodelayListener(pub TcpListener);
+
+impl Listener for NodelayListener {
+    type Io = TcpStream;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<TcpStream>> {
+        self.0.poll_accept(cx).map_ok(|(stream, _)| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+            stream
+        })
+    }
+}
+
+/// Keeps accepting after a failed `accept()` (out of file descriptors, a connection reset
+/// before it was accepted): indymilter would otherwise stop serving on the first error.
+/// After an error it waits 100 ms before trying again.
+pub struct Resilient<L> {
+    inner: L,
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<L> Resilient<L> {
+    pub fn new(inner: L) -> Self {
+        Resilient { inner, backoff: None }
+    }
+}
+
+impl<L: Listener> Listener for Resilient<L> {
+    type Io = L::Io;
+
+    fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<L::Io>> {
+        loop {
+            if let Some(sleep) = &mut self.backoff {
+                ready!(sleep.as_mut().poll(cx));
+                self.backoff = None;
+            }
+            match ready!(self.inner.poll_accept(cx)) {
+                Ok(stream) => return Poll::Ready(Ok(stream)),
+                Err(e) => {
+                    tracing::warn!("accept failed, retrying in 100 ms: {e}");
+                    self.backoff = Some(Box::pin(tokio::time::sleep(Duration::from_millis(100))));
+                }
+            }
+        }
+    }
+}
+
+pub type AnyListener = EitherListener<NodelayListener, UnixListener>;
+
+/// Bind the configured socket. A stale unix socket file is removed first; anything else at
+/// that path is left alone and reported.
+pub async fn bind(spec: &SocketSpec, mode: u32) -> io::Result<AnyListener> {
+    match spec {
+        SocketSpec::Inet { host, port } => {
+            let listener = TcpListener::bind((host.as_str(), *port)).await?;
+            Ok(EitherListener::Tcp(NodelayListener(listener)))
+        }
+        SocketSpec::Unix(path) => {
+            match std::fs::symlink_metadata(path) {
+                Ok(meta) => {
+                    use std::os::unix::fs::FileTypeExt;
+                    if meta.file_type().is_socket() {
+                        std::fs::remove_file(path)?;
+                    } else {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AlreadyExists,
+                            format!("{} exists and is not a socket", path.display()),
+                        ));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+            let listener = UnixListener::bind(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            Ok(EitherListener::Unix(listener))
+        }
+    }
+}

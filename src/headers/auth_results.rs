@@ -1,0 +1,225 @@
+//! RFC 8601 Authentication-Results: building ours, and spotting forged ones.
+
+use crate::headers::actions::Edits;
+use crate::message::HeaderBlock;
+
+pub const NAME: &str = "Authentication-Results";
+
+/// Skip CFWS (whitespace, folding and nested comments) at the start of `s`.
+fn skip_cfws(mut s: &[u8]) -> &[u8] {
+    loop {
+        match s.first() {
+            Some(b' ' | b'\t' | b'\r' | b'\n') => s = &s[1..],
+            Some(b'(') => {
+                let mut depth = 0usize;
+                let mut i = 0;
+                while i < s.len() {
+                    match s[i] {
+                        b'\\' => i += 1,
+                        b'(' => depth += 1,
+                        b')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                s = s.get(i + 1..).unwrap_or(&[]);
+            }
+            _ => return s,
+        }
+    }
+}
+
+/// The authserv-id an Authentication-Results value starts with: the first token after any
+/// CFWS, up to whitespace, `(` or `;`. A quoted-string id is unquoted.
+pub fn authserv_id_of(value: &[u8]) -> Option<String> {
+    let s = skip_cfws(value);
+    if let Some(rest) = s.strip_prefix(b"\"") {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < rest.len() {
+            match rest[i] {
+                b'\\' if i + 1 < rest.len() => {
+                    out.push(rest[i + 1]);
+                    i += 2;
+                    continue;
+                }
+                b'"' => return Some(String::from_utf8_lossy(&out).into_owned()),
+                c => out.push(c),
+            }
+            i += 1;
+        }
+        return None;
+    }
+    let end = s
+        .iter()
+        .position(|&c| matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b'(' | b';'))
+        .unwrap_or(s.len());
+    (end > 0).then(|| String::from_utf8_lossy(&s[..end]).into_owned())
+}
+
+/// Delete every Authentication-Results field that claims our authserv-id (compared without
+/// regard to case); other hosts' fields stay.
+pub fn remove_forged(headers: &HeaderBlock, authserv_id: &str, edits: &mut Edits) -> usize {
+    let mut removed = 0;
+    for (i, value) in headers.values(NAME).enumerate() {
+        if authserv_id_of(value).is_some_and(|id| id.eq_ignore_ascii_case(authserv_id)) {
+            edits.deletes.push((NAME.to_string(), i as i32 + 1));
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Is this a valid RFC 8601 pvalue token (no quoting needed)?
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'<' | b'>' | b',' | b';' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'=' | b'@')
+        })
+}
+
+/// A property value: as is when it is a token or an address (`local@domain`), quoted otherwise.
+pub fn pvalue(s: &str) -> String {
+    let plain = is_token(s)
+        || s.split_once('@')
+            .is_some_and(|(l, d)| (l.is_empty() || is_token(l)) && is_token(d));
+    if plain {
+        s.to_string()
+    } else {
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        for c in s.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            if !c.is_control() {
+                out.push(c);
+            }
+        }
+        out.push('"');
+        out
+    }
+}
+
+/// Comment text: control characters and parentheses that would end the comment removed.
+pub fn comment(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .map(|c| match c {
+            '(' => '[',
+            ')' => ']',
+            '\\' => '/',
+            c => c,
+        })
+        .collect()
+}
+
+/// Builds one Authentication-Results value: `id;` then one folded line per result.
+#[derive(Debug)]
+pub struct ArBuilder {
+    id: String,
+    results: Vec<String>,
+}
+
+impl ArBuilder {
+    pub fn new(authserv_id: &str) -> Self {
+        ArBuilder {
+            id: authserv_id.to_string(),
+            results: Vec::new(),
+        }
+    }
+
+    /// Add `method=result (comment) prop=value ...`.
+    pub fn add(&mut self, method: &str, result: &str, comment_text: Option<&str>, props: &[(&str, String)]) {
+        let mut r = format!("{method}={result}");
+        if let Some(c) = comment_text.filter(|c| !c.is_empty()) {
+            r.push_str(" (");
+            r.push_str(&comment(c));
+            r.push(')');
+        }
+        for (k, v) in props {
+            r.push(' ');
+            r.push_str(k);
+            r.push('=');
+            r.push_str(&pvalue(v));
+        }
+        self.results.push(r);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+
+    /// The header value for the milter: leading space, LF-TAB folding.
+    pub fn milter_value(&self) -> String {
+        if self.results.is_empty() {
+            return format!(" {}; none", self.id);
+        }
+        let mut v = format!(" {}", self.id);
+        for r in &self.results {
+            v.push_str(";\n\t");
+            v.push_str(r);
+        }
+        v
+    }
+
+    /// The full header line (CRLF folding), for the command line tools.
+    pub fn header_line(&self) -> String {
+        format!("{NAME}:{}\r\n", self.milter_value().replace('\n', "\r\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::HeaderLimits;
+
+    #[test]
+    fn ids() {
+        assert_eq!(authserv_id_of(b" mx.example.net; spf=pass").as_deref(), Some("mx.example.net"));
+        assert_eq!(authserv_id_of(b" MX.Example.NET 1; none").as_deref(), Some("MX.Example.NET"));
+        assert_eq!(
+            authserv_id_of(b" (forged (nested)) \n\tmx.example.net;\n\tdkim=pass").as_deref(),
+            Some("mx.example.net")
+        );
+        assert_eq!(authserv_id_of(b"\"mx.example.net\"; none").as_deref(), Some("mx.example.net"));
+        assert_eq!(authserv_id_of(b"mx.example.net(c);x").as_deref(), Some("mx.example.net"));
+        assert_eq!(authserv_id_of(b"   "), None);
+        assert_eq!(authserv_id_of(b" (unterminated"), None);
+    }
+
+    #[test]
+    fn forged_removed_foreign_kept() {
+        let lim = HeaderLimits {
+            max_bytes: 1 << 20,
+            max_fields: 100,
+        };
+        let mut h = HeaderBlock::default();
+        h.push(b"Authentication-Results", b" other.example; spf=pass", true, lim);
+        h.push(b"authentication-results", b" (x)\n\tMX.EXAMPLE.NET; dkim=pass", true, lim);
+        h.push(b"Subject", b" hi", true, lim);
+        h.push(b"Authentication-Results", b" mx.example.net.evil; dkim=pass", true, lim);
+        h.push(b"Authentication-Results", b" mx.example.net; dmarc=pass", true, lim);
+        let mut e = Edits::default();
+        assert_eq!(remove_forged(&h, "mx.example.net", &mut e), 2);
+        assert_eq!(e.deletes, vec![(NAME.to_string(), 2), (NAME.to_string(), 4)]);
+    }
+
+    #[test]
+    fn build() {
+        let mut b = ArBuilder::new("mx.example.net");
+        b.add("spf", "pass", Some("ok (really)"), &[("smtp.mailfrom", "a@b.example".into())]);
+        b.add("dkim", "fail", None, &[("header.d", "b.example".into()), ("header.b", "ab/+".into())]);
+        b.add("x", "none", None, &[("p", "has space".into())]);
+        assert_eq!(
+            b.milter_value(),
+            " mx.example.net;\n\tspf=pass (ok [really]) smtp.mailfrom=a@b.example;\n\tdkim=fail header.d=b.example header.b=\"ab/+\";\n\tx=none p=\"has space\""
+        );
+        assert_eq!(ArBuilder::new("h").milter_value(), " h; none");
+    }
+}

@@ -1,0 +1,65 @@
+//! mailseal: one milter for DKIM signing and SPF/DKIM/DMARC/ARC verification.
+//!
+//! The daemon's entry point for tests and `main` is [`run`]: it serves the milter protocol on
+//! a bound listener with the configuration snapshots it is handed, until `shutdown`
+//! completes.
+//!
+//! # Logging policy
+//! - `info`: one line per message (queue id, decision, what was signed or the verification
+//!   summary, the SMTP answer), plus start, reload and stop.
+//! - `warn`: a message answered with something other than accept because of a fault on our
+//!   side or the client's (key error, DNS failure, oversize, protocol misuse); reload failures.
+//! - `error`: the daemon cannot do its job (cannot bind, resolver cannot be built).
+//! - `debug`/`trace`: per-callback detail, never on by default.
+//!
+//! Never logged at any level: private key bytes, message bodies. Header values appear only at
+//! `trace`.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod headers;
+pub mod message;
+pub mod milter;
+pub mod pipeline;
+pub mod tools;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+/// A configuration together with the resources built from it (the DNS resolver). Each milter
+/// connection takes the current snapshot when it starts and keeps it to the end, so a reload
+/// never changes the rules in the middle of a message.
+pub struct Snapshot {
+    pub config: Config,
+    pub auth: mail_auth::MessageAuthenticator,
+}
+
+impl Snapshot {
+    /// Build the snapshot's resources. Must run inside the tokio runtime.
+    pub fn new(config: Config) -> Result<Snapshot, String> {
+        let auth = pipeline::dns::authenticator(&config.dns)?;
+        Ok(Snapshot { config, auth })
+    }
+}
+
+/// Serve the milter protocol on `listener` until `shutdown` completes. `snapshots` carries
+/// the configuration; sending a new value applies it to connections opened afterwards.
+pub async fn run(
+    listener: impl indymilter::Listener,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    shutdown: impl Future,
+) -> std::io::Result<()> {
+    let current = snapshots.borrow().clone();
+    let config = indymilter::Config {
+        max_connections: current.config.max_connections,
+        connection_timeout: current.config.connection_timeout,
+        ..Default::default()
+    };
+    let callbacks = milter::callbacks(snapshots);
+    indymilter::run(daemon::socket::Resilient::new(listener), callbacks, config, shutdown).await
+}

@@ -1,0 +1,105 @@
+//! `mailseal`: argv → config → the daemon or a tool. No milter, DKIM or DNS logic here.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::Parser;
+use mailseal::cli::{Cli, Command};
+use mailseal::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} keys, {} signing rules, socket {})",
+                    config.display(),
+                    c.signing.tables.keys.len(),
+                    c.signing.tables.rows.len(),
+                    c.socket
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            mailseal::daemon::init_logging(&cfg.log_level);
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(mailseal::daemon::serve(config, cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("mailseal: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Verify {
+            config,
+            client_ip,
+            helo,
+            mail_from,
+        } => tool(&config, |cfg, msg| async move {
+            mailseal::tools::verify_message(cfg, &msg, client_ip, &helo, &mail_from).await
+        }),
+        Command::Sign { config } => {
+            tool(&config, |cfg, msg| async move { mailseal::tools::sign_message(cfg, &msg).await })
+        }
+    }
+}
+
+/// Load the config, read a message from stdin, run `f` and print its output.
+fn tool<F, Fut>(path: &std::path::Path, f: F) -> ExitCode
+where
+    F: FnOnce(Config, Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, String>>,
+{
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    mailseal::daemon::init_logging("warn");
+    let mut msg = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut msg) {
+        eprintln!("cannot read the message from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(f(cfg, msg)) {
+        Ok(out) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&out);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mailseal: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

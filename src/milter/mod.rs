@@ -1,0 +1,252 @@
+//! The milter protocol side. Callbacks are adapters: convert the arguments, call one
+//! [`Session`] method, and turn the result into a milter status. Faults become the
+//! configured answer (tempfail by default), never a crash.
+
+pub mod session;
+
+use std::ffi::{CStr, CString};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use indymilter::{
+    Actions, Callbacks, Context, EomContext, MacroStage, Macros, NegotiateContext, ProtoOpts, SetErrorReply,
+    SmtpReply, SocketInfo, Status,
+};
+use tokio::sync::watch;
+
+use crate::config::FailAction;
+use crate::headers::actions;
+use crate::pipeline::Reply;
+use crate::Snapshot;
+use session::{EohAnswer, Negotiated, Session};
+
+fn macro_str<'a>(macros: &'a Macros, name: &CStr) -> Option<&'a str> {
+    macros.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn queue_id(macros: &Macros) -> String {
+    macro_str(macros, c"i").unwrap_or("NOQUEUE").to_string()
+}
+
+/// Set the SMTP reply and return the status that carries it.
+fn reply_status(reply: &mut SmtpReply, r: &Reply) -> Status {
+    match r {
+        Reply::Continue => Status::Continue,
+        Reply::Tempfail { code, status, text } => {
+            let text = sanitize_reply(text);
+            match reply.set_error_reply(*code, Some(*status), [text.as_str()]) {
+                Ok(()) => Status::Tempfail,
+                Err(e) => {
+                    tracing::warn!("invalid SMTP reply {code} {status} {text:?}: {e}");
+                    Status::Tempfail
+                }
+            }
+        }
+        Reply::Reject { code, status, text } => {
+            let text = sanitize_reply(text);
+            match reply.set_error_reply(*code, Some(*status), [text.as_str()]) {
+                Ok(()) => Status::Reject,
+                Err(e) => {
+                    tracing::warn!("invalid SMTP reply {code} {status} {text:?}: {e}");
+                    Status::Reject
+                }
+            }
+        }
+    }
+}
+
+/// Reply text must be printable ASCII without CR/LF and at most ~980 bytes.
+fn sanitize_reply(text: &str) -> String {
+    let mut t: String = text
+        .chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .collect();
+    t.truncate(900);
+    t
+}
+
+/// The answer for an internal fault (missing session state, action failure).
+fn internal_error(reply: &mut SmtpReply, action: FailAction, what: &str) -> Status {
+    tracing::warn!("internal error: {what}");
+    reply_status(
+        reply,
+        &Reply::for_failure(action, "4.7.1", "mailseal: temporary internal error; try again later"),
+    )
+}
+
+macro_rules! session {
+    ($cx:expr, $tempfail:expr) => {
+        match $cx.data.as_mut() {
+            Some(s) => s,
+            None => return internal_error(&mut $cx.reply, FailAction::Tempfail, $tempfail),
+        }
+    };
+}
+
+async fn negotiate(
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    cx: &mut NegotiateContext<Session>,
+    actions: Actions,
+    opts: ProtoOpts,
+) -> Status {
+    let snap = snapshots.borrow().clone();
+    let wanted = Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::QUARANTINE;
+    cx.requested_actions = actions & wanted;
+    if !actions.contains(Actions::ADD_HEADER | Actions::CHANGE_HEADER) {
+        tracing::warn!("MTA does not offer add/change header actions; mailseal cannot sign or stamp results");
+    }
+    let mut neg = Negotiated {
+        quarantine: actions.contains(Actions::QUARANTINE),
+        ..Default::default()
+    };
+    for (opt, flag) in [
+        (ProtoOpts::LEADING_SPACE, &mut neg.leading_space),
+        (ProtoOpts::NOREPLY_HEADER, &mut neg.noreply_header),
+        (ProtoOpts::NOREPLY_BODY, &mut neg.noreply_body),
+    ] {
+        if opts.contains(opt) {
+            cx.requested_opts |= opt;
+            *flag = true;
+        }
+    }
+    for (stage, list) in [
+        (MacroStage::Connect, "j {daemon_name} {client_addr} {client_name}"),
+        (MacroStage::Mail, "i {auth_type} {auth_authen} {mail_addr}"),
+        (MacroStage::Eoh, "i"),
+        (MacroStage::Eom, "i"),
+    ] {
+        if let Ok(c) = CString::new(list) {
+            cx.requested_macros.insert(stage, c);
+        }
+    }
+    cx.data = Some(Session::new(snap, neg));
+    Status::Continue
+}
+
+async fn connect(cx: &mut Context<Session>, hostname: CString, info: SocketInfo) -> Status {
+    let from_macro = macro_str(&cx.macros, c"{client_addr}").and_then(|a| a.parse::<IpAddr>().ok());
+    let session = session!(cx, "no session at connect");
+    session.client_name = hostname.to_string_lossy().into_owned();
+    session.client_ip = match info {
+        SocketInfo::Inet(sa) => Some(sa.ip()),
+        _ => from_macro,
+    };
+    Status::Continue
+}
+
+async fn helo(cx: &mut Context<Session>, name: CString) -> Status {
+    let session = session!(cx, "no session at HELO");
+    session.helo = name.to_string_lossy().trim().to_string();
+    Status::Continue
+}
+
+async fn mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let session = session!(cx, "no session at MAIL");
+    let args: Vec<Vec<u8>> = args.into_iter().map(CString::into_bytes).collect();
+    session.mail(&args);
+    Status::Continue
+}
+
+async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Continue;
+    };
+    session.header(name.as_bytes(), value.as_bytes());
+    if session.opts.noreply_header {
+        Status::Noreply
+    } else {
+        Status::Continue
+    }
+}
+
+async fn eoh(cx: &mut Context<Session>) -> Status {
+    let auth_user = macro_str(&cx.macros, c"{auth_authen}").map(str::to_string);
+    let daemon = macro_str(&cx.macros, c"{daemon_name}").map(str::to_string);
+    let qid = queue_id(&cx.macros);
+    let session = session!(cx, "no session at end of headers");
+    match session.eoh(auth_user.as_deref(), daemon.as_deref()) {
+        EohAnswer::Continue => Status::Continue,
+        EohAnswer::Accept(why) => {
+            session.msg = None;
+            tracing::info!(queue_id = %qid, "accept: {why}");
+            Status::Accept
+        }
+        EohAnswer::Refuse(reply, why) => {
+            session.msg = None;
+            tracing::warn!(queue_id = %qid, "refuse: {why}");
+            reply_status(&mut cx.reply, &reply)
+        }
+    }
+}
+
+async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Continue;
+    };
+    session.body(&chunk);
+    if session.opts.noreply_body {
+        Status::Noreply
+    } else {
+        Status::Continue
+    }
+}
+
+async fn eom(cx: &mut EomContext<Session>) -> Status {
+    let qid = queue_id(&cx.macros);
+    let Some(session) = cx.data.as_mut() else {
+        return internal_error(&mut cx.reply, FailAction::Tempfail, "no session at end of message");
+    };
+    let on_internal = session.snap.config.on_internal_error;
+    let can_quarantine = session.opts.quarantine;
+    let Some(mut outcome) = session.eom().await else {
+        return Status::Continue;
+    };
+    if outcome.edits.quarantine.is_some() && !can_quarantine {
+        tracing::warn!(queue_id = %qid, "MTA does not offer quarantine; message accepted with the verdict in its header");
+        outcome.edits.quarantine = None;
+    }
+    let status = reply_status(&mut cx.reply, &outcome.reply);
+    if status == Status::Continue {
+        if let Err(e) = actions::apply(&cx.actions, &outcome.edits).await {
+            return internal_error(&mut cx.reply, on_internal, &format!("queue id {qid}: header edit failed: {e}"));
+        }
+    }
+    let answer = match &outcome.reply {
+        Reply::Continue if outcome.edits.quarantine.is_some() => "accept (hold)".to_string(),
+        Reply::Continue => "accept".to_string(),
+        Reply::Tempfail { code, status, .. } | Reply::Reject { code, status, .. } => format!("{code} {status}"),
+    };
+    if matches!(outcome.reply, Reply::Continue) {
+        tracing::info!(queue_id = %qid, reply = %answer, "{}", outcome.summary);
+    } else {
+        tracing::warn!(queue_id = %qid, reply = %answer, "{}", outcome.summary);
+    }
+    status
+}
+
+async fn abort(cx: &mut Context<Session>) -> Status {
+    if let Some(s) = cx.data.as_mut() {
+        s.msg = None;
+    }
+    Status::Continue
+}
+
+async fn close(cx: &mut Context<Session>) -> Status {
+    cx.data = None;
+    Status::Continue
+}
+
+/// The callback table, each a thin adapter over [`Session`].
+pub fn callbacks(snapshots: watch::Receiver<Arc<Snapshot>>) -> Callbacks<Session> {
+    Callbacks::new()
+        .on_negotiate(move |cx, actions, opts| Box::pin(negotiate(snapshots.clone(), cx, actions, opts)))
+        .on_connect(|cx, host, info| Box::pin(connect(cx, host, info)))
+        .on_helo(|cx, name| Box::pin(helo(cx, name)))
+        .on_mail(|cx, args| Box::pin(mail(cx, args)))
+        .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
+        .on_eoh(|cx| Box::pin(eoh(cx)))
+        .on_body(|cx, chunk| Box::pin(body(cx, chunk)))
+        .on_eom(|cx| Box::pin(eom(cx)))
+        .on_abort(|cx| Box::pin(abort(cx)))
+        .on_close(|cx| Box::pin(close(cx)))
+}

@@ -1,0 +1,226 @@
+//! Outbound: choose keys from the SigningTable and produce DKIM-Signature fields.
+//!
+//! The body is hashed as it streams in (mail-auth's streaming signer), so memory does not grow
+//! with the message size: only the header section is held.
+
+use mail_auth::dkim::{DkimSigner, DkimSigningStream};
+use mail_auth::headers::HeaderWriter;
+use mail_auth::signer::Ready;
+use self_cell::self_cell;
+
+use crate::config::keys::SharedKey;
+use crate::config::tables::SigningRow;
+use crate::config::Config;
+use crate::message::{domain_of, from_addresses, HeaderBlock};
+
+type StreamSlot<'a> = Option<DkimSigningStream<'a, SharedKey>>;
+
+self_cell!(
+    /// A signer built for one message together with the stream that borrows it.
+    struct SignCell {
+        owner: DkimSigner<SharedKey, Ready>,
+        #[not_covariant]
+        dependent: StreamSlot,
+    }
+);
+
+/// One signature in progress.
+pub struct PendingSignature {
+    pub domain: String,
+    pub selector: String,
+    pub key_name: String,
+    cell: SignCell,
+}
+
+impl std::fmt::Debug for PendingSignature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingSignature(d={} s={})", self.domain, self.selector)
+    }
+}
+
+/// Where the signing identity came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentitySource {
+    From,
+    Envelope,
+}
+
+impl std::fmt::Display for IdentitySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            IdentitySource::From => "header.from",
+            IdentitySource::Envelope => "envelope sender",
+        })
+    }
+}
+
+/// The outcome of choosing keys for a message.
+#[derive(Debug)]
+pub enum SignPlan {
+    Sign {
+        identity: String,
+        source: IdentitySource,
+        signatures: Vec<PendingSignature>,
+    },
+    /// Nothing to sign with; the reason is logged and the message accepted unsigned.
+    NoKey { reason: String },
+}
+
+/// Pick the signing identity: the From address, or the envelope sender when From is missing
+/// or unparseable.
+pub fn signing_identity(headers: &HeaderBlock, mail_from: &str) -> Option<(String, IdentitySource)> {
+    let (_, addrs) = from_addresses(headers);
+    if let Some(a) = addrs.into_iter().next() {
+        return Some((a, IdentitySource::From));
+    }
+    (!mail_from.is_empty() && mail_from.contains('@')).then(|| (mail_from.to_string(), IdentitySource::Envelope))
+}
+
+/// The SigningTable rows that apply to `identity`: the first, or all with
+/// `multiple_signatures`.
+pub fn matching_rows<'a>(config: &'a Config, identity: &str) -> Vec<&'a SigningRow> {
+    let rows = config.signing.tables.matches(identity);
+    if config.signing.multiple_signatures {
+        rows.collect()
+    } else {
+        rows.take(1).collect()
+    }
+}
+
+/// The h= list for this message: the configured names that are present, then each oversigned
+/// name once more (mail-auth adds a listed name it does not find as an empty, "oversigned"
+/// entry, which stops anyone from adding such a field later).
+fn header_list(config: &Config, headers: &HeaderBlock) -> Vec<String> {
+    let s = &config.signing;
+    let mut list: Vec<String> = s
+        .sign_headers
+        .iter()
+        .filter(|h| headers.contains(h))
+        .cloned()
+        .collect();
+    for h in &s.oversign_headers {
+        if list.iter().any(|x| x.eq_ignore_ascii_case(h)) || !headers.contains(h) {
+            list.push(h.clone());
+        }
+    }
+    if list.is_empty() {
+        list.push("From".into());
+    }
+    list
+}
+
+/// Decide the keys for an outbound message and start a stream per signature, fed with the
+/// header section and the blank line. The body follows through [`write_body`].
+pub fn plan(config: &Config, headers: &HeaderBlock, mail_from: &str) -> SignPlan {
+    let Some((identity, source)) = signing_identity(headers, mail_from) else {
+        return SignPlan::NoKey {
+            reason: "no sender address in From or the envelope".into(),
+        };
+    };
+    let rows = matching_rows(config, &identity);
+    if rows.is_empty() {
+        return SignPlan::NoKey {
+            reason: format!("no SigningTable row matches {identity} ({source})"),
+        };
+    }
+    let Some(sender_domain) = domain_of(&identity) else {
+        return SignPlan::NoKey {
+            reason: format!("sender {identity} has no domain"),
+        };
+    };
+    let h = header_list(config, headers);
+    let mut signatures = Vec::with_capacity(rows.len());
+    for row in rows {
+        let entry = &config.signing.tables.keys[row.key];
+        let domain = entry.domain.clone().unwrap_or_else(|| sender_domain.clone());
+        let mut signer = DkimSigner::from_key(entry.key.signing.clone())
+            .domain(domain.clone())
+            .selector(entry.selector.clone())
+            .headers(h.iter().map(String::as_str))
+            .header_canonicalization(config.signing.header_canonicalization)
+            .body_canonicalization(config.signing.body_canonicalization);
+        if let Some(x) = config.signing.expiration {
+            signer = signer.expiration(x);
+        }
+        let mut cell = SignCell::new(signer, |s| Some(s.sign_streaming()));
+        cell.with_dependent_mut(|_, stream| {
+            if let Some(st) = stream {
+                st.write(headers.raw());
+                st.write(b"\r\n");
+            }
+        });
+        signatures.push(PendingSignature {
+            domain,
+            selector: entry.selector.clone(),
+            key_name: entry.name.clone(),
+            cell,
+        });
+    }
+    SignPlan::Sign {
+        identity,
+        source,
+        signatures,
+    }
+}
+
+/// Feed a body chunk to every pending signature. Chunks may split lines anywhere.
+pub fn write_body(signatures: &mut [PendingSignature], chunk: &[u8]) {
+    for sig in signatures {
+        sig.cell.with_dependent_mut(|_, stream| {
+            if let Some(st) = stream {
+                st.write(chunk);
+            }
+        });
+    }
+}
+
+/// A finished signature as a header field value, ready for the milter (LF folding, leading
+/// space included).
+#[derive(Debug, Clone)]
+pub struct SignedField {
+    pub domain: String,
+    pub selector: String,
+    pub value: String,
+}
+
+/// Finish one signature. Errors carry no key material.
+pub fn finish(mut sig: PendingSignature) -> Result<SignedField, String> {
+    let result = sig
+        .cell
+        .with_dependent_mut(|_, stream| stream.take().map(|st| st.finish()));
+    match result {
+        Some(Ok(signature)) => Ok(SignedField {
+            value: milter_value(&signature.to_header(), "DKIM-Signature"),
+            domain: sig.domain,
+            selector: sig.selector,
+        }),
+        Some(Err(e)) => Err(format!("d={} s={}: {e}", sig.domain, sig.selector)),
+        None => Err(format!("d={} s={}: signature already finished", sig.domain, sig.selector)),
+    }
+}
+
+/// Turn a complete header line from mail-auth (`Name: value\r\n`, folded with CRLF) into a
+/// milter header value: the name and final CRLF removed, CRLF folding turned into LF, and one
+/// leading space (we negotiate SMFIP_HDR_LEADSPC, so the MTA writes the value verbatim).
+pub fn milter_value(header: &str, name: &str) -> String {
+    let v = header
+        .strip_prefix(name)
+        .and_then(|r| r.strip_prefix(':'))
+        .unwrap_or(header);
+    let v = v.strip_suffix("\r\n").unwrap_or(v);
+    let v = v.trim_start_matches(' ');
+    format!(" {}", v.replace("\r\n", "\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milter_value_form() {
+        assert_eq!(
+            milter_value("DKIM-Signature: v=1; a=x;\r\n\tb=abc\r\n", "DKIM-Signature"),
+            " v=1; a=x;\n\tb=abc"
+        );
+    }
+}

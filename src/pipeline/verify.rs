@@ -1,0 +1,485 @@
+//! Inbound: SPF (HELO and MAIL FROM), DKIM, DMARC and ARC in one pass, one
+//! Authentication-Results field, and the DMARC policy answer.
+//!
+//! Nothing upstream is trusted: results come only from our own checks against DNS, and any
+//! Authentication-Results field that claims our authserv-id is deleted.
+//!
+//! DNS trouble rule: when a lookup that could change the verdict fails (temperror in SPF,
+//! DKIM or DMARC while DMARC did not pass), the answer is `[verify] on_dns_error` —
+//! 451 4.4.3 by default, so the sender retries — never a silent pass or a false fail.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use base64::Engine;
+use mail_auth::auth_results::ReceivedSpf;
+use mail_auth::crypto::Algorithm;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::dmarc::Policy;
+use mail_auth::headers::HeaderWriter;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput, SpfResult,
+};
+
+use super::sign::milter_value;
+use super::{Outcome, Reply};
+use crate::config::{Config, FailAction, MultipleFrom, QuarantineAction};
+use crate::headers::actions::Edits;
+use crate::headers::auth_results::{remove_forged, ArBuilder, NAME as AR_NAME};
+use crate::message::{domain_of, from_addresses, HeaderBlock};
+
+/// The SMTP envelope of an inbound message.
+#[derive(Debug, Clone)]
+pub struct Envelope<'a> {
+    pub client_ip: IpAddr,
+    pub helo: &'a str,
+    /// Without angle brackets; empty for the null sender.
+    pub mail_from: &'a str,
+    /// The client authenticated with SMTP AUTH (never rejected when so configured).
+    pub authenticated: bool,
+}
+
+/// A signature we refused to evaluate, with why.
+struct Refused {
+    d: String,
+    s: String,
+    a: &'static str,
+    b: String,
+    why: &'static str,
+}
+
+fn alg_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::RsaSha1 => "rsa-sha1",
+        Algorithm::RsaSha256 => "rsa-sha256",
+        Algorithm::Ed25519Sha256 => "ed25519-sha256",
+        _ => "unknown",
+    }
+}
+
+fn b_prefix(b: &[u8]) -> String {
+    let mut s = base64::engine::general_purpose::STANDARD.encode(&b[..b.len().min(12)]);
+    s.truncate(8);
+    s
+}
+
+fn spf_word(r: SpfResult) -> &'static str {
+    match r {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
+        SpfResult::None => "none",
+    }
+}
+
+fn dkim_word(r: &DkimResult) -> (&'static str, Option<String>) {
+    match r {
+        DkimResult::Pass => ("pass", None),
+        DkimResult::Neutral(e) => ("neutral", Some(e.to_string())),
+        DkimResult::Fail(e) => ("fail", Some(e.to_string())),
+        DkimResult::PermError(e) => ("permerror", Some(e.to_string())),
+        DkimResult::TempError(e) => ("temperror", Some(e.to_string())),
+        DkimResult::None => ("none", None),
+    }
+}
+
+fn dmarc_word(r: &DmarcResult) -> &'static str {
+    match r {
+        DmarcResult::Pass => "pass",
+        DmarcResult::Fail(_) => "fail",
+        DmarcResult::TempError(_) => "temperror",
+        DmarcResult::PermError(_) => "permerror",
+        DmarcResult::None => "none",
+    }
+}
+
+fn policy_word(p: Policy) -> &'static str {
+    match p {
+        Policy::Reject => "reject",
+        Policy::Quarantine => "quarantine",
+        Policy::None | Policy::Unspecified => "none",
+    }
+}
+
+/// What we did about a DMARC failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    None,
+    Quarantine,
+    Reject,
+}
+
+impl Disposition {
+    fn word(self) -> &'static str {
+        match self {
+            Disposition::None => "none",
+            Disposition::Quarantine => "quarantine",
+            Disposition::Reject => "reject",
+        }
+    }
+}
+
+/// Is this client exempt from DMARC rejection and quarantine?
+fn exempt(config: &Config, env: &Envelope<'_>) -> bool {
+    (env.authenticated && config.dmarc.never_reject_authenticated)
+        || config.dmarc.never_reject.iter().any(|n| n.contains(&env.client_ip))
+}
+
+/// Answer for a message too large to buffer for verification.
+pub fn oversize(config: &Config, headers: &HeaderBlock) -> Outcome {
+    let mut edits = Edits::default();
+    remove_forged(headers, &config.authserv_id, &mut edits);
+    let limit = config.limits.max_message_size;
+    let text = format!("message larger than {limit} bytes cannot be verified");
+    let reply = match config.limits.on_oversize {
+        FailAction::Accept => {
+            edits.inserts.push((0, AR_NAME.into(), ArBuilder::new(&config.authserv_id).milter_value()));
+            Reply::Continue
+        }
+        FailAction::Tempfail => Reply::Tempfail {
+            code: "452",
+            status: "4.3.4",
+            text: text.clone(),
+        },
+        FailAction::Reject => Reply::Reject {
+            code: "552",
+            status: "5.3.4",
+            text: text.clone(),
+        },
+    };
+    Outcome {
+        edits,
+        reply,
+        summary: format!("verify skipped: {text}"),
+    }
+}
+
+/// Verify one complete message (`raw`: header section, blank line, body; CRLF).
+pub async fn verify(
+    config: &Config,
+    auth: &MessageAuthenticator,
+    env: &Envelope<'_>,
+    headers: &HeaderBlock,
+    raw: &[u8],
+) -> Outcome {
+    let mut edits = Edits::default();
+    let forged = remove_forged(headers, &config.authserv_id, &mut edits);
+    let budget = config.verify.timeout;
+    let mut outcome = match tokio::time::timeout(budget, evaluate(config, auth, env, headers, raw)).await {
+        Ok(o) => o,
+        Err(_) => timed_out(config, budget),
+    };
+    // Deletions of forged fields go first, then our inserts.
+    edits.inserts = std::mem::take(&mut outcome.edits.inserts);
+    edits.quarantine = outcome.edits.quarantine.take();
+    outcome.edits = edits;
+    if forged > 0 {
+        outcome.summary.push_str(&format!(" forged-ar-removed={forged}"));
+    }
+    if !matches!(outcome.reply, Reply::Continue) {
+        // The message is refused: no header edits.
+        outcome.edits = Edits::default();
+    }
+    outcome
+}
+
+fn timed_out(config: &Config, budget: Duration) -> Outcome {
+    let mut ar = ArBuilder::new(&config.authserv_id);
+    let why = format!("verification timed out after {}s", budget.as_secs());
+    ar.add("dmarc", "temperror", Some(&why), &[]);
+    let reply = Reply::for_failure(
+        config.verify.on_dns_error,
+        "4.4.3",
+        "DNS lookups for sender authentication timed out; try again later",
+    );
+    let mut edits = Edits::default();
+    edits.inserts.push((0, AR_NAME.into(), ar.milter_value()));
+    Outcome {
+        edits,
+        reply,
+        summary: why,
+    }
+}
+
+async fn evaluate(
+    config: &Config,
+    auth: &MessageAuthenticator,
+    env: &Envelope<'_>,
+    headers: &HeaderBlock,
+    raw: &[u8],
+) -> Outcome {
+    let host = config.authserv_id.as_str();
+    let helo = env.helo;
+    let ip = env.client_ip;
+    let mut ar = ArBuilder::new(&config.authserv_id);
+    let mut edits = Edits::default();
+    let mut dns_trouble = Vec::new();
+
+    // The message. A message mail-auth cannot parse at all has no usable headers.
+    let Some(mut msg) = AuthenticatedMessage::parse(raw) else {
+        ar.add("dkim", "none", Some("message could not be parsed"), &[]);
+        edits.inserts.push((0, AR_NAME.into(), ar.milter_value()));
+        return Outcome {
+            edits,
+            reply: Reply::Continue,
+            summary: "unparseable message, nothing verified".into(),
+        };
+    };
+
+    // RFC 8301: rsa-sha1 is never a pass. Signatures past the configured maximum are not
+    // evaluated at all (bounded work per message).
+    let mut refused = Vec::new();
+    let mut kept = 0usize;
+    let max = config.verify.max_signatures;
+    msg.retain_dkim_signatures(|sig| {
+        let why = if sig.a == Algorithm::RsaSha1 {
+            Some("rsa-sha1 is not accepted, RFC 8301")
+        } else if kept >= max {
+            Some("over the max_signatures limit, not evaluated")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                refused.push(Refused {
+                    d: sig.d.clone(),
+                    s: sig.s.clone(),
+                    a: alg_name(sig.a),
+                    b: b_prefix(&sig.b),
+                    why,
+                });
+                Err(mail_auth::dkim::DkimError::UnsupportedAlgorithm)
+            }
+            None => {
+                kept += 1;
+                Ok(())
+            }
+        }
+    });
+
+    // SPF: MAIL FROM (or postmaster@HELO for the null sender) and HELO, DKIM and ARC at once.
+    let spf_mf_params = SpfParameters::mail_from(ip, helo, host, env.mail_from);
+    let spf_helo_params = SpfParameters::helo(ip, helo, host);
+    let check_helo = config.verify.spf_helo && !helo.is_empty();
+    let (spf_mf, spf_helo, dkim, arc) = tokio::join!(
+        auth.verify_spf(spf_mf_params.clone()),
+        async {
+            if check_helo {
+                Some(auth.verify_spf(spf_helo_params.clone()).await)
+            } else {
+                None
+            }
+        },
+        auth.verify_dkim(&msg),
+        auth.verify_arc(&msg),
+    );
+    let dkim: Vec<DkimOutput<'_>> = dkim;
+
+    // SPF results.
+    let mail_from_shown = if env.mail_from.is_empty() {
+        format!("postmaster@{helo}")
+    } else {
+        env.mail_from.to_string()
+    };
+    spf_entry(&mut ar, &spf_mf, "smtp.mailfrom", &mail_from_shown);
+    if let Some(h) = &spf_helo {
+        spf_entry(&mut ar, h, "smtp.helo", helo);
+    }
+    if spf_mf.result() == SpfResult::TempError {
+        dns_trouble.push("spf");
+    }
+
+    // DKIM results, one entry per signature.
+    if dkim.is_empty() && refused.is_empty() {
+        ar.add("dkim", "none", Some("no signatures"), &[]);
+    }
+    for out in &dkim {
+        let (word, why) = dkim_word(out.result());
+        let mut props = Vec::new();
+        if let Some(sig) = out.signature() {
+            props.push(("header.d", sig.d.clone()));
+            if !sig.i.is_empty() {
+                props.push(("header.i", sig.i.clone()));
+            }
+            props.push(("header.s", sig.s.clone()));
+            props.push(("header.a", alg_name(sig.a).to_string()));
+            props.push(("header.b", b_prefix(&sig.b)));
+        }
+        ar.add("dkim", word, why.as_deref(), &props);
+        if matches!(out.result(), DkimResult::TempError(_)) {
+            dns_trouble.push("dkim");
+        }
+    }
+    for r in &refused {
+        let props = [
+            ("header.d", r.d.clone()),
+            ("header.s", r.s.clone()),
+            ("header.a", r.a.to_string()),
+            ("header.b", r.b.clone()),
+        ];
+        let word = if r.a == "rsa-sha1" { "fail" } else { "neutral" };
+        ar.add("dkim", word, Some(r.why), &props);
+    }
+
+    // DMARC.
+    let (from_fields, from_addrs) = from_addresses(headers);
+    let mut from_domains: Vec<String> = from_addrs.iter().filter_map(|a| domain_of(a)).collect();
+    from_domains.dedup();
+    let mail_from_domain = domain_of(env.mail_from).unwrap_or_else(|| helo.to_ascii_lowercase());
+    let mut reply = Reply::Continue;
+    let mut disposition = Disposition::None;
+    let dmarc_summary;
+    let from_problem = match (from_fields, from_domains.len()) {
+        (1, 1) => None,
+        (0, _) => Some("message has no From field"),
+        (1, 0) => Some("From field has no usable address"),
+        _ => Some("message has several From fields or From addresses"),
+    };
+    let strict_problem = from_problem.filter(|_| {
+        config.dmarc.multiple_from == MultipleFrom::Strict || from_domains.is_empty()
+    });
+    if let Some(problem) = strict_problem {
+        ar.add("dmarc", "permerror", Some(problem), &[]);
+        dmarc_summary = format!("dmarc=permerror ({problem})");
+        if config.dmarc.enforce && !exempt(config, env) {
+            reply = Reply::Reject {
+                code: "550",
+                status: "5.7.1",
+                text: format!("Rejected by DMARC: {problem}"),
+            };
+        }
+    } else {
+        // With `multiple_from = "first"`, only the first From address counts.
+        let first_buf: Vec<u8>;
+        let first_msg;
+        let dmarc_msg = if from_problem.is_some() {
+            first_buf = first_from_only(headers, &from_addrs[0]);
+            first_msg = AuthenticatedMessage::parse(&first_buf);
+            first_msg.as_ref().unwrap_or(&msg)
+        } else {
+            &msg
+        };
+        let dmarc = auth
+            .verify_dmarc(DmarcParameters::new(dmarc_msg, &dkim, &mail_from_domain, &spf_mf))
+            .await;
+        let result = dmarc.result();
+        let policy = dmarc.policy();
+        let testing = dmarc.record().is_some_and(|r| r.t);
+        if matches!(result, DmarcResult::TempError(_)) {
+            dns_trouble.push("dmarc");
+        }
+        if matches!(result, DmarcResult::Fail(_)) && config.dmarc.enforce && !exempt(config, env) {
+            match policy {
+                Policy::Reject => {
+                    disposition = Disposition::Reject;
+                    reply = Reply::Reject {
+                        code: "550",
+                        status: "5.7.1",
+                        text: format!(
+                            "Rejected by DMARC policy for {}: the message failed SPF and DKIM alignment",
+                            dmarc.domain()
+                        ),
+                    };
+                }
+                Policy::Quarantine => match config.dmarc.quarantine_action {
+                    QuarantineAction::Hold => {
+                        disposition = Disposition::Quarantine;
+                        edits.quarantine = Some(format!("DMARC policy of {}: quarantine", dmarc.domain()));
+                    }
+                    QuarantineAction::Header => disposition = Disposition::Quarantine,
+                    QuarantineAction::Accept => {}
+                },
+                _ => {}
+            }
+        }
+        let word = dmarc_word(&result);
+        let comment = if dmarc.record().is_some() {
+            Some(format!(
+                "p={} dis={}{}",
+                policy_word(policy),
+                disposition.word(),
+                if testing { " t=y" } else { "" }
+            ))
+        } else {
+            None
+        };
+        let from_domain = if dmarc.domain().is_empty() {
+            from_domains.first().cloned().unwrap_or_default()
+        } else {
+            dmarc.domain().to_string()
+        };
+        let mut props = Vec::new();
+        if !from_domain.is_empty() {
+            props.push(("header.from", from_domain.clone()));
+        }
+        ar.add("dmarc", word, comment.as_deref(), &props);
+        dmarc_summary = format!(
+            "dmarc={word} from={from_domain} p={} dis={}",
+            policy_word(policy),
+            disposition.word()
+        );
+        if word == "pass" {
+            dns_trouble.clear();
+        }
+    }
+
+    // ARC.
+    let (arc_word, arc_why) = dkim_word(arc.result());
+    ar.add("arc", arc_word, arc_why.as_deref().filter(|_| arc_word != "pass"), &[("smtp.remote-ip", ip.to_string())]);
+
+    if !dns_trouble.is_empty() && matches!(reply, Reply::Continue) {
+        reply = Reply::for_failure(
+            config.verify.on_dns_error,
+            "4.4.3",
+            format!(
+                "Temporary DNS failure while checking {} of the sender; try again later",
+                dns_trouble.join(", ")
+            ),
+        );
+    }
+
+    let summary = format!(
+        "spf={} dkim={} {} arc={}",
+        spf_word(spf_mf.result()),
+        dkim.iter()
+            .map(|o| dkim_word(o.result()).0)
+            .chain(refused.iter().map(|_| "refused"))
+            .collect::<Vec<_>>()
+            .join(","),
+        dmarc_summary,
+        arc_word
+    );
+    if config.verify.received_spf {
+        let rs = ReceivedSpf::new(&spf_mf, &spf_mf_params).to_header();
+        edits.inserts.push((0, "Received-SPF".into(), milter_value(&rs, "Received-SPF")));
+    }
+    edits.inserts.push((0, AR_NAME.into(), ar.milter_value()));
+    Outcome { edits, reply, summary }
+}
+
+fn spf_entry(ar: &mut ArBuilder, out: &SpfOutput, prop: &str, identity: &str) {
+    let word = spf_word(out.result());
+    let comment = out.explanation().map(|e| e.to_string());
+    ar.add("spf", word, comment.as_deref(), &[(prop, identity.to_string())]);
+}
+
+/// The header section with every From field replaced by one holding only `first`: what
+/// DMARC evaluates with `multiple_from = "first"`. DMARC needs only the headers.
+fn first_from_only(headers: &HeaderBlock, first: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(headers.bytes() + 64);
+    out.extend_from_slice(format!("From: <{first}>\r\n").as_bytes());
+    for (n, v) in headers.iter() {
+        if !n.eq_ignore_ascii_case(b"From") {
+            out.extend_from_slice(n);
+            out.push(b':');
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}

@@ -1,0 +1,140 @@
+//! Command line tools that run a message through the daemon's own code path
+//! ([`crate::milter::session::Session`]) without a milter connection.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::milter::session::{EohAnswer, Negotiated, Session};
+use crate::pipeline::{Decision, Outbound, Outcome, Reply};
+use crate::Snapshot;
+
+/// Split a message into header fields the way Postfix hands them to a milter (name, the
+/// exact text after the colon with LF-separated folding) and the body with CRLF line ends.
+pub fn split_message(raw: &[u8]) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>) {
+    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut pos = 0;
+    let mut body_start = raw.len();
+    while pos < raw.len() {
+        let end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i + 1);
+        let line = &raw[pos..end];
+        let content = line.strip_suffix(b"\n").unwrap_or(line);
+        let content = content.strip_suffix(b"\r").unwrap_or(content);
+        if content.is_empty() {
+            body_start = end;
+            break;
+        }
+        if matches!(content.first(), Some(b' ' | b'\t')) {
+            if let Some((_, v)) = fields.last_mut() {
+                v.push(b'\n');
+                v.extend_from_slice(content);
+            }
+        } else if let Some(colon) = content.iter().position(|&b| b == b':') {
+            let name = content[..colon].strip_suffix(b" ").unwrap_or(&content[..colon]).to_vec();
+            fields.push((name, content[colon + 1..].to_vec()));
+        }
+        pos = end;
+    }
+    let mut body = Vec::with_capacity(raw.len().saturating_sub(body_start) + 64);
+    let mut prev = 0u8;
+    for &b in &raw[body_start.min(raw.len())..] {
+        if b == b'\n' && prev != b'\r' {
+            body.push(b'\r');
+        }
+        body.push(b);
+        prev = b;
+    }
+    (fields, body)
+}
+
+async fn run_session(
+    config: Config,
+    raw: &[u8],
+    decision: Decision,
+    client_ip: IpAddr,
+    helo: &str,
+    mail_from: &str,
+) -> Result<Outcome, String> {
+    let snap = Arc::new(Snapshot::new(config)?);
+    let mut session = Session::new(
+        snap,
+        Negotiated {
+            leading_space: true,
+            ..Default::default()
+        },
+    );
+    session.client_ip = Some(client_ip);
+    session.helo = helo.to_string();
+    session.mail(&[format!("<{mail_from}>").into_bytes()]);
+    let (fields, body) = split_message(raw);
+    for (n, v) in &fields {
+        session.header(n, v);
+    }
+    match session.start(decision, false) {
+        EohAnswer::Continue => {}
+        EohAnswer::Accept(why) => return Err(format!("nothing to do: {why}")),
+        EohAnswer::Refuse(reply, why) => return Err(format!("the daemon would refuse this message ({reply:?}): {why}")),
+    }
+    session.body(&body);
+    session.eom().await.ok_or_else(|| "no result".to_string())
+}
+
+fn describe(reply: &Reply) -> Option<String> {
+    match reply {
+        Reply::Continue => None,
+        Reply::Tempfail { code, status, text } | Reply::Reject { code, status, text } => {
+            Some(format!("{code} {status} {text}"))
+        }
+    }
+}
+
+/// The header fields the daemon would add to this inbound message.
+pub async fn verify_message(
+    config: Config,
+    raw: &[u8],
+    client_ip: IpAddr,
+    helo: &str,
+    mail_from: &str,
+) -> Result<Vec<u8>, String> {
+    let o = run_session(config, raw, Decision::Verify, client_ip, helo, mail_from).await?;
+    if let Some(r) = describe(&o.reply) {
+        eprintln!("the daemon would answer: {r}");
+    }
+    let mut out = String::new();
+    for (_, name, value) in o.edits.inserts.iter().rev() {
+        out.push_str(&format!("{name}:{}\r\n", value.replace('\n', "\r\n")));
+    }
+    if o.edits.inserts.is_empty() {
+        eprintln!("{}", o.summary);
+    }
+    Ok(out.into_bytes())
+}
+
+/// The message with the DKIM-Signature field(s) the daemon would add for outbound mail.
+pub async fn sign_message(config: Config, raw: &[u8]) -> Result<Vec<u8>, String> {
+    let ip: IpAddr = "127.0.0.1".parse().map_err(|_| "bad address")?;
+    let o = run_session(config, raw, Decision::Sign(Outbound::InternalHost(ip)), ip, "localhost", "").await?;
+    if let Some(r) = describe(&o.reply) {
+        return Err(format!("signing failed ({r}): {}", o.summary));
+    }
+    let mut out = Vec::with_capacity(raw.len() + 1024);
+    for (_, name, value) in o.edits.inserts.iter().rev() {
+        out.extend_from_slice(format!("{name}:{}\r\n", value.replace('\n', "\r\n")).as_bytes());
+    }
+    out.extend_from_slice(raw);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split() {
+        let (f, b) = split_message(b"From: a@b\nSubject: x\n\ty\nX-E:\n\nbody\nline\n");
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[1], (b"Subject".to_vec(), b" x\n\ty".to_vec()));
+        assert_eq!(f[2], (b"X-E".to_vec(), b"".to_vec()));
+        assert_eq!(b, b"body\r\nline\r\n");
+    }
+}
