@@ -1,0 +1,407 @@
+//! Test fixtures: keys made with openssl, the daemon on 127.0.0.1:0, an MTA-side milter
+//! client, and the independent DKIM verifier (python3-dkim).
+#![allow(dead_code)]
+
+
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use base64::Engine;
+use indymilter::{MacroStage, ProtoOpts};
+use indymilter_test::{EomAction, EomActions, Status, TestConnection};
+use mailseal::config::Config;
+use mailseal::Snapshot;
+use tokio::sync::{oneshot, watch};
+
+pub fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    if let Some(i) = input {
+        child.stdin.take().unwrap().write_all(i).unwrap();
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "openssl {args:?} failed");
+    out.stdout
+}
+
+/// A private key file and its DNS record.
+#[derive(Clone, Debug)]
+pub struct TestKey {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
+    /// `v=DKIM1; k=...; p=...`
+    pub record: String,
+}
+
+fn write_key(dir: &Path, name: &str, pem: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, pem).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn rsa_key(dir: &Path, name: &str, bits: u32, traditional: bool) -> TestKey {
+    let mut pem = openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", &format!("rsa_keygen_bits:{bits}")], None);
+    if traditional {
+        pem = openssl(&["rsa", "-traditional"], Some(&pem));
+    }
+    let spki = openssl(&["pkey", "-pubout", "-outform", "DER"], Some(&pem));
+    TestKey {
+        path: write_key(dir, name, &pem),
+        record: format!("v=DKIM1; k=rsa; p={}", b64(&spki)),
+        pem,
+    }
+}
+
+fn ed25519_key(dir: &Path, name: &str) -> TestKey {
+    let pem = openssl(&["genpkey", "-algorithm", "ed25519"], None);
+    let spki = openssl(&["pkey", "-pubout", "-outform", "DER"], Some(&pem));
+    TestKey {
+        path: write_key(dir, name, &pem),
+        record: format!("v=DKIM1; k=ed25519; p={}", b64(&spki[spki.len() - 32..])),
+        pem,
+    }
+}
+
+pub struct Keys {
+    pub dir: PathBuf,
+    pub rsa: TestKey,
+    pub rsa_pkcs1: TestKey,
+    pub ed: TestKey,
+    pub rsa512: TestKey,
+}
+
+/// Keys made once per test binary.
+pub fn keys() -> &'static Keys {
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("mailseal-test-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Keys {
+            rsa: rsa_key(&dir, "rsa.pem", 2048, false),
+            rsa_pkcs1: rsa_key(&dir, "rsa1.pem", 2048, true),
+            ed: ed25519_key(&dir, "ed.pem"),
+            rsa512: rsa_key(&dir, "rsa512.pem", 512, true),
+            dir,
+        }
+    })
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("mailseal-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The daemon, running `mailseal::run` on 127.0.0.1:0 inside the test's runtime.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub snapshots: watch::Sender<Arc<Snapshot>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    pub scratch: Scratch,
+}
+
+impl Daemon {
+    /// Start with this configuration text (written to a scratch dir, so relative table paths
+    /// resolve there).
+    pub async fn start(config: &str) -> Daemon {
+        let scratch = Scratch::new("daemon");
+        Self::start_in(scratch, config).await
+    }
+
+    pub async fn start_in(scratch: Scratch, config: &str) -> Daemon {
+        let path = scratch.write("mailseal.toml", config);
+        let cfg = Config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
+        let snap = Arc::new(Snapshot::new(cfg).unwrap());
+        let (tx, rx) = watch::channel(snap);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(mailseal::run(
+            mailseal::daemon::socket::NodelayListener(listener),
+            rx,
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        Daemon {
+            addr,
+            snapshots: tx,
+            stop: Some(stop_tx),
+            task: Some(task),
+            scratch,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("daemon stops")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
+
+/// Write key.table / signing.table into `dir` and return the `[signing]` TOML lines.
+pub fn signing_section(dir: &Path, key_rows: &[(&str, &str, &str, &Path)], sign_rows: &[(&str, &str)]) -> String {
+    let mut kt = String::from("# test KeyTable\n");
+    for (name, domain, sel, path) in key_rows {
+        kt.push_str(&format!("{name}\t{domain}:{sel}:{}\n", path.display()));
+    }
+    let mut st = String::from("# test SigningTable\n");
+    for (pat, name) in sign_rows {
+        st.push_str(&format!("{pat}\t{name}\n"));
+    }
+    std::fs::write(dir.join("key.table"), kt).unwrap();
+    std::fs::write(dir.join("signing.table"), st).unwrap();
+    "key_table = \"key.table\"\nsigning_table = \"signing.table\"\n".to_string()
+}
+
+/// One SMTP session as the MTA side of the milter protocol, with Postfix's habits: exact
+/// leading-space header values, LF-folded values, queue id from RCPT on.
+pub struct Client {
+    pub conn: TestConnection,
+}
+
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub client_ip: &'static str,
+    pub helo: &'static str,
+    pub mail_from: String,
+    pub auth: Option<&'static str>,
+    pub daemon_name: &'static str,
+}
+
+impl Default for Envelope {
+    fn default() -> Self {
+        Envelope {
+            client_ip: "192.0.2.10",
+            helo: "client.example",
+            mail_from: "<sender@example.com>".into(),
+            auth: None,
+            daemon_name: "smtpd",
+        }
+    }
+}
+
+/// The result of one message through the milter.
+#[derive(Debug)]
+pub struct Delivered {
+    pub status: Status,
+    pub actions: EomActions,
+    /// The message as the MTA would store it (our inserts and deletes applied), CRLF.
+    pub message: Vec<u8>,
+}
+
+impl Delivered {
+    pub fn inserted(&self, name: &str) -> Vec<String> {
+        self.actions
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                EomAction::InsertHeader { name: n, value, .. } if n.to_str().unwrap().eq_ignore_ascii_case(name) => {
+                    Some(value.to_string_lossy().into_owned())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.message).into_owned()
+    }
+}
+
+/// Split a test message (`\n` or `\r\n` line ends) into milter header values and body.
+pub fn split(raw: &str) -> (Vec<(String, String)>, Vec<u8>) {
+    let (fields, body) = mailseal::tools::split_message(raw.as_bytes());
+    (
+        fields
+            .into_iter()
+            .map(|(n, v)| (String::from_utf8(n).unwrap(), String::from_utf8(v).unwrap()))
+            .collect(),
+        body,
+    )
+}
+
+impl Client {
+    pub async fn open(addr: SocketAddr) -> Client {
+        let conn = TestConnection::configure()
+            .available_opts(ProtoOpts::all())
+            .exact_leading_space(true)
+            .read_timeout(Duration::from_secs(60))
+            .open_tcp(addr)
+            .await
+            .expect("milter connection");
+        Client { conn }
+    }
+
+    /// Connect + HELO for an envelope.
+    pub async fn hello(&mut self, env: &Envelope) {
+        self.conn
+            .macros(MacroStage::Connect, [("j", "mx.test"), ("{daemon_name}", env.daemon_name)])
+            .await
+            .unwrap();
+        let ip: std::net::IpAddr = env.client_ip.parse().unwrap();
+        let st = self.conn.connect("client.test", (ip, 40000)).await.unwrap();
+        assert_eq!(st, Status::Continue);
+        let st = self.conn.helo(env.helo).await.unwrap();
+        assert_eq!(st, Status::Continue);
+    }
+
+    /// MAIL FROM through end of message, body in chunks of `chunk` bytes.
+    pub async fn message(&mut self, env: &Envelope, raw: &str, chunk: usize) -> Delivered {
+        let mut mail_macros = vec![("i", "QID1")];
+        if let Some(a) = env.auth {
+            mail_macros.push(("{auth_authen}", a));
+        }
+        self.conn.macros(MacroStage::Mail, mail_macros).await.unwrap();
+        let st = self.conn.mail([env.mail_from.as_str()]).await.unwrap();
+        assert_eq!(st, Status::Continue);
+        let (fields, body) = split(raw);
+        for (n, v) in &fields {
+            let st = self.conn.header(n.as_str(), v.as_str()).await.unwrap();
+            assert!(matches!(st, Status::Continue | Status::Noreply), "{st:?}");
+        }
+        let st = self.conn.eoh().await.unwrap();
+        if st != Status::Continue {
+            return Delivered {
+                status: st,
+                actions: EomActions { actions: vec![] },
+                message: assemble(&fields, &body, &EomActions { actions: vec![] }),
+            };
+        }
+        for piece in body.chunks(chunk.max(1)) {
+            let st = self.conn.body(piece.to_vec()).await.unwrap();
+            assert!(matches!(st, Status::Continue | Status::Noreply), "{st:?}");
+        }
+        let (actions, status) = self.conn.eom().await.unwrap();
+        let message = assemble(&fields, &body, &actions);
+        Delivered { status, actions, message }
+    }
+
+    pub async fn close(self) {
+        self.conn.close().await.unwrap();
+    }
+}
+
+/// Apply milter edits to a message the way Postfix does (deletes by per-name index, then
+/// inserts at their index; no MTA Received header here).
+pub fn assemble(fields: &[(String, String)], body: &[u8], actions: &EomActions) -> Vec<u8> {
+    let mut headers: Vec<(String, String)> = fields.to_vec();
+    for a in &actions.actions {
+        if let EomAction::DeleteHeader { name, index } = a {
+            let name = name.to_str().unwrap();
+            let mut seen = 0;
+            let pos = headers.iter().position(|(n, _)| {
+                if n.eq_ignore_ascii_case(name) {
+                    seen += 1;
+                    seen == *index
+                } else {
+                    false
+                }
+            });
+            if let Some(p) = pos {
+                headers.remove(p);
+            }
+        }
+    }
+    for a in &actions.actions {
+        if let EomAction::InsertHeader { index, name, value } = a {
+            let at = (*index as usize).min(headers.len());
+            headers.insert(at, (name.to_str().unwrap().into(), value.to_str().unwrap().into()));
+        }
+    }
+    let mut out = Vec::new();
+    for (n, v) in &headers {
+        out.extend_from_slice(n.as_bytes());
+        out.push(b':');
+        out.extend_from_slice(v.replace('\n', "\r\n").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Verify every DKIM-Signature with python3-dkim against these TXT records.
+pub fn dkim_check(message: &[u8], records: &BTreeMap<String, String>) -> Vec<bool> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/dkim_check.py");
+    let req = format!(
+        "{{\"message\": \"{}\", \"records\": {{{}}}}}",
+        b64(message),
+        records
+            .iter()
+            .map(|(k, v)| format!("\"{k}\": \"{v}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 with python3-dkim");
+    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "dkim_check.py failed");
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.trim()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim() == "true")
+        .collect()
+}
+
+/// `d=` and `s=` of a DKIM-Signature value.
+pub fn tag(sig: &str, name: &str) -> Option<String> {
+    sig.split(';').find_map(|t| {
+        let (k, v) = t.split_once('=')?;
+        (k.trim() == name).then(|| v.split_whitespace().collect::<String>())
+    })
+}
