@@ -126,13 +126,21 @@ pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, String> {
                     public,
                 });
             }
-            let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(bytes)
-                .map_err(|_| "PKCS#8 key is neither RSA nor Ed25519 (or is malformed)".to_string())?;
+            let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(bytes).map_err(|_| {
+                match pkcs8_inner(bytes).and_then(rsa_modulus_bits) {
+                    Some(bits) if bits < MIN_RSA_BITS => weak(bits),
+                    _ => "PKCS#8 key is neither RSA nor Ed25519 (or is malformed)".to_string(),
+                }
+            })?;
             rsa_key(pair, der.clone_key())
         }
         PrivateKeyDer::Pkcs1(p1) => {
-            let pair = aws_lc_rs::rsa::KeyPair::from_der(p1.secret_pkcs1_der())
-                .map_err(|_| "malformed RSA private key".to_string())?;
+            let pair = aws_lc_rs::rsa::KeyPair::from_der(p1.secret_pkcs1_der()).map_err(|_| {
+                match rsa_modulus_bits(p1.secret_pkcs1_der()) {
+                    Some(bits) if bits < MIN_RSA_BITS => weak(bits),
+                    _ => "malformed RSA private key".to_string(),
+                }
+            })?;
             rsa_key(pair, der.clone_key())
         }
         _ => Err("unsupported key type (only RSA and Ed25519 can sign DKIM)".into()),
@@ -144,9 +152,7 @@ fn rsa_key(pair: aws_lc_rs::rsa::KeyPair, der: PrivateKeyDer<'static>) -> Result
     use aws_lc_rs::signature::KeyPair;
     let bits = pair.public_modulus_len() * 8;
     if bits < MIN_RSA_BITS {
-        return Err(format!(
-            "RSA key has {bits} bits; RFC 8301 verifiers reject keys under {MIN_RSA_BITS} bits (use 2048)"
-        ));
+        return Err(weak(bits));
     }
     let public = pair
         .public_key()
@@ -161,4 +167,44 @@ fn rsa_key(pair: aws_lc_rs::rsa::KeyPair, der: PrivateKeyDer<'static>) -> Result
         signing: SharedKey(Arc::new(DkimKey::Rsa(signing))),
         public,
     })
+}
+
+fn weak(bits: usize) -> String {
+    format!("RSA key has {bits} bits; RFC 8301 verifiers reject keys under {MIN_RSA_BITS} bits (use 2048)")
+}
+
+/// Read one DER TLV: (tag, contents, rest).
+fn der_tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, d) = d.split_first()?;
+    let (&first, mut d) = d.split_first()?;
+    let len = if first < 0x80 {
+        first as usize
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || d.len() < n {
+            return None;
+        }
+        let len = d[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        d = &d[n..];
+        len
+    };
+    (d.len() >= len).then(|| (tag, &d[..len], &d[len..]))
+}
+
+/// The RSAPrivateKey inside a PKCS#8 PrivateKeyInfo.
+fn pkcs8_inner(der: &[u8]) -> Option<&[u8]> {
+    let (0x30, body, _) = der_tlv(der)? else { return None };
+    let (0x02, _, rest) = der_tlv(body)? else { return None };
+    let (0x30, _, rest) = der_tlv(rest)? else { return None };
+    let (0x04, inner, _) = der_tlv(rest)? else { return None };
+    Some(inner)
+}
+
+/// Modulus size of a PKCS#1 RSAPrivateKey, read from its DER without trusting it further.
+fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
+    let (0x30, body, _) = der_tlv(der)? else { return None };
+    let (0x02, _, rest) = der_tlv(body)? else { return None };
+    let (0x02, modulus, _) = der_tlv(rest)? else { return None };
+    let significant = modulus.iter().skip_while(|&&b| b == 0).count();
+    Some(significant * 8)
 }

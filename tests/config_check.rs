@@ -1,0 +1,119 @@
+//! The shipped example configuration, and `mailseal check-config` on broken ones.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use mailseal::config::Config;
+
+fn copy_example(scratch: &Scratch) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["mailseal.toml", "key.table", "signing.table"] {
+        std::fs::copy(root.join("config").join(f), scratch.0.join(f)).unwrap();
+    }
+    std::fs::create_dir_all(scratch.0.join("keys")).unwrap();
+    let k = keys();
+    std::fs::write(scratch.0.join("keys/s2026r.private"), &k.rsa.pem).unwrap();
+    std::fs::write(scratch.0.join("keys/s2026e.private"), &k.ed.pem).unwrap();
+    for f in ["keys/s2026r.private", "keys/s2026e.private"] {
+        std::fs::set_permissions(scratch.0.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+fn check_config(path: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailseal"))
+        .args(["check-config", "-c"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn shipped_example_config_parses_with_every_default() {
+    let s = Scratch::new("example");
+    copy_example(&s);
+    let c = Config::load(&s.0.join("mailseal.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.signing.tables.keys.len(), 2);
+    assert_eq!(c.signing.tables.rows.len(), 2);
+    assert_eq!(c.socket.to_string(), "inet:8891@127.0.0.1");
+    // The shipped file states the defaults: it must mean the same as an empty file.
+    let empty = Config::from_toml(&s.0.join("x.toml"), "authserv_id = \"mx.example.net\"").unwrap();
+    assert_eq!(format!("{:?}", c.limits), format!("{:?}", empty.limits));
+    assert_eq!(format!("{:?}", c.verify), format!("{:?}", empty.verify));
+    assert_eq!(format!("{:?}", c.dmarc), format!("{:?}", empty.dmarc));
+    assert_eq!(format!("{:?}", c.dns), format!("{:?}", empty.dns));
+    assert_eq!(c.signing.sign_headers, empty.signing.sign_headers);
+    let (ok, text) = check_config(&s.0.join("mailseal.toml"));
+    assert!(ok, "{text}");
+    assert!(text.contains("OK (2 keys, 2 signing rules"), "{text}");
+}
+
+#[test]
+fn group_readable_key_is_refused_with_the_file_named() {
+    let s = Scratch::new("unsafe");
+    copy_example(&s);
+    let key = s.0.join("keys/s2026r.private");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (ok, text) = check_config(&s.0.join("mailseal.toml"));
+    assert!(!ok);
+    assert!(text.contains("key.table:5"), "{text}");
+    assert!(text.contains("s2026r.private") && text.contains("0640") && text.contains("chmod 600"), "{text}");
+    // Never any key material in the message.
+    assert!(!text.contains("BEGIN"), "{text}");
+}
+
+#[test]
+fn table_errors_name_file_and_line() {
+    let s = Scratch::new("tables");
+    copy_example(&s);
+    std::fs::write(
+        s.0.join("signing.table"),
+        "# comment\n*@example.net example-rsa\n*@example.org no-such-key\nonlyonefield\n",
+    )
+    .unwrap();
+    std::fs::write(
+        s.0.join("key.table"),
+        "example-rsa example.net:s2026r:keys/s2026r.private\nbad example.net:sel\nmissing example.net:x:keys/nope.private\n",
+    )
+    .unwrap();
+    let (ok, text) = check_config(&s.0.join("mailseal.toml"));
+    assert!(!ok);
+    for needle in ["signing.table:3", "no-such-key", "signing.table:4", "key.table:2", "key.table:3", "nope.private"] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn unknown_key_and_bad_value_are_errors() {
+    let s = Scratch::new("badcfg");
+    let p = s.write("m.toml", "mode = \"sv\"\n\n[dmarc]\nenforce = true\nquarantine = \"hold\"\n");
+    let (ok, text) = check_config(&p);
+    assert!(!ok);
+    assert!(text.contains("m.toml") && text.contains("quarantine") && text.contains("line 5"), "{text}");
+    let p = s.write("m2.toml", "[verify]\non_dns_error = \"maybe\"\n");
+    let (ok, text) = check_config(&p);
+    assert!(!ok && text.contains("verify.on_dns_error"), "{text}");
+}
+
+#[test]
+fn weak_and_garbage_keys_are_refused() {
+    let s = Scratch::new("weak");
+    let k = keys();
+    std::fs::write(s.0.join("junk.pem"), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    std::fs::set_permissions(s.0.join("junk.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let signing = signing_section(
+        &s.0,
+        &[("weak", "example.com", "w", &k.rsa512.path), ("junk", "example.com", "j", &s.0.join("junk.pem"))],
+        &[("*", "weak")],
+    );
+    let p = s.write("m.toml", &format!("[signing]\n{signing}"));
+    let (ok, text) = check_config(&p);
+    assert!(!ok);
+    assert!(text.contains("512 bits"), "{text}");
+    assert!(text.contains("junk.pem"), "{text}");
+}
