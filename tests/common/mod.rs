@@ -2,6 +2,9 @@
 //! client, and the independent DKIM verifier (python3-dkim).
 #![allow(dead_code)]
 
+pub mod postfix;
+pub mod sink;
+
 
 
 use std::collections::BTreeMap;
@@ -148,11 +151,16 @@ impl Daemon {
     }
 
     pub async fn start_in(scratch: Scratch, config: &str) -> Daemon {
+        Self::start_on(scratch, config, 0).await
+    }
+
+    /// Start listening on 127.0.0.1:`port` (0: any free port).
+    pub async fn start_on(scratch: Scratch, config: &str, port: u16) -> Daemon {
         let path = scratch.write("mailseal.toml", config);
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
         let snap = Arc::new(Snapshot::new(cfg).unwrap());
         let (tx, rx) = watch::channel(snap);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(mailseal::run(
@@ -168,6 +176,25 @@ impl Daemon {
             stop: Some(stop_tx),
             task: Some(task),
             scratch,
+        }
+    }
+
+    /// Stop serving; returns the scratch directory for a restart.
+    pub async fn stop_keep(mut self) -> Scratch {
+        self.shutdown().await;
+        std::mem::replace(&mut self.scratch, Scratch(PathBuf::new()))
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), t)
+                .await
+                .expect("daemon stops")
+                .unwrap()
+                .unwrap();
         }
     }
 

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Install what the test suite needs on Debian 12 (when run as root) and run every test.
+# CI runs this through .ci/run; newcomers run it directly: bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=(postfix python3-dkim openssl swaks)
+missing=()
+for p in "${need[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing packages: ${missing[*]} (run as root, or: sudo apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The Debian package starts a system Postfix on port 25; the tests run their own instances.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop postfix >/dev/null 2>&1 || true; fi
+
+cargo test --ignore-rust-version --all-targets 2>&1
