@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 pub const DEFAULT_CONFIG: &str = "/etc/mailseal/mailseal.toml";
 
 #[derive(Debug, Parser)]
-#[command(name = "mailseal", version, about = "DKIM signing and SPF/DKIM/DMARC/ARC verification milter for Postfix")]
+#[command(
+    name = "mailseal",
+    version,
+    about = "DKIM signing and SPF/DKIM/DMARC/ARC verification milter for Postfix"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -61,5 +61,11 @@ pub async fn run(
         ..Default::default()
     };
     let callbacks = milter::callbacks(snapshots);
-    indymilter::run(daemon::socket::Resilient::new(listener), callbacks, config, shutdown).await
+    indymilter::run(
+        daemon::socket::Resilient::new(listener),
+        callbacks,
+        config,
+        shutdown,
+    )
+    .await
 }

@@ -35,7 +35,10 @@ fn main() -> ExitCode {
                 }
             };
             mailseal::daemon::init_logging(&cfg.log_level);
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
@@ -59,9 +62,9 @@ fn main() -> ExitCode {
         } => tool(&config, |cfg, msg| async move {
             mailseal::tools::verify_message(cfg, &msg, client_ip, &helo, &mail_from).await
         }),
-        Command::Sign { config } => {
-            tool(&config, |cfg, msg| async move { mailseal::tools::sign_message(cfg, &msg).await })
-        }
+        Command::Sign { config } => tool(&config, |cfg, msg| async move {
+            mailseal::tools::sign_message(cfg, &msg).await
+        }),
     }
 }
 
@@ -84,7 +87,10 @@ where
         eprintln!("cannot read the message from stdin: {e}");
         return ExitCode::FAILURE;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");

@@ -34,7 +34,13 @@ impl HeaderBlock {
     /// Append one field. `leading_space` says whether the MTA sent the value verbatim
     /// (SMFIP_HDR_LEADSPC); without it the MTA removed one space, which we put back.
     /// Returns false (and marks the block truncated) when a limit is reached.
-    pub fn push(&mut self, name: &[u8], value: &[u8], leading_space: bool, limits: HeaderLimits) -> bool {
+    pub fn push(
+        &mut self,
+        name: &[u8],
+        value: &[u8],
+        leading_space: bool,
+        limits: HeaderLimits,
+    ) -> bool {
         if self.truncated {
             return false;
         }
@@ -206,7 +212,10 @@ mod tests {
 
     #[test]
     fn envelope() {
-        assert_eq!(envelope_address(b"<alice@example.com>"), "alice@example.com");
+        assert_eq!(
+            envelope_address(b"<alice@example.com>"),
+            "alice@example.com"
+        );
         assert_eq!(envelope_address(b"alice@example.com"), "alice@example.com");
         assert_eq!(envelope_address(b"<>"), "");
         assert_eq!(domain_of("a@Example.COM."), Some("example.com".into()));
@@ -216,8 +225,16 @@ mod tests {
     #[test]
     fn from_parsing() {
         let mut h = HeaderBlock::default();
-        h.push(b"From", b" \"Doe, John\" <john@Example.com> (comment)", true, L);
-        assert_eq!(from_addresses(&h), (1, vec!["john@Example.com".to_string()]));
+        h.push(
+            b"From",
+            b" \"Doe, John\" <john@Example.com> (comment)",
+            true,
+            L,
+        );
+        assert_eq!(
+            from_addresses(&h),
+            (1, vec!["john@Example.com".to_string()])
+        );
         let mut h = HeaderBlock::default();
         h.push(b"From", b" a@x.example, b@y.example", true, L);
         assert_eq!(from_addresses(&h).1.len(), 2);

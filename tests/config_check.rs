@@ -19,7 +19,8 @@ fn copy_example(scratch: &Scratch) {
     std::fs::write(scratch.0.join("keys/s2026r.private"), &k.rsa.pem).unwrap();
     std::fs::write(scratch.0.join("keys/s2026e.private"), &k.ed.pem).unwrap();
     for f in ["keys/s2026r.private", "keys/s2026e.private"] {
-        std::fs::set_permissions(scratch.0.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(scratch.0.join(f), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
     }
 }
 
@@ -29,7 +30,8 @@ fn check_config(path: &Path) -> (bool, String) {
         .arg(path)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -62,7 +64,10 @@ fn group_readable_key_is_refused_with_the_file_named() {
     let (ok, text) = check_config(&s.0.join("mailseal.toml"));
     assert!(!ok);
     assert!(text.contains("key.table:5"), "{text}");
-    assert!(text.contains("s2026r.private") && text.contains("0640") && text.contains("chmod 600"), "{text}");
+    assert!(
+        text.contains("s2026r.private") && text.contains("0640") && text.contains("chmod 600"),
+        "{text}"
+    );
     // Never any key material in the message.
     assert!(!text.contains("BEGIN"), "{text}");
 }
@@ -83,7 +88,14 @@ fn table_errors_name_file_and_line() {
     .unwrap();
     let (ok, text) = check_config(&s.0.join("mailseal.toml"));
     assert!(!ok);
-    for needle in ["signing.table:3", "no-such-key", "signing.table:4", "key.table:2", "key.table:3", "nope.private"] {
+    for needle in [
+        "signing.table:3",
+        "no-such-key",
+        "signing.table:4",
+        "key.table:2",
+        "key.table:3",
+        "nope.private",
+    ] {
         assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
     }
 }
@@ -91,10 +103,16 @@ fn table_errors_name_file_and_line() {
 #[test]
 fn unknown_key_and_bad_value_are_errors() {
     let s = Scratch::new("badcfg");
-    let p = s.write("m.toml", "mode = \"sv\"\n\n[dmarc]\nenforce = true\nquarantine = \"hold\"\n");
+    let p = s.write(
+        "m.toml",
+        "mode = \"sv\"\n\n[dmarc]\nenforce = true\nquarantine = \"hold\"\n",
+    );
     let (ok, text) = check_config(&p);
     assert!(!ok);
-    assert!(text.contains("m.toml") && text.contains("quarantine") && text.contains("line 5"), "{text}");
+    assert!(
+        text.contains("m.toml") && text.contains("quarantine") && text.contains("line 5"),
+        "{text}"
+    );
     let p = s.write("m2.toml", "[verify]\non_dns_error = \"maybe\"\n");
     let (ok, text) = check_config(&p);
     assert!(!ok && text.contains("verify.on_dns_error"), "{text}");
@@ -104,11 +122,18 @@ fn unknown_key_and_bad_value_are_errors() {
 fn weak_and_garbage_keys_are_refused() {
     let s = Scratch::new("weak");
     let k = keys();
-    std::fs::write(s.0.join("junk.pem"), "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+    std::fs::write(
+        s.0.join("junk.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
     std::fs::set_permissions(s.0.join("junk.pem"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let signing = signing_section(
         &s.0,
-        &[("weak", "example.com", "w", &k.rsa512.path), ("junk", "example.com", "j", &s.0.join("junk.pem"))],
+        &[
+            ("weak", "example.com", "w", &k.rsa512.path),
+            ("junk", "example.com", "j", &s.0.join("junk.pem")),
+        ],
         &[("*", "weak")],
     );
     let p = s.write("m.toml", &format!("[signing]\n{signing}"));

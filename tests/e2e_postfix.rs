@@ -14,7 +14,10 @@ fn postfix_or_skip() -> bool {
     if Postfix::available() {
         return true;
     }
-    assert!(std::env::var_os("CI").is_none(), "CI must run the Postfix tests (needs root and postfix)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must run the Postfix tests (needs root and postfix)"
+    );
     eprintln!("SKIPPED: needs root and /usr/sbin/postfix (scripts/test.sh installs it)");
     false
 }
@@ -28,8 +31,22 @@ fn message(n: u32, via: &str) -> String {
 
 fn swaks(port: u16, msg: &str) -> (bool, String) {
     let out = Command::new("swaks")
-        .args(["--server", &format!("127.0.0.1:{port}"), "--from", "alice@example.com", "--to", "bob@example.org"])
-        .args(["--helo", "internal.example", "--data", "-", "--timeout", "30"])
+        .args([
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--from",
+            "alice@example.com",
+            "--to",
+            "bob@example.org",
+        ])
+        .args([
+            "--helo",
+            "internal.example",
+            "--data",
+            "-",
+            "--timeout",
+            "30",
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -39,21 +56,38 @@ fn swaks(port: u16, msg: &str) -> (bool, String) {
             c.wait_with_output()
         })
         .expect("swaks");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }
 
 fn signing_config(scratch: &Scratch) -> String {
     let k = keys();
-    let signing = signing_section(&scratch.0, &[("k", "example.com", "rsa", &k.rsa.path)], &[("*@example.com", "k")]);
+    let signing = signing_section(
+        &scratch.0,
+        &[("k", "example.com", "rsa", &k.rsa.path)],
+        &[("*@example.com", "k")],
+    );
     format!("authserv_id = \"mx.test\"\n[signing]\n{signing}internal_hosts = [\"127.0.0.0/8\"]\n")
 }
 
 fn assert_signed(raw: &[u8]) {
     let text = String::from_utf8_lossy(raw);
-    assert!(text.starts_with("DKIM-Signature:") || text.contains("\nDKIM-Signature:"), "{text}");
+    assert!(
+        text.starts_with("DKIM-Signature:") || text.contains("\nDKIM-Signature:"),
+        "{text}"
+    );
     let mut records = BTreeMap::new();
-    records.insert("rsa._domainkey.example.com".to_string(), keys().rsa.record.clone());
-    assert_eq!(dkim_check(raw, &records), vec![true], "python3-dkim on:\n{text}");
+    records.insert(
+        "rsa._domainkey.example.com".to_string(),
+        keys().rsa.record.clone(),
+    );
+    assert_eq!(
+        dkim_check(raw, &records),
+        vec![true],
+        "python3-dkim on:\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,8 +107,17 @@ async fn postfix_signs_smtp_and_sendmail_and_defers_when_mailseal_is_down() {
     let (ok, out) = swaks(pf.smtp_port, &message(1, "smtp"));
     assert!(ok, "swaks failed:\n{out}\n{}", pf.log());
     // 2. The sendmail command (pickup → cleanup → non_smtpd_milters).
-    pf.sendmail("alice@example.com", "bob@example.org", message(2, "sendmail").as_bytes());
-    assert!(sink.wait_for(2, 60).await, "sink got {} of 2\n{}", sink.count(), pf.log());
+    pf.sendmail(
+        "alice@example.com",
+        "bob@example.org",
+        message(2, "sendmail").as_bytes(),
+    );
+    assert!(
+        sink.wait_for(2, 60).await,
+        "sink got {} of 2\n{}",
+        sink.count(),
+        pf.log()
+    );
     for m in sink.messages.lock().unwrap().iter() {
         assert_signed(m);
     }
@@ -84,14 +127,27 @@ async fn postfix_signs_smtp_and_sendmail_and_defers_when_mailseal_is_down() {
     let (ok, out) = swaks(pf.smtp_port, &message(3, "smtp-down"));
     assert!(!ok, "accepted without the milter:\n{out}");
     assert!(out.contains("451 4.7.1"), "{out}");
-    pf.sendmail("alice@example.com", "bob@example.org", message(4, "sendmail-down").as_bytes());
+    pf.sendmail(
+        "alice@example.com",
+        "bob@example.org",
+        message(4, "sendmail-down").as_bytes(),
+    );
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    assert_eq!(sink.count(), 2, "delivered while mailseal was down\n{}", pf.log());
+    assert_eq!(
+        sink.count(),
+        2,
+        "delivered while mailseal was down\n{}",
+        pf.log()
+    );
 
     // 4. mailseal back: the queued message is delivered, signed, exactly once.
     let daemon = Daemon::start_on(scratch, &cfg, milter_port).await;
     pf.flush();
-    assert!(sink.wait_for(3, 90).await, "queued mail not delivered\n{}", pf.log());
+    assert!(
+        sink.wait_for(3, 90).await,
+        "queued mail not delivered\n{}",
+        pf.log()
+    );
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let msgs = sink.messages.lock().unwrap().clone();
     assert_eq!(msgs.len(), 3, "{}", pf.log());

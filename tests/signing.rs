@@ -22,7 +22,10 @@ fn records() -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     m.insert("rsa._domainkey.example.com".into(), k.rsa.record.clone());
     m.insert("ed._domainkey.example.com".into(), k.ed.record.clone());
-    m.insert("pk1._domainkey.example.net".into(), k.rsa_pkcs1.record.clone());
+    m.insert(
+        "pk1._domainkey.example.net".into(),
+        k.rsa_pkcs1.record.clone(),
+    );
     m.insert("rsa._domainkey.other.example".into(), k.rsa.record.clone());
     m
 }
@@ -73,12 +76,22 @@ fn assert_verifies(out: &Delivered, expected_sigs: usize) {
     let sigs = out.inserted("DKIM-Signature");
     assert_eq!(sigs.len(), expected_sigs, "signatures: {sigs:?}");
     let results = dkim_check(&out.message, &records());
-    assert_eq!(results, vec![true; expected_sigs], "python3-dkim on:\n{}", out.text());
+    assert_eq!(
+        results,
+        vec![true; expected_sigs],
+        "python3-dkim on:\n{}",
+        out.text()
+    );
 }
 
 #[tokio::test]
 async fn internal_ip_is_signed_and_verifies_for_each_canonicalization() {
-    for canon in ["relaxed/relaxed", "relaxed/simple", "simple/simple", "simple/relaxed"] {
+    for canon in [
+        "relaxed/relaxed",
+        "relaxed/simple",
+        "simple/simple",
+        "simple/relaxed",
+    ] {
         let d = daemon("", false, canon).await;
         let out = one(&d, &internal(), MSG, 65535).await;
         assert_eq!(out.status, Status::Continue);
@@ -145,20 +158,45 @@ async fn dual_rsa_and_ed25519() {
     let d = daemon("", true, "relaxed/relaxed").await;
     let out = one(&d, &internal(), MSG, 65535).await;
     assert_verifies(&out, 2);
-    let algs: Vec<_> = out.inserted("DKIM-Signature").iter().map(|s| tag(s, "a").unwrap()).collect();
-    assert!(algs.contains(&"rsa-sha256".to_string()) && algs.contains(&"ed25519-sha256".to_string()), "{algs:?}");
+    let algs: Vec<_> = out
+        .inserted("DKIM-Signature")
+        .iter()
+        .map(|s| tag(s, "a").unwrap())
+        .collect();
+    assert!(
+        algs.contains(&"rsa-sha256".to_string()) && algs.contains(&"ed25519-sha256".to_string()),
+        "{algs:?}"
+    );
     d.stop().await;
 }
 
 #[tokio::test]
 async fn domain_pattern_pkcs1_key_and_percent_domain() {
     let d = daemon("", false, "relaxed/simple").await;
-    let out = one(&d, &internal(), &MSG.replace("alice@example.com", "carol@example.net"), 65535).await;
+    let out = one(
+        &d,
+        &internal(),
+        &MSG.replace("alice@example.com", "carol@example.net"),
+        65535,
+    )
+    .await;
     assert_verifies(&out, 1);
-    assert_eq!(tag(&out.inserted("DKIM-Signature")[0], "s").as_deref(), Some("pk1"));
-    let out = one(&d, &internal(), &MSG.replace("alice@example.com", "dave@other.example"), 65535).await;
+    assert_eq!(
+        tag(&out.inserted("DKIM-Signature")[0], "s").as_deref(),
+        Some("pk1")
+    );
+    let out = one(
+        &d,
+        &internal(),
+        &MSG.replace("alice@example.com", "dave@other.example"),
+        65535,
+    )
+    .await;
     assert_verifies(&out, 1);
-    assert_eq!(tag(&out.inserted("DKIM-Signature")[0], "d").as_deref(), Some("other.example"));
+    assert_eq!(
+        tag(&out.inserted("DKIM-Signature")[0], "d").as_deref(),
+        Some("other.example")
+    );
     d.stop().await;
 }
 
@@ -183,15 +221,22 @@ Content-Type:  text/plain;\n\tcharset=utf-8\n\
 body with trailing spaces   \n\n\n";
     let out = one(&d, &internal(), msg, 65535).await;
     assert_verifies(&out, 1);
-    let h = tag(&out.inserted("DKIM-Signature")[0], "h").unwrap().to_ascii_lowercase();
-    assert!(h.contains("subject") && h.contains("to") && h.contains("content-type"), "{h}");
+    let h = tag(&out.inserted("DKIM-Signature")[0], "h")
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        h.contains("subject") && h.contains("to") && h.contains("content-type"),
+        "{h}"
+    );
     d.stop().await;
 }
 
 #[tokio::test]
 async fn body_chunks_splitting_crlf() {
     let d = daemon("", false, "relaxed/relaxed").await;
-    let body: String = (0..300).map(|i| format!("line {i} with some text\n")).collect();
+    let body: String = (0..300)
+        .map(|i| format!("line {i} with some text\n"))
+        .collect();
     let msg = format!("From: alice@example.com\nSubject: chunks\n\n{body}");
     for chunk in [1, 2, 7, 64] {
         let out = one(&d, &internal(), &msg, chunk).await;
@@ -245,7 +290,9 @@ async fn concurrent_connections() {
             let env = internal();
             let mut c = Client::open(addr).await;
             c.hello(&env).await;
-            let out = c.message(&env, &MSG.replace("Hello", &format!("Hello {i}")), 65535).await;
+            let out = c
+                .message(&env, &MSG.replace("Hello", &format!("Hello {i}")), 65535)
+                .await;
             c.close().await;
             out
         }));

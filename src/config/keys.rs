@@ -15,8 +15,9 @@ use rustls_pki_types::PrivateKeyDer;
 
 /// Largest key file we read; a 16384-bit RSA PEM is about 12 KiB.
 const MAX_KEY_FILE: u64 = 64 * 1024;
-/// RFC 8301: verifiers must not accept RSA keys under 1024 bits, so signing with one is useless.
-const MIN_RSA_BITS: usize = 1024;
+/// RFC 8301 makes 1024 bits the floor for verifiers and asks signers for at least 2048; the
+/// crypto library (AWS-LC) signs only with 2048 to 8192-bit RSA keys.
+const MIN_RSA_BITS: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -110,12 +111,14 @@ pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
 /// Detect the key type from the PEM: RSA as PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8
 /// (`BEGIN PRIVATE KEY`), Ed25519 as PKCS#8.
 pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, String> {
-    let der = PrivateKeyDer::from_pem_slice(pem)
-        .map_err(|_| "no PEM private key found (expected BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY)".to_string())?;
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| {
+        "no PEM private key found (expected BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY)".to_string()
+    })?;
     match &der {
         PrivateKeyDer::Pkcs8(p8) => {
             let bytes = p8.secret_pkcs8_der();
-            if let Ok(key) = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes) {
+            if let Ok(key) = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes)
+            {
                 use aws_lc_rs::signature::KeyPair;
                 let public = key.public_key().as_ref().to_vec();
                 let signing = Ed25519Key::from_pkcs8_maybe_unchecked_der(bytes)
@@ -126,12 +129,13 @@ pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, String> {
                     public,
                 });
             }
-            let pair = aws_lc_rs::rsa::KeyPair::from_pkcs8(bytes).map_err(|_| {
-                match pkcs8_inner(bytes).and_then(rsa_modulus_bits) {
-                    Some(bits) if bits < MIN_RSA_BITS => weak(bits),
-                    _ => "PKCS#8 key is neither RSA nor Ed25519 (or is malformed)".to_string(),
-                }
-            })?;
+            let pair =
+                aws_lc_rs::rsa::KeyPair::from_pkcs8(bytes).map_err(|_| {
+                    match pkcs8_inner(bytes).and_then(rsa_modulus_bits) {
+                        Some(bits) if bits < MIN_RSA_BITS => weak(bits),
+                        _ => "PKCS#8 key is neither RSA nor Ed25519 (or is malformed)".to_string(),
+                    }
+                })?;
             rsa_key(pair, der.clone_key())
         }
         PrivateKeyDer::Pkcs1(p1) => {
@@ -147,7 +151,10 @@ pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, String> {
     }
 }
 
-fn rsa_key(pair: aws_lc_rs::rsa::KeyPair, der: PrivateKeyDer<'static>) -> Result<LoadedKey, String> {
+fn rsa_key(
+    pair: aws_lc_rs::rsa::KeyPair,
+    der: PrivateKeyDer<'static>,
+) -> Result<LoadedKey, String> {
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::signature::KeyPair;
     let bits = pair.public_modulus_len() * 8;
@@ -170,7 +177,10 @@ fn rsa_key(pair: aws_lc_rs::rsa::KeyPair, der: PrivateKeyDer<'static>) -> Result
 }
 
 fn weak(bits: usize) -> String {
-    format!("RSA key has {bits} bits; RFC 8301 verifiers reject keys under {MIN_RSA_BITS} bits (use 2048)")
+    format!(
+        "RSA key has {bits} bits; mailseal signs only with {MIN_RSA_BITS} to 8192-bit RSA keys \
+         (RFC 8301 asks signers for at least 2048)"
+    )
 }
 
 /// Read one DER TLV: (tag, contents, rest).
@@ -184,7 +194,9 @@ fn der_tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || d.len() < n {
             return None;
         }
-        let len = d[..n].iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        let len = d[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
         d = &d[n..];
         len
     };
@@ -193,18 +205,32 @@ fn der_tlv(d: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 
 /// The RSAPrivateKey inside a PKCS#8 PrivateKeyInfo.
 fn pkcs8_inner(der: &[u8]) -> Option<&[u8]> {
-    let (0x30, body, _) = der_tlv(der)? else { return None };
-    let (0x02, _, rest) = der_tlv(body)? else { return None };
-    let (0x30, _, rest) = der_tlv(rest)? else { return None };
-    let (0x04, inner, _) = der_tlv(rest)? else { return None };
+    let (0x30, body, _) = der_tlv(der)? else {
+        return None;
+    };
+    let (0x02, _, rest) = der_tlv(body)? else {
+        return None;
+    };
+    let (0x30, _, rest) = der_tlv(rest)? else {
+        return None;
+    };
+    let (0x04, inner, _) = der_tlv(rest)? else {
+        return None;
+    };
     Some(inner)
 }
 
 /// Modulus size of a PKCS#1 RSAPrivateKey, read from its DER without trusting it further.
 fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
-    let (0x30, body, _) = der_tlv(der)? else { return None };
-    let (0x02, _, rest) = der_tlv(body)? else { return None };
-    let (0x02, modulus, _) = der_tlv(rest)? else { return None };
+    let (0x30, body, _) = der_tlv(der)? else {
+        return None;
+    };
+    let (0x02, _, rest) = der_tlv(body)? else {
+        return None;
+    };
+    let (0x02, modulus, _) = der_tlv(rest)? else {
+        return None;
+    };
     let significant = modulus.iter().skip_while(|&&b| b == 0).count();
     Some(significant * 8)
 }

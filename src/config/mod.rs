@@ -84,7 +84,9 @@ impl SocketSpec {
         let rest = s
             .strip_prefix("inet:")
             .or_else(|| s.strip_prefix("inet6:"))
-            .ok_or_else(|| format!("expected inet:PORT@HOST, inet:HOST:PORT or unix:/path, found {s:?}"))?;
+            .ok_or_else(|| {
+                format!("expected inet:PORT@HOST, inet:HOST:PORT or unix:/path, found {s:?}")
+            })?;
         let (host, port) = if let Some((port, host)) = rest.split_once('@') {
             (host, port)
         } else if let Some((host, port)) = rest.rsplit_once(':') {
@@ -244,14 +246,17 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "g" | "gb" | "gib" => 1 << 30,
         _ => return Err(format!("invalid size unit in {s:?} (use K, M or G)")),
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 fn parse_canonicalization(s: &str) -> Result<(Canonicalization, Canonicalization), String> {
     let one = |c: &str| match c {
         "relaxed" => Ok(Canonicalization::Relaxed),
         "simple" => Ok(Canonicalization::Simple),
-        _ => Err(format!("invalid canonicalization {s:?}: use relaxed or simple, e.g. relaxed/simple")),
+        _ => Err(format!(
+            "invalid canonicalization {s:?}: use relaxed or simple, e.g. relaxed/simple"
+        )),
     };
     let (h, b) = s.split_once('/').unwrap_or((s, "simple"));
     Ok((one(h)?, one(b)?))
@@ -324,13 +329,20 @@ impl Config {
             };
         }
 
-        let socket = check!("socket", SocketSpec::parse(&raw.socket), SocketSpec::Unix("/".into()));
+        let socket = check!(
+            "socket",
+            SocketSpec::parse(&raw.socket),
+            SocketSpec::Unix("/".into())
+        );
         let socket_mode = check!(
             "socket_mode",
             u32::from_str_radix(&raw.socket_mode, 8)
                 .ok()
                 .filter(|m| *m <= 0o777)
-                .ok_or_else(|| format!("expected an octal mode like \"0660\", found {:?}", raw.socket_mode)),
+                .ok_or_else(|| format!(
+                    "expected an octal mode like \"0660\", found {:?}",
+                    raw.socket_mode
+                )),
             0o660
         );
         let (sign, verify_enabled) = check!(
@@ -377,9 +389,17 @@ impl Config {
         }
 
         let limits = Limits {
-            max_header_size: check!("limits.max_header_size", parse_size(&raw.limits.max_header_size), 1 << 20),
+            max_header_size: check!(
+                "limits.max_header_size",
+                parse_size(&raw.limits.max_header_size),
+                1 << 20
+            ),
             max_headers: raw.limits.max_headers,
-            max_message_size: check!("limits.max_message_size", parse_size(&raw.limits.max_message_size), 64 << 20),
+            max_message_size: check!(
+                "limits.max_message_size",
+                parse_size(&raw.limits.max_message_size),
+                64 << 20
+            ),
             on_oversize: check!(
                 "limits.on_oversize",
                 FailAction::parse(&raw.limits.on_oversize, true),
@@ -423,7 +443,11 @@ impl Config {
             parse_canonicalization(&s.canonicalization),
             (Canonicalization::Relaxed, Canonicalization::Simple)
         );
-        if !s.sign_headers.iter().any(|h| h.eq_ignore_ascii_case("from")) {
+        if !s
+            .sign_headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case("from"))
+        {
             errors.push(ConfigError::Value {
                 path: path.to_path_buf(),
                 key: "signing.sign_headers",
@@ -433,17 +457,21 @@ impl Config {
         let signing = Signing {
             tables,
             multiple_signatures: s.multiple_signatures,
-            internal_hosts: check!("signing.internal_hosts", parse_nets(&s.internal_hosts), Vec::new()),
+            internal_hosts: check!(
+                "signing.internal_hosts",
+                parse_nets(&s.internal_hosts),
+                Vec::new()
+            ),
             daemon_names: s.daemon_names.clone(),
             sign_authenticated: s.sign_authenticated,
             header_canonicalization: hc,
             body_canonicalization: bc,
             sign_headers: s.sign_headers.clone(),
             oversign_headers: s.oversign_headers.clone(),
-            expiration: match &s.expiration {
-                None => None,
-                Some(d) => Some(check!("signing.expiration", parse_duration(d), Duration::ZERO)),
-            },
+            expiration: s
+                .expiration
+                .as_ref()
+                .map(|d| check!("signing.expiration", parse_duration(d), Duration::ZERO)),
             on_signing_error: check!(
                 "signing.on_signing_error",
                 FailAction::parse(&s.on_signing_error, false),
@@ -453,11 +481,19 @@ impl Config {
 
         let v = &raw.verify;
         let verify = Verify {
-            on_dns_error: check!("verify.on_dns_error", FailAction::parse(&v.on_dns_error, false), FailAction::Tempfail),
+            on_dns_error: check!(
+                "verify.on_dns_error",
+                FailAction::parse(&v.on_dns_error, false),
+                FailAction::Tempfail
+            ),
             max_signatures: v.max_signatures,
             received_spf: v.received_spf,
             spf_helo: v.spf_helo,
-            timeout: check!("verify.timeout", parse_duration(&v.timeout), Duration::from_secs(60)),
+            timeout: check!(
+                "verify.timeout",
+                parse_duration(&v.timeout),
+                Duration::from_secs(60)
+            ),
         };
         if verify.timeout >= Duration::from_secs(300) {
             errors.push(ConfigError::Value {
@@ -489,7 +525,11 @@ impl Config {
                 },
                 MultipleFrom::Strict
             ),
-            never_reject: check!("dmarc.never_reject", parse_nets(&d.never_reject), Vec::new()),
+            never_reject: check!(
+                "dmarc.never_reject",
+                parse_nets(&d.never_reject),
+                Vec::new()
+            ),
             never_reject_authenticated: d.never_reject_authenticated,
         };
 
@@ -497,10 +537,17 @@ impl Config {
         let dns = Dns {
             nameservers: check!(
                 "dns.nameservers",
-                n.nameservers.iter().map(|s| parse_nameserver(s)).collect::<Result<Vec<_>, _>>(),
+                n.nameservers
+                    .iter()
+                    .map(|s| parse_nameserver(s))
+                    .collect::<Result<Vec<_>, _>>(),
                 Vec::new()
             ),
-            timeout: check!("dns.timeout", parse_duration(&n.timeout), Duration::from_secs(5)),
+            timeout: check!(
+                "dns.timeout",
+                parse_duration(&n.timeout),
+                Duration::from_secs(5)
+            ),
             attempts: n.attempts.max(1),
             cache_size: n.cache_size,
         };
@@ -536,15 +583,24 @@ mod tests {
     fn sockets() {
         assert_eq!(
             SocketSpec::parse("inet:8891@127.0.0.1").unwrap(),
-            SocketSpec::Inet { host: "127.0.0.1".into(), port: 8891 }
+            SocketSpec::Inet {
+                host: "127.0.0.1".into(),
+                port: 8891
+            }
         );
         assert_eq!(
             SocketSpec::parse("inet:127.0.0.1:8891").unwrap(),
-            SocketSpec::Inet { host: "127.0.0.1".into(), port: 8891 }
+            SocketSpec::Inet {
+                host: "127.0.0.1".into(),
+                port: 8891
+            }
         );
         assert_eq!(
             SocketSpec::parse("inet6:8891@[::1]").unwrap(),
-            SocketSpec::Inet { host: "::1".into(), port: 8891 }
+            SocketSpec::Inet {
+                host: "::1".into(),
+                port: 8891
+            }
         );
         assert_eq!(
             SocketSpec::parse("unix:/run/mailseal/m.sock").unwrap(),
@@ -570,7 +626,13 @@ mod tests {
     fn empty_config_is_valid() {
         let c = Config::from_toml(Path::new("/x/mailseal.toml"), "").unwrap();
         assert!(c.sign && c.verify_enabled);
-        assert_eq!(c.socket, SocketSpec::Inet { host: "127.0.0.1".into(), port: 8891 });
+        assert_eq!(
+            c.socket,
+            SocketSpec::Inet {
+                host: "127.0.0.1".into(),
+                port: 8891
+            }
+        );
         assert_eq!(c.verify.on_dns_error, FailAction::Tempfail);
     }
 
@@ -589,15 +651,23 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused() {
-        let e = Config::from_toml(Path::new("/x/m.toml"), "[signing]\nkeytable = \"x\"\n").unwrap_err();
+        let e =
+            Config::from_toml(Path::new("/x/m.toml"), "[signing]\nkeytable = \"x\"\n").unwrap_err();
         let text = e.to_string();
-        assert!(text.contains("/x/m.toml") && text.contains("keytable"), "{text}");
+        assert!(
+            text.contains("/x/m.toml") && text.contains("keytable"),
+            "{text}"
+        );
         assert!(text.contains("line 2"), "{text}");
     }
 
     #[test]
     fn internal_hosts_match_mapped_v4() {
-        let c = Config::from_toml(Path::new("/x/m.toml"), "[signing]\ninternal_hosts = [\"10.0.0.0/8\"]\n").unwrap();
+        let c = Config::from_toml(
+            Path::new("/x/m.toml"),
+            "[signing]\ninternal_hosts = [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
         assert!(c.signing.is_internal("10.1.2.3".parse().unwrap()));
         assert!(c.signing.is_internal("::ffff:10.1.2.3".parse().unwrap()));
         assert!(!c.signing.is_internal("192.0.2.1".parse().unwrap()));

@@ -179,7 +179,10 @@ impl SigningTables {
 }
 
 /// `keyname domain:selector:path` → parts. A relative key path is relative to the KeyTable.
-fn parse_key_row(line: &str, base: &Path) -> Result<(String, Option<String>, String, PathBuf), String> {
+fn parse_key_row(
+    line: &str,
+    base: &Path,
+) -> Result<(String, Option<String>, String, PathBuf), String> {
     let (name, value) = line
         .split_once(char::is_whitespace)
         .ok_or("expected `keyname domain:selector:/path/to/key`")?;
@@ -219,7 +222,8 @@ fn valid_dns_label_seq(s: &str) -> bool {
         && s.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -269,7 +273,10 @@ mod tests {
     fn key_rows() {
         let base = Path::new("/etc/mailseal");
         let (n, d, s, p) = parse_key_row("k1  example.com:sel:keys/k1.pem", base).unwrap();
-        assert_eq!((n.as_str(), d.as_deref(), s.as_str()), ("k1", Some("example.com"), "sel"));
+        assert_eq!(
+            (n.as_str(), d.as_deref(), s.as_str()),
+            ("k1", Some("example.com"), "sel")
+        );
         assert_eq!(p, Path::new("/etc/mailseal/keys/k1.pem"));
         let (_, d, _, p) = parse_key_row("k2 %:sel:/abs/k2", base).unwrap();
         assert_eq!(d, None);

@@ -68,7 +68,11 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
             let running = tx.borrow().clone();
             match reload(&path, &running) {
                 Ok(new) => {
-                    tracing::info!(keys = new.config.signing.tables.keys.len(), "configuration reloaded from {}", path.display());
+                    tracing::info!(
+                        keys = new.config.signing.tables.keys.len(),
+                        "configuration reloaded from {}",
+                        path.display()
+                    );
                     tx.send_replace(Arc::new(new));
                 }
                 Err(e) => tracing::error!("reload failed, keeping the running configuration:\n{e}"),

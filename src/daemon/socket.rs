@@ -39,7 +39,10 @@ pub struct Resilient<L> {
 
 impl<L> Resilient<L> {
     pub fn new(inner: L) -> Self {
-        Resilient { inner, backoff: None }
+        Resilient {
+            inner,
+            backoff: None,
+        }
     }
 }
 

@@ -23,15 +23,22 @@ impl Edits {
 }
 
 /// Apply edits through the milter action channel.
-pub async fn apply(actions: &(impl ContextActions + Sync), edits: &Edits) -> Result<(), ActionError> {
+pub async fn apply(
+    actions: &(impl ContextActions + Sync),
+    edits: &Edits,
+) -> Result<(), ActionError> {
     // Delete from the highest index down, so earlier indexes stay valid in any MTA.
     let mut deletes = edits.deletes.clone();
-    deletes.sort_by(|a, b| b.1.cmp(&a.1));
+    deletes.sort_by_key(|d| std::cmp::Reverse(d.1));
     for (name, index) in &deletes {
-        actions.change_header(name.as_str(), *index, None::<&str>).await?;
+        actions
+            .change_header(name.as_str(), *index, None::<&str>)
+            .await?;
     }
     for (index, name, value) in &edits.inserts {
-        actions.insert_header(*index, name.as_str(), value.as_str()).await?;
+        actions
+            .insert_header(*index, name.as_str(), value.as_str())
+            .await?;
     }
     if let Some(reason) = &edits.quarantine {
         actions.quarantine(reason.as_str()).await?;

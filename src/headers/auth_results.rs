@@ -79,7 +79,24 @@ pub fn remove_forged(headers: &HeaderBlock, authserv_id: &str, edits: &mut Edits
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| {
-            b.is_ascii_graphic() && !matches!(b, b'(' | b')' | b'<' | b'>' | b',' | b';' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'=' | b'@')
+            b.is_ascii_graphic()
+                && !matches!(
+                    b,
+                    b'(' | b')'
+                        | b'<'
+                        | b'>'
+                        | b','
+                        | b';'
+                        | b':'
+                        | b'\\'
+                        | b'"'
+                        | b'/'
+                        | b'['
+                        | b']'
+                        | b'?'
+                        | b'='
+                        | b'@'
+                )
         })
 }
 
@@ -135,7 +152,13 @@ impl ArBuilder {
     }
 
     /// Add `method=result (comment) prop=value ...`.
-    pub fn add(&mut self, method: &str, result: &str, comment_text: Option<&str>, props: &[(&str, String)]) {
+    pub fn add(
+        &mut self,
+        method: &str,
+        result: &str,
+        comment_text: Option<&str>,
+        props: &[(&str, String)],
+    ) {
         let mut r = format!("{method}={result}");
         if let Some(c) = comment_text.filter(|c| !c.is_empty()) {
             r.push_str(" (");
@@ -181,14 +204,26 @@ mod tests {
 
     #[test]
     fn ids() {
-        assert_eq!(authserv_id_of(b" mx.example.net; spf=pass").as_deref(), Some("mx.example.net"));
-        assert_eq!(authserv_id_of(b" MX.Example.NET 1; none").as_deref(), Some("MX.Example.NET"));
+        assert_eq!(
+            authserv_id_of(b" mx.example.net; spf=pass").as_deref(),
+            Some("mx.example.net")
+        );
+        assert_eq!(
+            authserv_id_of(b" MX.Example.NET 1; none").as_deref(),
+            Some("MX.Example.NET")
+        );
         assert_eq!(
             authserv_id_of(b" (forged (nested)) \n\tmx.example.net;\n\tdkim=pass").as_deref(),
             Some("mx.example.net")
         );
-        assert_eq!(authserv_id_of(b"\"mx.example.net\"; none").as_deref(), Some("mx.example.net"));
-        assert_eq!(authserv_id_of(b"mx.example.net(c);x").as_deref(), Some("mx.example.net"));
+        assert_eq!(
+            authserv_id_of(b"\"mx.example.net\"; none").as_deref(),
+            Some("mx.example.net")
+        );
+        assert_eq!(
+            authserv_id_of(b"mx.example.net(c);x").as_deref(),
+            Some("mx.example.net")
+        );
         assert_eq!(authserv_id_of(b"   "), None);
         assert_eq!(authserv_id_of(b" (unterminated"), None);
     }
@@ -200,21 +235,57 @@ mod tests {
             max_fields: 100,
         };
         let mut h = HeaderBlock::default();
-        h.push(b"Authentication-Results", b" other.example; spf=pass", true, lim);
-        h.push(b"authentication-results", b" (x)\n\tMX.EXAMPLE.NET; dkim=pass", true, lim);
+        h.push(
+            b"Authentication-Results",
+            b" other.example; spf=pass",
+            true,
+            lim,
+        );
+        h.push(
+            b"authentication-results",
+            b" (x)\n\tMX.EXAMPLE.NET; dkim=pass",
+            true,
+            lim,
+        );
         h.push(b"Subject", b" hi", true, lim);
-        h.push(b"Authentication-Results", b" mx.example.net.evil; dkim=pass", true, lim);
-        h.push(b"Authentication-Results", b" mx.example.net; dmarc=pass", true, lim);
+        h.push(
+            b"Authentication-Results",
+            b" mx.example.net.evil; dkim=pass",
+            true,
+            lim,
+        );
+        h.push(
+            b"Authentication-Results",
+            b" mx.example.net; dmarc=pass",
+            true,
+            lim,
+        );
         let mut e = Edits::default();
         assert_eq!(remove_forged(&h, "mx.example.net", &mut e), 2);
-        assert_eq!(e.deletes, vec![(NAME.to_string(), 2), (NAME.to_string(), 4)]);
+        assert_eq!(
+            e.deletes,
+            vec![(NAME.to_string(), 2), (NAME.to_string(), 4)]
+        );
     }
 
     #[test]
     fn build() {
         let mut b = ArBuilder::new("mx.example.net");
-        b.add("spf", "pass", Some("ok (really)"), &[("smtp.mailfrom", "a@b.example".into())]);
-        b.add("dkim", "fail", None, &[("header.d", "b.example".into()), ("header.b", "ab/+".into())]);
+        b.add(
+            "spf",
+            "pass",
+            Some("ok (really)"),
+            &[("smtp.mailfrom", "a@b.example".into())],
+        );
+        b.add(
+            "dkim",
+            "fail",
+            None,
+            &[
+                ("header.d", "b.example".into()),
+                ("header.b", "ab/+".into()),
+            ],
+        );
         b.add("x", "none", None, &[("p", "has space".into())]);
         assert_eq!(
             b.milter_value(),

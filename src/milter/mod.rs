@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use indymilter::{
-    Actions, Callbacks, Context, EomContext, MacroStage, Macros, NegotiateContext, ProtoOpts, SetErrorReply,
-    SmtpReply, SocketInfo, Status,
+    Actions, Callbacks, Context, EomContext, MacroStage, Macros, NegotiateContext, ProtoOpts,
+    SetErrorReply, SmtpReply, SocketInfo, Status,
 };
 use tokio::sync::watch;
 
@@ -34,7 +34,7 @@ fn reply_status(reply: &mut SmtpReply, r: &Reply) -> Status {
         Reply::Continue => Status::Continue,
         Reply::Tempfail { code, status, text } => {
             let text = sanitize_reply(text);
-            match reply.set_error_reply(*code, Some(*status), [text.as_str()]) {
+            match reply.set_error_reply(code, Some(*status), [text.as_str()]) {
                 Ok(()) => Status::Tempfail,
                 Err(e) => {
                     tracing::warn!("invalid SMTP reply {code} {status} {text:?}: {e}");
@@ -44,7 +44,7 @@ fn reply_status(reply: &mut SmtpReply, r: &Reply) -> Status {
         }
         Reply::Reject { code, status, text } => {
             let text = sanitize_reply(text);
-            match reply.set_error_reply(*code, Some(*status), [text.as_str()]) {
+            match reply.set_error_reply(code, Some(*status), [text.as_str()]) {
                 Ok(()) => Status::Reject,
                 Err(e) => {
                     tracing::warn!("invalid SMTP reply {code} {status} {text:?}: {e}");
@@ -59,7 +59,13 @@ fn reply_status(reply: &mut SmtpReply, r: &Reply) -> Status {
 fn sanitize_reply(text: &str) -> String {
     let mut t: String = text
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect();
     t.truncate(900);
     t
@@ -70,7 +76,11 @@ fn internal_error(reply: &mut SmtpReply, action: FailAction, what: &str) -> Stat
     tracing::warn!("internal error: {what}");
     reply_status(
         reply,
-        &Reply::for_failure(action, "4.7.1", "mailseal: temporary internal error; try again later"),
+        &Reply::for_failure(
+            action,
+            "4.7.1",
+            "mailseal: temporary internal error; try again later",
+        ),
     )
 }
 
@@ -93,7 +103,9 @@ async fn negotiate(
     let wanted = Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::QUARANTINE;
     cx.requested_actions = actions & wanted;
     if !actions.contains(Actions::ADD_HEADER | Actions::CHANGE_HEADER) {
-        tracing::warn!("MTA does not offer add/change header actions; mailseal cannot sign or stamp results");
+        tracing::warn!(
+            "MTA does not offer add/change header actions; mailseal cannot sign or stamp results"
+        );
     }
     let mut neg = Negotiated {
         quarantine: actions.contains(Actions::QUARANTINE),
@@ -110,7 +122,10 @@ async fn negotiate(
         }
     }
     for (stage, list) in [
-        (MacroStage::Connect, "j {daemon_name} {client_addr} {client_name}"),
+        (
+            MacroStage::Connect,
+            "j {daemon_name} {client_addr} {client_name}",
+        ),
         (MacroStage::Mail, "i {auth_type} {auth_authen} {mail_addr}"),
         (MacroStage::Eoh, "i"),
         (MacroStage::Eom, "i"),
@@ -194,7 +209,11 @@ async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
 async fn eom(cx: &mut EomContext<Session>) -> Status {
     let qid = queue_id(&cx.macros);
     let Some(session) = cx.data.as_mut() else {
-        return internal_error(&mut cx.reply, FailAction::Tempfail, "no session at end of message");
+        return internal_error(
+            &mut cx.reply,
+            FailAction::Tempfail,
+            "no session at end of message",
+        );
     };
     let on_internal = session.snap.config.on_internal_error;
     let can_quarantine = session.opts.quarantine;
@@ -208,13 +227,19 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
     let status = reply_status(&mut cx.reply, &outcome.reply);
     if status == Status::Continue {
         if let Err(e) = actions::apply(&cx.actions, &outcome.edits).await {
-            return internal_error(&mut cx.reply, on_internal, &format!("queue id {qid}: header edit failed: {e}"));
+            return internal_error(
+                &mut cx.reply,
+                on_internal,
+                &format!("queue id {qid}: header edit failed: {e}"),
+            );
         }
     }
     let answer = match &outcome.reply {
         Reply::Continue if outcome.edits.quarantine.is_some() => "accept (hold)".to_string(),
         Reply::Continue => "accept".to_string(),
-        Reply::Tempfail { code, status, .. } | Reply::Reject { code, status, .. } => format!("{code} {status}"),
+        Reply::Tempfail { code, status, .. } | Reply::Reject { code, status, .. } => {
+            format!("{code} {status}")
+        }
     };
     if matches!(outcome.reply, Reply::Continue) {
         tracing::info!(queue_id = %qid, reply = %answer, "{}", outcome.summary);
@@ -239,7 +264,9 @@ async fn close(cx: &mut Context<Session>) -> Status {
 /// The callback table, each a thin adapter over [`Session`].
 pub fn callbacks(snapshots: watch::Receiver<Arc<Snapshot>>) -> Callbacks<Session> {
     Callbacks::new()
-        .on_negotiate(move |cx, actions, opts| Box::pin(negotiate(snapshots.clone(), cx, actions, opts)))
+        .on_negotiate(move |cx, actions, opts| {
+            Box::pin(negotiate(snapshots.clone(), cx, actions, opts))
+        })
         .on_connect(|cx, host, info| Box::pin(connect(cx, host, info)))
         .on_helo(|cx, name| Box::pin(helo(cx, name)))
         .on_mail(|cx, args| Box::pin(mail(cx, args)))

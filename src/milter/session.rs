@@ -10,7 +10,7 @@ use crate::headers::actions::Edits;
 use crate::message::{envelope_address, HeaderBlock, HeaderLimits};
 use crate::pipeline::sign::{self, PendingSignature, SignPlan};
 use crate::pipeline::verify::{self, Envelope};
-use crate::pipeline::{decide, ClientFacts, Decision, Outcome, Outbound, Reply};
+use crate::pipeline::{decide, ClientFacts, Decision, Outbound, Outcome, Reply};
 use crate::Snapshot;
 
 /// Options agreed with the MTA at negotiation.
@@ -89,11 +89,16 @@ impl Session {
     }
 
     pub fn mail(&mut self, args: &[Vec<u8>]) {
-        let mail_from = args.first().map(|a| envelope_address(a)).unwrap_or_default();
+        let mail_from = args
+            .first()
+            .map(|a| envelope_address(a))
+            .unwrap_or_default();
         let size_hint = args.iter().skip(1).find_map(|a| {
             let s = std::str::from_utf8(a).ok()?;
             let (k, v) = s.split_once('=')?;
-            k.eq_ignore_ascii_case("SIZE").then(|| v.parse().ok()).flatten()
+            k.eq_ignore_ascii_case("SIZE")
+                .then(|| v.parse().ok())
+                .flatten()
         });
         self.msg = Some(MessageState {
             mail_from,
@@ -116,7 +121,9 @@ impl Session {
             work: Work::Headers,
             body_bytes: 0,
         });
-        if matches!(msg.work, Work::Headers) && !msg.headers.push(name, value, leading_space, limits) {
+        if matches!(msg.work, Work::Headers)
+            && !msg.headers.push(name, value, leading_space, limits)
+        {
             tracing::debug!("header section over the limit; further fields not kept");
         }
     }
@@ -164,7 +171,9 @@ impl Session {
                     }
                 }
                 Decision::Sign(w) => match config.limits.on_oversize {
-                    FailAction::Accept => EohAnswer::Accept(format!("outbound ({w}): not signed: {why}")),
+                    FailAction::Accept => {
+                        EohAnswer::Accept(format!("outbound ({w}): not signed: {why}"))
+                    }
                     action => EohAnswer::Refuse(
                         Reply::for_failure(action, "4.3.4", format!("cannot sign: {why}")),
                         format!("outbound ({w}): refused: {why}"),
@@ -274,7 +283,10 @@ impl Session {
                     ),
                 })
             }
-            Work::Verify { buffer, authenticated } => {
+            Work::Verify {
+                buffer,
+                authenticated,
+            } => {
                 let Some(ip) = self.client_ip else {
                     let reply = Reply::for_failure(
                         config.on_internal_error,

@@ -80,8 +80,16 @@ pub fn decide(config: &Config, facts: &ClientFacts<'_>) -> Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     Continue,
-    Tempfail { code: &'static str, status: &'static str, text: String },
-    Reject { code: &'static str, status: &'static str, text: String },
+    Tempfail {
+        code: &'static str,
+        status: &'static str,
+        text: String,
+    },
+    Reject {
+        code: &'static str,
+        status: &'static str,
+        text: String,
+    },
 }
 
 impl Reply {
@@ -123,7 +131,8 @@ mod tests {
 
     #[test]
     fn outbound_rules() {
-        let c = cfg("[signing]\ninternal_hosts = [\"10.0.0.0/8\"]\ndaemon_names = [\"ORIGINATING\"]\n");
+        let c =
+            cfg("[signing]\ninternal_hosts = [\"10.0.0.0/8\"]\ndaemon_names = [\"ORIGINATING\"]\n");
         let ext: IpAddr = "192.0.2.7".parse().unwrap();
         let int: IpAddr = "10.9.9.9".parse().unwrap();
         let f = |ip, auth, d| ClientFacts {
@@ -131,7 +140,10 @@ mod tests {
             auth_user: auth,
             daemon_name: d,
         };
-        assert_eq!(decide(&c, &f(int, None, None)), Decision::Sign(Outbound::InternalHost(int)));
+        assert_eq!(
+            decide(&c, &f(int, None, None)),
+            Decision::Sign(Outbound::InternalHost(int))
+        );
         assert_eq!(decide(&c, &f(ext, None, None)), Decision::Verify);
         assert_eq!(
             decide(&c, &f(ext, Some("bob"), None)),
@@ -144,6 +156,9 @@ mod tests {
         );
         assert_eq!(decide(&c, &f(ext, None, Some("smtpd"))), Decision::Verify);
         let v_only = cfg("mode = \"v\"\n");
-        assert!(matches!(decide(&v_only, &f("127.0.0.1".parse().unwrap(), None, None)), Decision::Skip(_)));
+        assert!(matches!(
+            decide(&v_only, &f("127.0.0.1".parse().unwrap(), None, None)),
+            Decision::Skip(_)
+        ));
     }
 }

@@ -68,12 +68,16 @@ pub enum SignPlan {
 
 /// Pick the signing identity: the From address, or the envelope sender when From is missing
 /// or unparseable.
-pub fn signing_identity(headers: &HeaderBlock, mail_from: &str) -> Option<(String, IdentitySource)> {
+pub fn signing_identity(
+    headers: &HeaderBlock,
+    mail_from: &str,
+) -> Option<(String, IdentitySource)> {
     let (_, addrs) = from_addresses(headers);
     if let Some(a) = addrs.into_iter().next() {
         return Some((a, IdentitySource::From));
     }
-    (!mail_from.is_empty() && mail_from.contains('@')).then(|| (mail_from.to_string(), IdentitySource::Envelope))
+    (!mail_from.is_empty() && mail_from.contains('@'))
+        .then(|| (mail_from.to_string(), IdentitySource::Envelope))
 }
 
 /// The SigningTable rows that apply to `identity`: the first, or all with
@@ -132,7 +136,10 @@ pub fn plan(config: &Config, headers: &HeaderBlock, mail_from: &str) -> SignPlan
     let mut signatures = Vec::with_capacity(rows.len());
     for row in rows {
         let entry = &config.signing.tables.keys[row.key];
-        let domain = entry.domain.clone().unwrap_or_else(|| sender_domain.clone());
+        let domain = entry
+            .domain
+            .clone()
+            .unwrap_or_else(|| sender_domain.clone());
         let mut signer = DkimSigner::from_key(entry.key.signing.clone())
             .domain(domain.clone())
             .selector(entry.selector.clone())
@@ -195,7 +202,10 @@ pub fn finish(mut sig: PendingSignature) -> Result<SignedField, String> {
             selector: sig.selector,
         }),
         Some(Err(e)) => Err(format!("d={} s={}: {e}", sig.domain, sig.selector)),
-        None => Err(format!("d={} s={}: signature already finished", sig.domain, sig.selector)),
+        None => Err(format!(
+            "d={} s={}: signature already finished",
+            sig.domain, sig.selector
+        )),
     }
 }
 

@@ -19,7 +19,8 @@ use mail_auth::dmarc::Policy;
 use mail_auth::headers::HeaderWriter;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
-    AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput, SpfResult,
+    AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, MessageAuthenticator, SpfOutput,
+    SpfResult,
 };
 
 use super::sign::milter_value;
@@ -126,7 +127,11 @@ impl Disposition {
 /// Is this client exempt from DMARC rejection and quarantine?
 fn exempt(config: &Config, env: &Envelope<'_>) -> bool {
     (env.authenticated && config.dmarc.never_reject_authenticated)
-        || config.dmarc.never_reject.iter().any(|n| n.contains(&env.client_ip))
+        || config
+            .dmarc
+            .never_reject
+            .iter()
+            .any(|n| n.contains(&env.client_ip))
 }
 
 /// Answer for a message too large to buffer for verification.
@@ -137,7 +142,11 @@ pub fn oversize(config: &Config, headers: &HeaderBlock) -> Outcome {
     let text = format!("message larger than {limit} bytes cannot be verified");
     let reply = match config.limits.on_oversize {
         FailAction::Accept => {
-            edits.inserts.push((0, AR_NAME.into(), ArBuilder::new(&config.authserv_id).milter_value()));
+            edits.inserts.push((
+                0,
+                AR_NAME.into(),
+                ArBuilder::new(&config.authserv_id).milter_value(),
+            ));
             Reply::Continue
         }
         FailAction::Tempfail => Reply::Tempfail {
@@ -169,16 +178,19 @@ pub async fn verify(
     let mut edits = Edits::default();
     let forged = remove_forged(headers, &config.authserv_id, &mut edits);
     let budget = config.verify.timeout;
-    let mut outcome = match tokio::time::timeout(budget, evaluate(config, auth, env, headers, raw)).await {
-        Ok(o) => o,
-        Err(_) => timed_out(config, budget),
-    };
+    let mut outcome =
+        match tokio::time::timeout(budget, evaluate(config, auth, env, headers, raw)).await {
+            Ok(o) => o,
+            Err(_) => timed_out(config, budget),
+        };
     // Deletions of forged fields go first, then our inserts.
     edits.inserts = std::mem::take(&mut outcome.edits.inserts);
     edits.quarantine = outcome.edits.quarantine.take();
     outcome.edits = edits;
     if forged > 0 {
-        outcome.summary.push_str(&format!(" forged-ar-removed={forged}"));
+        outcome
+            .summary
+            .push_str(&format!(" forged-ar-removed={forged}"));
     }
     if !matches!(outcome.reply, Reply::Continue) {
         // The message is refused: no header edits.
@@ -266,10 +278,10 @@ async fn evaluate(
     let spf_helo_params = SpfParameters::helo(ip, helo, host);
     let check_helo = config.verify.spf_helo && !helo.is_empty();
     let (spf_mf, spf_helo, dkim, arc) = tokio::join!(
-        auth.verify_spf(spf_mf_params.clone()),
+        auth.verify_spf(spf_mf_params),
         async {
             if check_helo {
-                Some(auth.verify_spf(spf_helo_params.clone()).await)
+                Some(auth.verify_spf(spf_helo_params).await)
             } else {
                 None
             }
@@ -339,9 +351,8 @@ async fn evaluate(
         (1, 0) => Some("From field has no usable address"),
         _ => Some("message has several From fields or From addresses"),
     };
-    let strict_problem = from_problem.filter(|_| {
-        config.dmarc.multiple_from == MultipleFrom::Strict || from_domains.is_empty()
-    });
+    let strict_problem = from_problem
+        .filter(|_| config.dmarc.multiple_from == MultipleFrom::Strict || from_domains.is_empty());
     if let Some(problem) = strict_problem {
         ar.add("dmarc", "permerror", Some(problem), &[]);
         dmarc_summary = format!("dmarc=permerror ({problem})");
@@ -364,7 +375,12 @@ async fn evaluate(
             &msg
         };
         let dmarc = auth
-            .verify_dmarc(DmarcParameters::new(dmarc_msg, &dkim, &mail_from_domain, &spf_mf))
+            .verify_dmarc(DmarcParameters::new(
+                dmarc_msg,
+                &dkim,
+                &mail_from_domain,
+                &spf_mf,
+            ))
             .await;
         let result = dmarc.result();
         let policy = dmarc.policy();
@@ -388,7 +404,8 @@ async fn evaluate(
                 Policy::Quarantine => match config.dmarc.quarantine_action {
                     QuarantineAction::Hold => {
                         disposition = Disposition::Quarantine;
-                        edits.quarantine = Some(format!("DMARC policy of {}: quarantine", dmarc.domain()));
+                        edits.quarantine =
+                            Some(format!("DMARC policy of {}: quarantine", dmarc.domain()));
                     }
                     QuarantineAction::Header => disposition = Disposition::Quarantine,
                     QuarantineAction::Accept => {}
@@ -429,7 +446,12 @@ async fn evaluate(
 
     // ARC.
     let (arc_word, arc_why) = dkim_word(arc.result());
-    ar.add("arc", arc_word, arc_why.as_deref().filter(|_| arc_word != "pass"), &[("smtp.remote-ip", ip.to_string())]);
+    ar.add(
+        "arc",
+        arc_word,
+        arc_why.as_deref().filter(|_| arc_word != "pass"),
+        &[("smtp.remote-ip", ip.to_string())],
+    );
 
     if !dns_trouble.is_empty() && matches!(reply, Reply::Continue) {
         reply = Reply::for_failure(
@@ -455,16 +477,27 @@ async fn evaluate(
     );
     if config.verify.received_spf {
         let rs = ReceivedSpf::new(&spf_mf, &spf_mf_params).to_header();
-        edits.inserts.push((0, "Received-SPF".into(), milter_value(&rs, "Received-SPF")));
+        edits
+            .inserts
+            .push((0, "Received-SPF".into(), milter_value(&rs, "Received-SPF")));
     }
     edits.inserts.push((0, AR_NAME.into(), ar.milter_value()));
-    Outcome { edits, reply, summary }
+    Outcome {
+        edits,
+        reply,
+        summary,
+    }
 }
 
 fn spf_entry(ar: &mut ArBuilder, out: &SpfOutput, prop: &str, identity: &str) {
     let word = spf_word(out.result());
     let comment = out.explanation().map(|e| e.to_string());
-    ar.add("spf", word, comment.as_deref(), &[(prop, identity.to_string())]);
+    ar.add(
+        "spf",
+        word,
+        comment.as_deref(),
+        &[(prop, identity.to_string())],
+    );
 }
 
 /// The header section with every From field replaced by one holding only `first`: what

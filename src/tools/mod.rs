@@ -11,12 +11,18 @@ use crate::Snapshot;
 
 /// Split a message into header fields the way Postfix hands them to a milter (name, the
 /// exact text after the colon with LF-separated folding) and the body with CRLF line ends.
-pub fn split_message(raw: &[u8]) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>) {
-    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+/// Header fields as (name, value) byte strings.
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub fn split_message(raw: &[u8]) -> (Fields, Vec<u8>) {
+    let mut fields: Fields = Vec::new();
     let mut pos = 0;
     let mut body_start = raw.len();
     while pos < raw.len() {
-        let end = raw[pos..].iter().position(|&b| b == b'\n').map_or(raw.len(), |i| pos + i + 1);
+        let end = raw[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |i| pos + i + 1);
         let line = &raw[pos..end];
         let content = line.strip_suffix(b"\n").unwrap_or(line);
         let content = content.strip_suffix(b"\r").unwrap_or(content);
@@ -30,7 +36,10 @@ pub fn split_message(raw: &[u8]) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<u8>) {
                 v.extend_from_slice(content);
             }
         } else if let Some(colon) = content.iter().position(|&b| b == b':') {
-            let name = content[..colon].strip_suffix(b" ").unwrap_or(&content[..colon]).to_vec();
+            let name = content[..colon]
+                .strip_suffix(b" ")
+                .unwrap_or(&content[..colon])
+                .to_vec();
             fields.push((name, content[colon + 1..].to_vec()));
         }
         pos = end;
@@ -73,7 +82,11 @@ async fn run_session(
     match session.start(decision, false) {
         EohAnswer::Continue => {}
         EohAnswer::Accept(why) => return Err(format!("nothing to do: {why}")),
-        EohAnswer::Refuse(reply, why) => return Err(format!("the daemon would refuse this message ({reply:?}): {why}")),
+        EohAnswer::Refuse(reply, why) => {
+            return Err(format!(
+                "the daemon would refuse this message ({reply:?}): {why}"
+            ))
+        }
     }
     session.body(&body);
     session.eom().await.ok_or_else(|| "no result".to_string())
@@ -113,7 +126,15 @@ pub async fn verify_message(
 /// The message with the DKIM-Signature field(s) the daemon would add for outbound mail.
 pub async fn sign_message(config: Config, raw: &[u8]) -> Result<Vec<u8>, String> {
     let ip: IpAddr = "127.0.0.1".parse().map_err(|_| "bad address")?;
-    let o = run_session(config, raw, Decision::Sign(Outbound::InternalHost(ip)), ip, "localhost", "").await?;
+    let o = run_session(
+        config,
+        raw,
+        Decision::Sign(Outbound::InternalHost(ip)),
+        ip,
+        "localhost",
+        "",
+    )
+    .await?;
     if let Some(r) = describe(&o.reply) {
         return Err(format!("signing failed ({r}): {}", o.summary));
     }

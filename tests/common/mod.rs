@@ -5,8 +5,6 @@
 pub mod postfix;
 pub mod sink;
 
-
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -32,6 +30,7 @@ fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("openssl");
     if let Some(i) = input {
@@ -61,7 +60,16 @@ fn write_key(dir: &Path, name: &str, pem: &[u8]) -> PathBuf {
 }
 
 fn rsa_key(dir: &Path, name: &str, bits: u32, traditional: bool) -> TestKey {
-    let mut pem = openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", &format!("rsa_keygen_bits:{bits}")], None);
+    let mut pem = openssl(
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            &format!("rsa_keygen_bits:{bits}"),
+        ],
+        None,
+    );
     if traditional {
         pem = openssl(&["rsa", "-traditional"], Some(&pem));
     }
@@ -160,7 +168,9 @@ impl Daemon {
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
         let snap = Arc::new(Snapshot::new(cfg).unwrap());
         let (tx, rx) = watch::channel(snap);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(mailseal::run(
@@ -213,7 +223,11 @@ impl Daemon {
 }
 
 /// Write key.table / signing.table into `dir` and return the `[signing]` TOML lines.
-pub fn signing_section(dir: &Path, key_rows: &[(&str, &str, &str, &Path)], sign_rows: &[(&str, &str)]) -> String {
+pub fn signing_section(
+    dir: &Path,
+    key_rows: &[(&str, &str, &str, &Path)],
+    sign_rows: &[(&str, &str)],
+) -> String {
     let mut kt = String::from("# test KeyTable\n");
     for (name, domain, sel, path) in key_rows {
         kt.push_str(&format!("{name}\t{domain}:{sel}:{}\n", path.display()));
@@ -269,7 +283,9 @@ impl Delivered {
             .actions
             .iter()
             .filter_map(|a| match a {
-                EomAction::InsertHeader { name: n, value, .. } if n.to_str().unwrap().eq_ignore_ascii_case(name) => {
+                EomAction::InsertHeader { name: n, value, .. }
+                    if n.to_str().unwrap().eq_ignore_ascii_case(name) =>
+                {
                     Some(value.to_string_lossy().into_owned())
                 }
                 _ => None,
@@ -309,7 +325,10 @@ impl Client {
     /// Connect + HELO for an envelope.
     pub async fn hello(&mut self, env: &Envelope) {
         self.conn
-            .macros(MacroStage::Connect, [("j", "mx.test"), ("{daemon_name}", env.daemon_name)])
+            .macros(
+                MacroStage::Connect,
+                [("j", "mx.test"), ("{daemon_name}", env.daemon_name)],
+            )
             .await
             .unwrap();
         let ip: std::net::IpAddr = env.client_ip.parse().unwrap();
@@ -325,7 +344,10 @@ impl Client {
         if let Some(a) = env.auth {
             mail_macros.push(("{auth_authen}", a));
         }
-        self.conn.macros(MacroStage::Mail, mail_macros).await.unwrap();
+        self.conn
+            .macros(MacroStage::Mail, mail_macros)
+            .await
+            .unwrap();
         let st = self.conn.mail([env.mail_from.as_str()]).await.unwrap();
         assert_eq!(st, Status::Continue);
         let (fields, body) = split(raw);
@@ -347,7 +369,11 @@ impl Client {
         }
         let (actions, status) = self.conn.eom().await.unwrap();
         let message = assemble(&fields, &body, &actions);
-        Delivered { status, actions, message }
+        Delivered {
+            status,
+            actions,
+            message,
+        }
     }
 
     pub async fn close(self) {
@@ -379,7 +405,13 @@ pub fn assemble(fields: &[(String, String)], body: &[u8], actions: &EomActions) 
     for a in &actions.actions {
         if let EomAction::InsertHeader { index, name, value } = a {
             let at = (*index as usize).min(headers.len());
-            headers.insert(at, (name.to_str().unwrap().into(), value.to_str().unwrap().into()));
+            headers.insert(
+                at,
+                (
+                    name.to_str().unwrap().into(),
+                    value.to_str().unwrap().into(),
+                ),
+            );
         }
     }
     let mut out = Vec::new();
@@ -412,7 +444,12 @@ pub fn dkim_check(message: &[u8], records: &BTreeMap<String, String>) -> Vec<boo
         .stdout(Stdio::piped())
         .spawn()
         .expect("/usr/bin/python3 with python3-dkim");
-    child.stdin.take().unwrap().write_all(req.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(req.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "dkim_check.py failed");
     let text = String::from_utf8(out.stdout).unwrap();

@@ -44,8 +44,13 @@ impl Postfix {
         for d in ["queue", "data"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        run(Command::new("chown").args(["postfix:postfix"]).arg(dir.join("data")));
-        let pf = Postfix { dir: dir.to_path_buf(), smtp_port };
+        run(Command::new("chown")
+            .args(["postfix:postfix"])
+            .arg(dir.join("data")));
+        let pf = Postfix {
+            dir: dir.to_path_buf(),
+            smtp_port,
+        };
         let out = pf.postfix(&["start"]);
         assert!(
             out.status.success(),
@@ -63,7 +68,11 @@ impl Postfix {
 
     /// Run `postfix -c CONF args` under a pseudo-terminal (postfix prints its errors only there).
     pub fn postfix(&self, args: &[&str]) -> Output {
-        let cmd = format!("/usr/sbin/postfix -c {} {}", self.conf().display(), args.join(" "));
+        let cmd = format!(
+            "/usr/sbin/postfix -c {} {}",
+            self.conf().display(),
+            args.join(" ")
+        );
         run(Command::new("script").args(["-qec", &cmd, "/dev/null"]))
     }
 
@@ -86,7 +95,10 @@ impl Postfix {
 
     /// Flush the queues (deferred mail and the maildrop).
     pub fn flush(&self) {
-        run(Command::new("/usr/sbin/postqueue").args(["-c"]).arg(self.conf()).arg("-f"));
+        run(Command::new("/usr/sbin/postqueue")
+            .args(["-c"])
+            .arg(self.conf())
+            .arg("-f"));
     }
 }
 

@@ -48,7 +48,11 @@ impl Sink {
                                 if line == b".\r\n" {
                                     break;
                                 }
-                                let l = if line.starts_with(b"..") { &line[1..] } else { &line[..] };
+                                let l = if line.starts_with(b"..") {
+                                    &line[1..]
+                                } else {
+                                    &line[..]
+                                };
                                 msg.extend_from_slice(l);
                             }
                             store.lock().unwrap().push(msg);
