@@ -2,6 +2,7 @@
 //! client, and the independent DKIM verifier (python3-dkim).
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod postfix;
 pub mod sink;
 

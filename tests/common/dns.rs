@@ -1,0 +1,165 @@
+//! A real DNS server on 127.0.0.1 (hickory-server, UDP and TCP) serving test zones from a map,
+//! with names that time out or answer SERVFAIL on purpose.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_server::proto::rr::rdata::{A, AAAA, MX, PTR, TXT};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::Server;
+
+/// What a name answers.
+#[derive(Clone, Debug)]
+pub enum Rr {
+    Txt(String),
+    A(std::net::Ipv4Addr),
+    Aaaa(std::net::Ipv6Addr),
+    Mx(u16, String),
+    Ptr(String),
+    /// Never answer a query of any type not listed before this marker at that name.
+    Timeout,
+    /// Answer SERVFAIL.
+    ServFail,
+}
+
+#[derive(Clone, Default)]
+pub struct Zones(pub Arc<Mutex<HashMap<String, Vec<Rr>>>>);
+
+impl Zones {
+    pub fn add(&self, name: &str, rr: Rr) {
+        self.0
+            .lock()
+            .unwrap()
+            .entry(name.to_ascii_lowercase().trim_end_matches('.').to_string())
+            .or_default()
+            .push(rr);
+    }
+
+    pub fn txt(&self, name: &str, value: &str) {
+        self.add(name, Rr::Txt(value.to_string()));
+    }
+}
+
+fn rtype(rr: &Rr) -> Option<RecordType> {
+    Some(match rr {
+        Rr::Txt(_) => RecordType::TXT,
+        Rr::A(_) => RecordType::A,
+        Rr::Aaaa(_) => RecordType::AAAA,
+        Rr::Mx(..) => RecordType::MX,
+        Rr::Ptr(_) => RecordType::PTR,
+        _ => return None,
+    })
+}
+
+fn split_txt(s: &str) -> Vec<String> {
+    if s.is_empty() {
+        return vec![String::new()];
+    }
+    s.as_bytes()
+        .chunks(255)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect()
+}
+
+fn rdata(rr: &Rr) -> Option<RData> {
+    Some(match rr {
+        Rr::Txt(t) => RData::TXT(TXT::new(split_txt(t))),
+        Rr::A(ip) => RData::A(A(*ip)),
+        Rr::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
+        Rr::Mx(p, ex) => RData::MX(MX::new(*p, Name::from_ascii(format!("{ex}.")).ok()?)),
+        Rr::Ptr(n) => RData::PTR(PTR(Name::from_ascii(format!("{n}.")).ok()?)),
+        _ => return None,
+    })
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Zones {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let fail = |code| {
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.response_code = code;
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
+        };
+        let Ok(info) = request.request_info() else {
+            return fail(ResponseCode::FormErr);
+        };
+        let qname = info.query.name().to_string().to_ascii_lowercase();
+        let qname = qname.trim_end_matches('.').to_string();
+        let qtype = info.query.query_type();
+        let entries = self.0.lock().unwrap().get(&qname).cloned();
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = true;
+        let mut answers = Vec::new();
+        match &entries {
+            None => metadata.response_code = ResponseCode::NXDomain,
+            Some(list) => {
+                for rr in list {
+                    match rr {
+                        Rr::Timeout => {
+                            if answers.is_empty() {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                                return fail(ResponseCode::ServFail);
+                            }
+                            break;
+                        }
+                        Rr::ServFail => {
+                            let builder = MessageResponseBuilder::from_message_request(request);
+                            let msg = builder.error_msg(&request.metadata, ResponseCode::ServFail);
+                            return response
+                                .send_response(msg)
+                                .await
+                                .unwrap_or_else(|_| fail(ResponseCode::ServFail));
+                        }
+                        rr if rtype(rr) == Some(qtype) => {
+                            if let Some(data) = rdata(rr) {
+                                let name = Name::from_ascii(format!("{qname}.")).unwrap();
+                                answers.push(Record::from_rdata(name, 60, data));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let builder = MessageResponseBuilder::from_message_request(request);
+        let msg = builder.build(metadata, answers.iter(), [], [], []);
+        response
+            .send_response(msg)
+            .await
+            .unwrap_or_else(|_| fail(ResponseCode::ServFail))
+    }
+}
+
+/// The server; dropped with the test.
+pub struct DnsServer {
+    pub addr: SocketAddr,
+    pub zones: Zones,
+}
+
+impl DnsServer {
+    pub async fn start(zones: Zones) -> DnsServer {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let mut server = Server::new(zones.clone());
+        server.register_socket(udp);
+        server.register_listener(tcp, Duration::from_secs(5), 65535);
+        tokio::spawn(async move {
+            let _ = server.block_until_done().await;
+        });
+        DnsServer { addr, zones }
+    }
+}

@@ -1,0 +1,193 @@
+//! Inbound verification over the milter protocol, resolving through a real DNS server on
+//! loopback (hickory-server).
+
+mod common;
+
+use common::dns::{DnsServer, Rr, Zones};
+use common::*;
+use indymilter_test::{EomAction, Status};
+
+const SPF_OK: &str = "v=spf1 ip4:192.0.2.10 -all";
+
+async fn setup(dmarc_extra: &str) -> (DnsServer, Daemon) {
+    let k = keys();
+    let z = Zones::default();
+    z.txt("example.com", SPF_OK);
+    z.txt("_dmarc.example.com", "v=DMARC1; p=reject");
+    z.txt("rsa._domainkey.example.com", &k.rsa.record);
+    z.txt("client.example", SPF_OK);
+    z.txt("softfail.example", "v=spf1 ~all");
+    z.txt("neutral.example", "v=spf1 ?all");
+    z.add("none.example", Rr::A("192.0.2.99".parse().unwrap()));
+    z.txt("perm.example", "v=spf1 ip4:192.0.2.10 include:");
+    z.txt("temp.example", "v=spf1 a:slow.example -all");
+    z.add("slow.example", Rr::Timeout);
+    z.txt("bulk.example", "v=spf1 ip4:198.51.100.0/24 -all");
+    z.txt("_dmarc.bulk.example", "v=DMARC1; p=reject");
+    let dns = DnsServer::start(z).await;
+    let cfg = format!(
+        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+         [verify]\ntimeout = \"10s\"\n[dmarc]\n{dmarc_extra}\n",
+        dns.addr
+    );
+    (dns, Daemon::start(&cfg).await)
+}
+
+fn env(mail_from: &str) -> Envelope {
+    Envelope {
+        client_ip: "192.0.2.10",
+        helo: "client.example",
+        mail_from: format!("<{mail_from}>"),
+        ..Default::default()
+    }
+}
+
+fn msg(from: &str) -> String {
+    format!("From: <{from}>\r\nTo: bob@example.org\r\nSubject: test\r\nMessage-ID: <v1@x>\r\n\r\nHello.\r\n")
+}
+
+async fn send(d: &Daemon, env: &Envelope, raw: &str) -> Delivered {
+    let mut c = Client::open(d.addr).await;
+    c.hello(env).await;
+    let out = c.message(env, raw, 65535).await;
+    c.close().await;
+    out
+}
+
+fn ar(out: &Delivered) -> String {
+    let v = out.inserted("Authentication-Results");
+    assert_eq!(v.len(), 1, "{out:?}");
+    v[0].clone()
+}
+
+async fn signed(raw: &str) -> String {
+    let k = keys();
+    let s = Scratch::new("signer");
+    let signing = signing_section(
+        &s.0,
+        &[("k", "example.com", "rsa", &k.rsa.path)],
+        &[("*", "k")],
+    );
+    let cfg = mailseal::config::Config::load(&s.write("m.toml", &format!("[signing]\n{signing}")))
+        .unwrap();
+    String::from_utf8(
+        mailseal::tools::sign_message(cfg, raw.as_bytes())
+            .await
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn spf_results() {
+    let (_dns, d) = setup("").await;
+    for (from, want) in [
+        ("a@example.com", "spf=pass"),
+        ("a@softfail.example", "spf=softfail"),
+        ("a@neutral.example", "spf=neutral"),
+        ("a@none.example", "spf=none"),
+        ("a@perm.example", "spf=permerror"),
+        ("a@bulk.example", "spf=fail"),
+    ] {
+        let out = send(&d, &env(from), &msg(from)).await;
+        let a = ar(&out);
+        assert!(a.starts_with(" mx.test;"), "{a}");
+        assert!(
+            a.contains(&format!("{want} ")) && a.contains(&format!("smtp.mailfrom={from}")),
+            "{from}: {a}"
+        );
+        assert!(a.contains("smtp.helo=client.example"), "{a}");
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn dkim_and_dmarc_pass_and_tamper() {
+    let (_dns, d) = setup("").await;
+    let raw = signed(&msg("alice@example.com")).await;
+    let out = send(&d, &env("alice@example.com"), &raw).await;
+    let a = ar(&out);
+    assert!(
+        a.contains("dkim=pass header.d=example.com header.s=rsa header.a=rsa-sha256 header.b="),
+        "{a}"
+    );
+    assert!(
+        a.contains("dmarc=pass (p=reject dis=none) header.from=example.com"),
+        "{a}"
+    );
+    // DKIM alone carries DMARC when SPF fails (other client IP).
+    let mut e = env("alice@example.com");
+    e.client_ip = "203.0.113.5";
+    let out = send(&d, &e, &raw).await;
+    let a = ar(&out);
+    assert!(
+        a.contains("spf=fail") && a.contains("dkim=pass") && a.contains("dmarc=pass"),
+        "{a}"
+    );
+    // Tampered body: DKIM fails.
+    let tampered = raw.replace("Hello.", "Hello!");
+    let out = send(&d, &env("alice@example.com"), &tampered).await;
+    let a = ar(&out);
+    assert!(a.contains("dkim=neutral") || a.contains("dkim=fail"), "{a}");
+    assert!(!a.contains("dkim=pass"), "{a}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn forged_results_removed_foreign_kept() {
+    let (_dns, d) = setup("").await;
+    let raw = format!(
+        "Authentication-Results: other.example; dkim=pass\r\nAuthentication-Results: (forged)\r\n\tMX.TEST; dmarc=pass\r\n{}",
+        msg("a@example.com")
+    );
+    let out = send(&d, &env("a@example.com"), &raw).await;
+    let deletes: Vec<_> = out
+        .actions
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            EomAction::DeleteHeader { name, index } => {
+                Some((name.to_str().unwrap().to_string(), *index))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deletes, vec![("Authentication-Results".to_string(), 2)]);
+    let text = out.text();
+    assert!(text.contains("other.example; dkim=pass"), "{text}");
+    assert!(!text.contains("(forged)"), "{text}");
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn dmarc_enforce_rejects_spoof() {
+    let (_dns, d) = setup("enforce = true").await;
+    let mut e = env("mallory@bulk.example");
+    e.client_ip = "203.0.113.5";
+    let out = send(&d, &e, &msg("ceo@example.com")).await;
+    match &out.status {
+        Status::Reject { message: Some(m) } => {
+            let m = m.to_string_lossy();
+            assert!(
+                m.starts_with("550 5.7.1") && m.contains("DMARC") && m.contains("example.com"),
+                "{m}"
+            );
+        }
+        s => panic!("expected 550 5.7.1, got {s:?}"),
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn dns_timeout_tempfails() {
+    let (_dns, d) = setup("").await;
+    let out = send(&d, &env("a@temp.example"), &msg("a@temp.example")).await;
+    match &out.status {
+        Status::Tempfail { message: Some(m) } => {
+            let m = m.to_string_lossy();
+            assert!(m.starts_with("451 4.4.3"), "{m}");
+        }
+        s => panic!("expected 451 4.4.3, got {s:?}"),
+    }
+    d.stop().await;
+}
