@@ -209,17 +209,9 @@ impl Daemon {
         }
     }
 
+    /// Stop serving and wait (bounded) for the server task to end cleanly.
     pub async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), t)
-                .await
-                .expect("daemon stops")
-                .unwrap()
-                .unwrap();
-        }
+        self.shutdown().await;
     }
 }
 
