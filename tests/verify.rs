@@ -191,3 +191,118 @@ async fn dns_timeout_tempfails() {
     }
     d.stop().await;
 }
+
+/// Sign with python3-dkim (for algorithms and key sizes mailseal itself refuses to sign with).
+fn py_sign(raw: &str, selector: &str, key: &std::path::Path, alg: &str) -> String {
+    use std::io::Write;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/dkim_sign.py");
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([selector, "example.com"])
+        .arg(key)
+        .arg(alg)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(raw.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "dkim_sign.py failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn dkim_failures_missing_revoked_sha1_and_short_keys() {
+    let (dns, d) = setup("").await;
+    let k = keys();
+    dns.zones
+        .txt("revoked._domainkey.example.com", "v=DKIM1; k=rsa; p=");
+    dns.zones
+        .txt("weak._domainkey.example.com", &k.rsa512.record);
+    dns.zones
+        .txt("sha1._domainkey.example.com", &k.rsa_pkcs1.record);
+    let base = msg("alice@example.com");
+    let cases = [
+        (
+            "missing",
+            py_sign(&base, "nokey", &k.rsa_pkcs1.path, "rsa-sha256"),
+            &["permerror", "fail", "temperror"][..],
+        ),
+        (
+            "revoked",
+            py_sign(&base, "revoked", &k.rsa_pkcs1.path, "rsa-sha256"),
+            &["permerror", "fail"][..],
+        ),
+        (
+            "rsa-sha1",
+            py_sign(&base, "sha1", &k.rsa_pkcs1.path, "rsa-sha1"),
+            &["fail"][..],
+        ),
+        (
+            "512-bit",
+            py_sign(&base, "weak", &k.rsa512.path, "rsa-sha256"),
+            &["fail", "permerror"][..],
+        ),
+    ];
+    for (what, raw, allowed) in cases {
+        let out = send(&d, &env("alice@example.com"), &raw).await;
+        let a = ar(&out);
+        let dkim = a
+            .split(";\n\t")
+            .find(|r| r.starts_with("dkim="))
+            .unwrap_or("");
+        let word = dkim
+            .trim_start_matches("dkim=")
+            .split([' ', ';'])
+            .next()
+            .unwrap_or("");
+        assert!(allowed.contains(&word), "{what}: {a}");
+        assert!(!a.contains("dkim=pass"), "{what}: {a}");
+        if what == "rsa-sha1" {
+            assert!(
+                dkim.contains("RFC 8301") && dkim.contains("header.a=rsa-sha1"),
+                "{a}"
+            );
+        }
+        // DMARC cannot pass through such a signature: the message is from a host SPF allows,
+        // so DMARC passes through SPF only and says so.
+        assert!(a.contains("spf=pass"), "{a}");
+    }
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn dmarc_np_for_nonexistent_subdomain_and_none_without_record() {
+    let (dns, d) = setup("").await;
+    dns.zones
+        .txt("_dmarc.np.example", "v=DMARC1; p=none; np=reject");
+    dns.zones.txt("np.example", "v=spf1 -all");
+    dns.zones
+        .add("real.np.example", Rr::A("192.0.2.1".parse().unwrap()));
+    let mut e = env("x@bulk.example");
+    e.client_ip = "203.0.113.5";
+    // A subdomain that does not exist takes np=.
+    let out = send(&d, &e, &msg("a@ghost.np.example")).await;
+    let a = ar(&out);
+    assert!(
+        a.contains("dmarc=fail (p=reject dis=none) header.from=ghost.np.example"),
+        "{a}"
+    );
+    // One that exists takes sp= (defaulting to p=none).
+    let out = send(&d, &e, &msg("a@real.np.example")).await;
+    let a = ar(&out);
+    assert!(
+        a.contains("dmarc=fail (p=none dis=none) header.from=real.np.example"),
+        "{a}"
+    );
+    // No DMARC record anywhere: dmarc=none.
+    let out = send(&d, &env("a@neutral.example"), &msg("a@neutral.example")).await;
+    let a = ar(&out);
+    assert!(a.contains("dmarc=none header.from=neutral.example"), "{a}");
+    d.stop().await;
+}

@@ -289,7 +289,19 @@ async fn evaluate(
         auth.verify_dkim(&msg),
         auth.verify_arc(&msg),
     );
-    let dkim: Vec<DkimOutput<'_>> = dkim;
+    let mut dkim: Vec<DkimOutput<'_>> = dkim;
+    // mail-auth reports each signature we took out as a signature-less "neutral" entry, after
+    // any genuine parse errors and before the evaluated signatures. Drop those: we report the
+    // refused signatures ourselves, with their tags and reason.
+    let mut to_drop = refused.len();
+    let mut i = dkim.len();
+    while to_drop > 0 && i > 0 {
+        i -= 1;
+        if dkim[i].signature().is_none() && matches!(dkim[i].result(), DkimResult::Neutral(_)) {
+            dkim.remove(i);
+            to_drop -= 1;
+        }
+    }
 
     // SPF results.
     let mail_from_shown = if env.mail_from.is_empty() {
