@@ -42,12 +42,23 @@ pub struct Envelope<'a> {
 }
 
 /// A signature we refused to evaluate, with why.
-struct Refused {
+pub struct Refused {
     d: String,
     s: String,
     a: &'static str,
     b: String,
     why: &'static str,
+}
+
+impl Refused {
+    /// rsa-sha1 is a failure (RFC 8301); a signature over the limit was simply not evaluated.
+    pub fn word(&self) -> &'static str {
+        if self.a == "rsa-sha1" {
+            "fail"
+        } else {
+            "neutral"
+        }
+    }
 }
 
 fn alg_name(a: Algorithm) -> &'static str {
@@ -80,6 +91,11 @@ fn spf_word(r: SpfResult) -> &'static str {
 fn dkim_word(r: &DkimResult) -> (&'static str, Option<String>) {
     match r {
         DkimResult::Pass => ("pass", None),
+        // RFC 6376 §6.1.3: a body hash that does not verify is a verification failure
+        // (PERMFAIL), not an unprocessable signature.
+        DkimResult::Neutral(
+            e @ mail_auth::Error::Dkim(mail_auth::dkim::DkimError::BodyHashMismatch),
+        ) => ("fail", Some(e.to_string())),
         DkimResult::Neutral(e) => ("neutral", Some(e.to_string())),
         DkimResult::Fail(e) => ("fail", Some(e.to_string())),
         DkimResult::PermError(e) => ("permerror", Some(e.to_string())),
@@ -242,66 +258,17 @@ async fn evaluate(
         };
     };
 
-    // RFC 8301: rsa-sha1 is never a pass. Signatures past the configured maximum are not
-    // evaluated at all (bounded work per message).
-    let mut refused = Vec::new();
-    let mut kept = 0usize;
-    let max = config.verify.max_signatures;
-    msg.retain_dkim_signatures(|sig| {
-        let why = if sig.a == Algorithm::RsaSha1 {
-            Some("rsa-sha1 is not accepted, RFC 8301")
-        } else if kept >= max {
-            Some("over the max_signatures limit, not evaluated")
-        } else {
-            None
-        };
-        match why {
-            Some(why) => {
-                refused.push(Refused {
-                    d: sig.d.clone(),
-                    s: sig.s.clone(),
-                    a: alg_name(sig.a),
-                    b: b_prefix(&sig.b),
-                    why,
-                });
-                Err(mail_auth::dkim::DkimError::UnsupportedAlgorithm)
-            }
-            None => {
-                kept += 1;
-                Ok(())
-            }
-        }
-    });
+    let refused = refuse_signatures(&mut msg, config.verify.max_signatures);
 
     // SPF: MAIL FROM (or postmaster@HELO for the null sender) and HELO, DKIM and ARC at once.
     let spf_mf_params = SpfParameters::mail_from(ip, helo, host, env.mail_from);
-    let spf_helo_params = SpfParameters::helo(ip, helo, host);
     let check_helo = config.verify.spf_helo && !helo.is_empty();
-    let (spf_mf, spf_helo, dkim, arc) = tokio::join!(
-        auth.verify_spf(spf_mf_params),
-        async {
-            if check_helo {
-                Some(auth.verify_spf(spf_helo_params).await)
-            } else {
-                None
-            }
-        },
-        auth.verify_dkim(&msg),
+    let ((spf_mf, spf_helo), dkim_check, arc) = tokio::join!(
+        check_spf(auth, ip, helo, host, env.mail_from, check_helo),
+        check_dkim(auth, &msg, refused.len()),
         auth.verify_arc(&msg),
     );
-    let mut dkim: Vec<DkimOutput<'_>> = dkim;
-    // mail-auth reports each signature we took out as a signature-less "neutral" entry, after
-    // any genuine parse errors and before the evaluated signatures. Drop those: we report the
-    // refused signatures ourselves, with their tags and reason.
-    let mut to_drop = refused.len();
-    let mut i = dkim.len();
-    while to_drop > 0 && i > 0 {
-        i -= 1;
-        if dkim[i].signature().is_none() && matches!(dkim[i].result(), DkimResult::Neutral(_)) {
-            dkim.remove(i);
-            to_drop -= 1;
-        }
-    }
+    let dkim = &dkim_check.outputs;
 
     // SPF results.
     let mail_from_shown = if env.mail_from.is_empty() {
@@ -318,10 +285,13 @@ async fn evaluate(
     }
 
     // DKIM results, one entry per signature.
-    if dkim.is_empty() && refused.is_empty() {
+    if dkim.is_empty() && refused.is_empty() && dkim_check.malformed == 0 {
         ar.add("dkim", "none", Some("no signatures"), &[]);
     }
-    for out in &dkim {
+    for _ in 0..dkim_check.malformed {
+        ar.add("dkim", "permerror", Some("malformed DKIM-Signature"), &[]);
+    }
+    for out in dkim {
         let (word, why) = dkim_word(out.result());
         let mut props = Vec::new();
         if let Some(sig) = out.signature() {
@@ -345,8 +315,7 @@ async fn evaluate(
             ("header.a", r.a.to_string()),
             ("header.b", r.b.clone()),
         ];
-        let word = if r.a == "rsa-sha1" { "fail" } else { "neutral" };
-        ar.add("dkim", word, Some(r.why), &props);
+        ar.add("dkim", r.word(), Some(r.why), &props);
     }
 
     // DMARC.
@@ -389,7 +358,7 @@ async fn evaluate(
         let dmarc = auth
             .verify_dmarc(DmarcParameters::new(
                 dmarc_msg,
-                &dkim,
+                dkim,
                 &mail_from_domain,
                 &spf_mf,
             ))
@@ -457,7 +426,7 @@ async fn evaluate(
     }
 
     // ARC.
-    let (arc_word, arc_why) = dkim_word(arc.result());
+    let (arc_word, arc_why) = arc_word(arc.result());
     ar.add(
         "arc",
         arc_word,
@@ -479,11 +448,7 @@ async fn evaluate(
     let summary = format!(
         "spf={} dkim={} {} arc={}",
         spf_word(spf_mf.result()),
-        dkim.iter()
-            .map(|o| dkim_word(o.result()).0)
-            .chain(refused.iter().map(|_| "refused"))
-            .collect::<Vec<_>>()
-            .join(","),
+        dkim_result_words(&dkim_check, &refused).join(","),
         dmarc_summary,
         arc_word
     );
@@ -498,6 +463,151 @@ async fn evaluate(
         edits,
         reply,
         summary,
+    }
+}
+
+/// Take out the signatures we do not evaluate: rsa-sha1 (RFC 8301: never a pass) and any
+/// past `max` (bounded work per message). They are reported separately.
+pub fn refuse_signatures(msg: &mut AuthenticatedMessage<'_>, max: usize) -> Vec<Refused> {
+    let mut refused = Vec::new();
+    let mut kept = 0usize;
+    msg.retain_dkim_signatures(|sig| {
+        let why = if sig.a == Algorithm::RsaSha1 {
+            Some("rsa-sha1 is not accepted, RFC 8301")
+        } else if kept >= max {
+            Some("over the max_signatures limit, not evaluated")
+        } else {
+            None
+        };
+        match why {
+            Some(why) => {
+                refused.push(Refused {
+                    d: sig.d.clone(),
+                    s: sig.s.clone(),
+                    a: alg_name(sig.a),
+                    b: b_prefix(&sig.b),
+                    why,
+                });
+                Err(mail_auth::dkim::DkimError::UnsupportedAlgorithm)
+            }
+            None => {
+                kept += 1;
+                Ok(())
+            }
+        }
+    });
+    refused
+}
+
+/// DKIM results: the evaluated signatures, and how many DKIM-Signature fields were so
+/// malformed that the verifier reported nothing for them (reported as `permerror`).
+pub struct DkimCheck<'x> {
+    pub outputs: Vec<DkimOutput<'x>>,
+    pub malformed: usize,
+}
+
+/// Verify the remaining DKIM signatures. mail-auth reports each signature taken out by
+/// [`refuse_signatures`] as a signature-less "neutral" entry, after any genuine parse errors
+/// and before the evaluated signatures; those entries are dropped here, since the refused
+/// signatures are reported with their own tags and reason. Signature fields mail-auth drops
+/// without a word (a missing bh=, say) are counted, so a broken signature is never reported
+/// as "no signature".
+pub async fn check_dkim<'x>(
+    auth: &MessageAuthenticator,
+    msg: &'x AuthenticatedMessage<'x>,
+    refused: usize,
+) -> DkimCheck<'x> {
+    let mut dkim = auth.verify_dkim(msg).await;
+    let mut to_drop = refused;
+    let mut i = dkim.len();
+    while to_drop > 0 && i > 0 {
+        i -= 1;
+        if dkim[i].signature().is_none() && matches!(dkim[i].result(), DkimResult::Neutral(_)) {
+            dkim.remove(i);
+            to_drop -= 1;
+        }
+    }
+    let fields = msg
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"DKIM-Signature"))
+        .count();
+    let malformed = fields.saturating_sub(dkim.len() + refused);
+    DkimCheck {
+        outputs: dkim,
+        malformed,
+    }
+}
+
+/// SPF for the MAIL FROM identity (postmaster@HELO for the null sender) and, when asked, for
+/// the HELO identity, concurrently.
+pub async fn check_spf(
+    auth: &MessageAuthenticator,
+    ip: IpAddr,
+    helo: &str,
+    host: &str,
+    mail_from: &str,
+    check_helo: bool,
+) -> (SpfOutput, Option<SpfOutput>) {
+    let mf = spf_limited(auth, SpfParameters::mail_from(ip, helo, host, mail_from));
+    let h = async {
+        if check_helo {
+            Some(spf_limited(auth, SpfParameters::helo(ip, helo, host)).await)
+        } else {
+            None
+        }
+    };
+    tokio::join!(mf, h)
+}
+
+/// One SPF evaluation with the RFC 7208 §4.6.4 void-lookup limit (more than two → permerror).
+async fn spf_limited(auth: &MessageAuthenticator, params: SpfParameters<'_>) -> SpfOutput {
+    let voids = super::dns::VoidCounter::new();
+    let out = auth
+        .verify_spf(mail_auth::Parameters::new(params).with_cache(&voids))
+        .await;
+    // A void include/redirect target already makes the result permerror, so on a fail any
+    // void TXT answer was the exp= explanation lookup, which is not a counted term.
+    let total = voids.voids()
+        + if out.result() == SpfResult::Fail {
+            0
+        } else {
+            voids.txt_voids()
+        };
+    if total > 2 && !matches!(out.result(), SpfResult::TempError | SpfResult::PermError) {
+        tracing::debug!(voids = total, "SPF void lookup limit exceeded");
+        return SpfOutput::new(out.domain().to_string()).with_result(SpfResult::PermError);
+    }
+    out
+}
+
+/// The RFC 8601 result word of each DKIM signature (evaluated, malformed, then refused).
+pub fn dkim_result_words(check: &DkimCheck<'_>, refused: &[Refused]) -> Vec<&'static str> {
+    check
+        .outputs
+        .iter()
+        .map(|o| dkim_word(o.result()).0)
+        .chain(std::iter::repeat_n("permerror", check.malformed))
+        .chain(refused.iter().map(Refused::word))
+        .collect()
+}
+
+/// The RFC 8601 word for an SPF result.
+pub fn spf_result_word(r: SpfResult) -> &'static str {
+    spf_word(r)
+}
+
+/// The ARC chain validation status (RFC 8617 §5.2: none, pass or fail; a chain that cannot
+/// be processed is a failed chain). A DNS failure stays `temperror`, so it is never mistaken
+/// for a broken chain.
+pub fn arc_word(r: &mail_auth::ArcResult) -> (&'static str, Option<String>) {
+    match r {
+        DkimResult::Pass => ("pass", None),
+        DkimResult::None => ("none", None),
+        DkimResult::TempError(e) => ("temperror", Some(e.to_string())),
+        DkimResult::Neutral(e) | DkimResult::Fail(e) | DkimResult::PermError(e) => {
+            ("fail", Some(e.to_string()))
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, MX, PTR, TXT};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -18,6 +18,9 @@ use hickory_server::Server;
 #[derive(Clone, Debug)]
 pub enum Rr {
     Txt(String),
+    /// One TXT record made of these character-strings.
+    TxtParts(Vec<String>),
+    Cname(String),
     A(std::net::Ipv4Addr),
     Aaaa(std::net::Ipv6Addr),
     Mx(u16, String),
@@ -32,6 +35,10 @@ pub enum Rr {
 pub struct Zones(pub Arc<Mutex<HashMap<String, Vec<Rr>>>>);
 
 impl Zones {
+    pub fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+
     pub fn add(&self, name: &str, rr: Rr) {
         self.0
             .lock()
@@ -48,7 +55,8 @@ impl Zones {
 
 fn rtype(rr: &Rr) -> Option<RecordType> {
     Some(match rr {
-        Rr::Txt(_) => RecordType::TXT,
+        Rr::Txt(_) | Rr::TxtParts(_) => RecordType::TXT,
+        Rr::Cname(_) => RecordType::CNAME,
         Rr::A(_) => RecordType::A,
         Rr::Aaaa(_) => RecordType::AAAA,
         Rr::Mx(..) => RecordType::MX,
@@ -70,6 +78,8 @@ fn split_txt(s: &str) -> Vec<String> {
 fn rdata(rr: &Rr) -> Option<RData> {
     Some(match rr {
         Rr::Txt(t) => RData::TXT(TXT::new(split_txt(t))),
+        Rr::TxtParts(p) => RData::TXT(TXT::new(p.clone())),
+        Rr::Cname(n) => RData::CNAME(CNAME(Name::from_ascii(format!("{n}.")).ok()?)),
         Rr::A(ip) => RData::A(A(*ip)),
         Rr::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
         Rr::Mx(p, ex) => RData::MX(MX::new(*p, Name::from_ascii(format!("{ex}.")).ok()?)),
@@ -123,6 +133,27 @@ impl RequestHandler for Zones {
                                 .await
                                 .unwrap_or_else(|_| fail(ResponseCode::ServFail));
                         }
+                        Rr::Cname(target) if qtype != RecordType::CNAME => {
+                            // Answer the alias and, one level deep, the target's records.
+                            let name = Name::from_ascii(format!("{qname}.")).unwrap();
+                            if let Some(data) = rdata(rr) {
+                                answers.push(Record::from_rdata(name, 60, data));
+                            }
+                            let target_rrs = self
+                                .0
+                                .lock()
+                                .unwrap()
+                                .get(target)
+                                .cloned()
+                                .unwrap_or_default();
+                            for t in target_rrs.iter().filter(|t| rtype(t) == Some(qtype)) {
+                                if let (Some(data), Ok(tn)) =
+                                    (rdata(t), Name::from_ascii(format!("{target}.")))
+                                {
+                                    answers.push(Record::from_rdata(tn, 60, data));
+                                }
+                            }
+                        }
                         rr if rtype(rr) == Some(qtype) => {
                             if let Some(data) = rdata(rr) {
                                 let name = Name::from_ascii(format!("{qname}.")).unwrap();
@@ -134,8 +165,23 @@ impl RequestHandler for Zones {
                 }
             }
         }
+        // Negative answers carry the zone's SOA, as an authoritative server's do (resolvers
+        // use it for negative caching).
+        let soa = answers.is_empty().then(|| {
+            let root = Name::root();
+            let data = SOA::new(
+                Name::from_ascii("ns.test.").unwrap(),
+                Name::from_ascii("hostmaster.test.").unwrap(),
+                1,
+                3600,
+                600,
+                86400,
+                60,
+            );
+            Record::from_rdata(root, 60, RData::SOA(data))
+        });
         let builder = MessageResponseBuilder::from_message_request(request);
-        let msg = builder.build(metadata, answers.iter(), [], [], []);
+        let msg = builder.build(metadata, answers.iter(), [], soa.iter(), []);
         response
             .send_response(msg)
             .await
