@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 
 use common::postfix::Postfix;
 use common::sink::Sink;
@@ -26,39 +25,6 @@ fn message(n: u32, via: &str) -> String {
     format!(
         "From: Alice <alice@example.com>\r\nTo: bob@example.org\r\nSubject: e2e {n} via {via}\r\n\
          Message-ID: <e2e-{n}@example.com>\r\n\r\nMessage number {n}.\r\n.leading dot line\r\n"
-    )
-}
-
-fn swaks(port: u16, msg: &str) -> (bool, String) {
-    let out = Command::new("swaks")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{port}"),
-            "--from",
-            "alice@example.com",
-            "--to",
-            "bob@example.org",
-        ])
-        .args([
-            "--helo",
-            "internal.example",
-            "--data",
-            "-",
-            "--timeout",
-            "30",
-        ])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(msg.as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("swaks");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
     )
 }
 
@@ -104,7 +70,7 @@ async fn postfix_signs_smtp_and_sendmail_and_defers_when_mailseal_is_down() {
     let pf = Postfix::start(&pf_dir.0, milter_port, sink.port);
 
     // 1. SMTP from an internal client.
-    let (ok, out) = swaks(pf.smtp_port, &message(1, "smtp"));
+    let (ok, out) = pf.swaks("alice@example.com", &[], &message(1, "smtp"));
     assert!(ok, "swaks failed:\n{out}\n{}", pf.log());
     // 2. The sendmail command (pickup → cleanup → non_smtpd_milters).
     pf.sendmail(
@@ -124,7 +90,7 @@ async fn postfix_signs_smtp_and_sendmail_and_defers_when_mailseal_is_down() {
 
     // 3. mailseal down: SMTP gets a 4xx; sendmail mail waits in the queue.
     let scratch = daemon.stop_keep().await;
-    let (ok, out) = swaks(pf.smtp_port, &message(3, "smtp-down"));
+    let (ok, out) = pf.swaks("alice@example.com", &[], &message(3, "smtp-down"));
     assert!(!ok, "accepted without the milter:\n{out}");
     assert!(out.contains("451 4.7.1"), "{out}");
     pf.sendmail(

@@ -306,3 +306,168 @@ async fn dmarc_np_for_nonexistent_subdomain_and_none_without_record() {
     assert!(a.contains("dmarc=none header.from=neutral.example"), "{a}");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn servfail_tempfails_and_accept_records_temperror() {
+    let (dns, d) = setup("").await;
+    dns.zones
+        .txt("sf.example", "v=spf1 a:broken.sf.example -all");
+    dns.zones.add("broken.sf.example", Rr::ServFail);
+    let out = send(&d, &env("a@sf.example"), &msg("a@sf.example")).await;
+    assert!(
+        matches!(&out.status, Status::Tempfail { message: Some(m) } if m.to_string_lossy().starts_with("451 4.4.3")),
+        "{:?}",
+        out.status
+    );
+    d.stop().await;
+    // With on_dns_error = "accept" the message passes with temperror recorded.
+    let cfg = format!(
+        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[verify]\non_dns_error = \"accept\"\n",
+        dns.addr
+    );
+    let d = Daemon::start(&cfg).await;
+    let out = send(&d, &env("a@sf.example"), &msg("a@sf.example")).await;
+    assert_eq!(out.status, Status::Continue);
+    assert!(ar(&out).contains("spf=temperror"), "{}", ar(&out));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn several_from_addresses_are_permerror_and_rejected_when_enforcing() {
+    let (_dns, d) = setup("enforce = true").await;
+    let raw =
+        "From: a@example.com, b@other.example\r\nTo: x@example.org\r\nSubject: two\r\n\r\nbody\r\n";
+    let out = send(&d, &env("a@example.com"), raw).await;
+    match &out.status {
+        Status::Reject { message: Some(m) } => {
+            assert!(m.to_string_lossy().contains("550 5.7.1"), "{m:?}")
+        }
+        s => panic!("expected a reject, got {s:?}"),
+    }
+    d.stop().await;
+    let (_dns, d) = setup("").await;
+    let out = send(&d, &env("a@example.com"), raw).await;
+    assert!(ar(&out).contains("dmarc=permerror"), "{}", ar(&out));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn quarantine_holds_and_allowlisted_clients_are_not_rejected() {
+    let (dns, d) = setup("enforce = true\nnever_reject = [\"203.0.113.0/24\"]").await;
+    dns.zones.txt("_dmarc.q.example", "v=DMARC1; p=quarantine");
+    let mut e = env("x@bulk.example");
+    e.client_ip = "198.18.0.1";
+    let out = send(&d, &e, &msg("a@q.example")).await;
+    assert_eq!(out.status, Status::Continue);
+    assert!(
+        out.actions
+            .actions
+            .iter()
+            .any(|a| matches!(a, EomAction::Quarantine { .. })),
+        "{:?}",
+        out.actions
+    );
+    assert!(
+        ar(&out).contains("dmarc=fail (p=quarantine dis=quarantine)"),
+        "{}",
+        ar(&out)
+    );
+    // A spoof of a p=reject domain from an allowlisted network is accepted, marked dis=none.
+    e.client_ip = "203.0.113.9";
+    let out = send(&d, &e, &msg("ceo@example.com")).await;
+    assert_eq!(out.status, Status::Continue);
+    assert!(
+        ar(&out).contains("dmarc=fail (p=reject dis=none)"),
+        "{}",
+        ar(&out)
+    );
+    // An SMTP-authenticated client's mail is outbound: never verified, never rejected.
+    e.client_ip = "198.18.0.1";
+    e.auth = Some("someone");
+    let out = send(&d, &e, &msg("ceo@example.com")).await;
+    assert_eq!(out.status, Status::Accept);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn received_spf_is_optional() {
+    let (dns, _d) = setup("").await;
+    let cfg = format!(
+        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\n[verify]\nreceived_spf = true\n",
+        dns.addr
+    );
+    let d = Daemon::start(&cfg).await;
+    let out = send(&d, &env("a@example.com"), &msg("a@example.com")).await;
+    let rs = out.inserted("Received-SPF");
+    assert_eq!(rs.len(), 1, "{:?}", out.actions);
+    assert!(
+        rs[0].starts_with(" pass") && rs[0].contains("client-ip=192.0.2.10"),
+        "{}",
+        rs[0]
+    );
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn verify_command_prints_the_daemons_header() {
+    let (dns, d) = setup("").await;
+    let s = Scratch::new("verify-cli");
+    let cfg = s.write(
+        "m.toml",
+        &format!(
+            "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\n",
+            dns.addr
+        ),
+    );
+    let raw = signed(&msg("alice@example.com")).await;
+    let raw2 = raw.clone();
+    // The DNS server runs in this process's runtime, so the command runs on a blocking thread.
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailseal"))
+            .args(["verify", "-c"])
+            .arg(&cfg)
+            .args([
+                "--client-ip",
+                "192.0.2.10",
+                "--helo",
+                "client.example",
+                "--mail-from",
+                "alice@example.com",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(raw2.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("Authentication-Results: mx.test;\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("spf=pass") && text.contains("dkim=pass") && text.contains("dmarc=pass"),
+        "{text}"
+    );
+    // The daemon adds the same results for the same message.
+    let daemon_ar = ar(&send(&d, &env("alice@example.com"), &raw).await);
+    let strip_b = |s: &str| s.replace("\r\n", "\n");
+    assert_eq!(
+        strip_b(
+            text.trim_start_matches("Authentication-Results:")
+                .trim_end()
+        ),
+        strip_b(&daemon_ar)
+    );
+    d.stop().await;
+}

@@ -27,12 +27,19 @@ impl Postfix {
 
     /// Write main.cf/master.cf from tests/e2e templates and start the instance.
     pub fn start(dir: &Path, milter_port: u16, sink_port: u16) -> Postfix {
+        Self::start_named(dir, "mx.test", milter_port, sink_port)
+    }
+
+    /// Start with this `myhostname` (two instances that relay to each other need
+    /// different names, or Postfix sees a mail loop).
+    pub fn start_named(dir: &Path, hostname: &str, milter_port: u16, sink_port: u16) -> Postfix {
         let smtp_port = free_port();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e");
         let conf = dir.join("etc");
         std::fs::create_dir_all(&conf).unwrap();
         let subst = |t: String| {
             t.replace("@DIR@", dir.to_str().unwrap())
+                .replace("@HOSTNAME@", hostname)
                 .replace("@SMTP_PORT@", &smtp_port.to_string())
                 .replace("@MILTER@", &format!("inet:127.0.0.1:{milter_port}"))
                 .replace("@RELAY@", &format!("[127.0.0.1]:{sink_port}"))
@@ -91,6 +98,45 @@ impl Postfix {
             .unwrap();
         child.stdin.take().unwrap().write_all(msg).unwrap();
         assert!(child.wait().unwrap().success(), "sendmail failed");
+    }
+
+    /// Send one message by SMTP with swaks; `extra` adds swaks options (e.g. XCLIENT).
+    /// Returns whether the message was accepted and the SMTP transcript.
+    pub fn swaks(&self, from: &str, extra: &[&str], msg: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = Command::new("swaks")
+            .args([
+                "--server",
+                &format!("127.0.0.1:{}", self.smtp_port),
+                "--from",
+                from,
+                "--to",
+                "bob@example.org",
+            ])
+            .args([
+                "--helo",
+                "internal.example",
+                "--data",
+                "-",
+                "--timeout",
+                "30",
+            ])
+            .args(extra)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("swaks");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(msg.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// Flush the queues (deferred mail and the maildrop).
