@@ -49,4 +49,36 @@ pub enum Command {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Generate a signing key, its DNS record, and the KeyTable/SigningTable lines to add.
+    Keygen {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        #[arg(long, value_enum, default_value = "rsa")]
+        algorithm: crate::tools::keygen::Algorithm,
+        /// RSA key size: 2048, 3072, 4096 or 8192.
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+        /// Directory for SELECTOR.private and SELECTOR.txt.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Check every KeyTable key against its DNS record: ok, mismatch, missing, testing, weak.
+    Testkey {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Say which SigningTable row and key would sign mail from ADDRESS, or why nothing would.
+    Explain {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        address: String,
+        /// Decide outbound/inbound for this client IP, as the daemon would.
+        #[arg(long)]
+        client_ip: Option<IpAddr>,
+        /// Treat the client as SMTP-authenticated as this user.
+        #[arg(long)]
+        auth: Option<String>,
+    },
 }

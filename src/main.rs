@@ -62,6 +62,41 @@ fn main() -> ExitCode {
         } => tool(&config, |cfg, msg| async move {
             mailseal::tools::verify_message(cfg, &msg, client_ip, &helo, &mail_from).await
         }),
+        Command::Keygen {
+            domain,
+            selector,
+            algorithm,
+            bits,
+            out,
+        } => match mailseal::tools::keygen::keygen(&domain, &selector, algorithm, bits, &out) {
+            Ok(g) => {
+                print!("{}", g.report);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mailseal keygen: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Testkey { config } => testkey(&config),
+        Command::Explain {
+            config,
+            address,
+            client_ip,
+            auth,
+        } => match Config::load(&config) {
+            Ok(cfg) => {
+                print!(
+                    "{}",
+                    mailseal::tools::explain::explain(&cfg, &address, client_ip, auth.as_deref())
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Sign { config } => tool(&config, |cfg, msg| async move {
             mailseal::tools::sign_message(cfg, &msg).await
         }),
@@ -105,6 +140,45 @@ where
         }
         Err(e) => {
             eprintln!("mailseal: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `mailseal testkey`: exit 1 when any key has a problem.
+fn testkey(path: &std::path::Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let auth = mailseal::pipeline::dns::authenticator(&cfg.dns)?;
+        Ok::<_, String>(mailseal::tools::testkey::testkey(&cfg, &auth).await)
+    });
+    match result {
+        Ok((report, ok)) => {
+            print!("{report}");
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("mailseal testkey: {e}");
             ExitCode::FAILURE
         }
     }

@@ -234,3 +234,35 @@ fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
     let significant = modulus.iter().skip_while(|&&b| b == 0).count();
     Some(significant * 8)
 }
+
+/// Modulus size of a DER RSA public key, as SubjectPublicKeyInfo or as PKCS#1 RSAPublicKey.
+pub fn rsa_public_key_bits(der: &[u8]) -> Option<usize> {
+    let (0x30, body, _) = der_tlv(der)? else {
+        return None;
+    };
+    let (tag, first, rest) = der_tlv(body)?;
+    match tag {
+        // PKCS#1: SEQUENCE { modulus INTEGER, exponent INTEGER }
+        0x02 => Some(first.iter().skip_while(|&&b| b == 0).count() * 8),
+        // SPKI: SEQUENCE { AlgorithmIdentifier, BIT STRING { 0x00, RSAPublicKey } }
+        0x30 => {
+            let (0x03, bits, _) = der_tlv(rest)? else {
+                return None;
+            };
+            rsa_public_key_bits(bits.get(1..)?)
+        }
+        _ => None,
+    }
+}
+
+/// Whether a published `p=` value is the public half of `key`. An RSA key may be published
+/// as SubjectPublicKeyInfo (usual) or as a bare PKCS#1 RSAPublicKey (older tools).
+pub fn public_key_matches(key: &LoadedKey, published: &[u8]) -> bool {
+    match key.kind {
+        KeyKind::Ed25519 => published == key.public.as_slice(),
+        KeyKind::Rsa { .. } => {
+            published == key.public.as_slice()
+                || (!published.is_empty() && key.public.ends_with(published))
+        }
+    }
+}

@@ -1,6 +1,10 @@
 //! Command line tools that run a message through the daemon's own code path
 //! ([`crate::milter::session::Session`]) without a milter connection.
 
+pub mod explain;
+pub mod keygen;
+pub mod testkey;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 

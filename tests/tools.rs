@@ -1,0 +1,275 @@
+//! keygen, testkey (against a loopback DNS server) and explain, run as the real binary.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::dns::{DnsServer, Zones};
+use common::*;
+
+fn mailseal(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailseal"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(data) = stdin {
+        pipe.write_all(data).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// The TXT value in a keygen `.txt` zone-file line, strings joined.
+fn record_from_zone(zone: &str) -> String {
+    zone.split('"').skip(1).step_by(2).collect()
+}
+
+#[test]
+fn keygen_writes_safe_keys_that_sign_and_never_overwrites() {
+    let s = Scratch::new("keygen");
+    let out_dir = s.0.join("keys");
+    for (alg, sel) in [("rsa", "r2026"), ("ed25519", "e2026")] {
+        let o = mailseal(
+            &[
+                "keygen",
+                "--domain",
+                "example.com",
+                "--selector",
+                sel,
+                "--algorithm",
+                alg,
+                "--out",
+                out_dir.to_str().unwrap(),
+            ],
+            None,
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let report = text(&o);
+        assert!(
+            report.contains(&format!("{sel}._domainkey.example.com\texample.com:{sel}:")),
+            "{report}"
+        );
+        assert!(
+            report.contains(&format!("*@example.com\t{sel}._domainkey.example.com")),
+            "{report}"
+        );
+        let private = out_dir.join(format!("{sel}.private"));
+        let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let zone = std::fs::read_to_string(out_dir.join(format!("{sel}.txt"))).unwrap();
+        assert!(
+            zone.starts_with(&format!("{sel}._domainkey.example.com.\tIN\tTXT")),
+            "{zone}"
+        );
+        for part in zone.split('"').skip(1).step_by(2) {
+            assert!(part.len() <= 255);
+        }
+    }
+    // A second run with the same selector refuses and leaves the key alone.
+    let before = std::fs::read(out_dir.join("r2026.private")).unwrap();
+    let o = mailseal(
+        &[
+            "keygen",
+            "--domain",
+            "example.com",
+            "--selector",
+            "r2026",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("already exists"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(out_dir.join("r2026.private")).unwrap(),
+        before
+    );
+
+    // The printed table lines work: sign with both keys, python3-dkim verifies with the records.
+    std::fs::write(
+        s.0.join("key.table"),
+        format!(
+            "r2026._domainkey.example.com example.com:r2026:{0}/r2026.private\ne2026._domainkey.example.com example.com:e2026:{0}/e2026.private\n",
+            out_dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        s.0.join("signing.table"),
+        "*@example.com r2026._domainkey.example.com\n*@example.com e2026._domainkey.example.com\n",
+    )
+    .unwrap();
+    let cfg = s.write("m.toml", "[signing]\nkey_table = \"key.table\"\nsigning_table = \"signing.table\"\nmultiple_signatures = true\n");
+    let msg = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: keygen\r\n\r\nbody\r\n";
+    let o = mailseal(&["sign", "-c", cfg.to_str().unwrap()], Some(msg));
+    assert!(o.status.success(), "{}", text(&o));
+    let mut records = BTreeMap::new();
+    for sel in ["r2026", "e2026"] {
+        let zone = std::fs::read_to_string(out_dir.join(format!("{sel}.txt"))).unwrap();
+        records.insert(
+            format!("{sel}._domainkey.example.com"),
+            record_from_zone(&zone),
+        );
+    }
+    assert_eq!(dkim_check(&o.stdout, &records), vec![true, true]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn testkey_reports_each_state_and_exits_1_on_problems() {
+    let k = keys();
+    let zones = Zones::default();
+    zones.txt("ok._domainkey.example.com", &k.rsa.record);
+    zones.txt("ed._domainkey.example.com", &k.ed.record);
+    zones.txt("mm._domainkey.example.com", &k.rsa_pkcs1.record);
+    zones.txt(
+        "tst._domainkey.example.com",
+        &format!("{}; t=y", k.rsa.record),
+    );
+    zones.txt("weak._domainkey.example.com", &k.rsa512.record);
+    let dns = DnsServer::start(zones).await;
+    let s = Scratch::new("testkey");
+    let all = [
+        ("k-ok", "example.com", "ok", &k.rsa.path),
+        ("k-ed", "example.com", "ed", &k.ed.path),
+        ("k-mm", "example.com", "mm", &k.rsa.path),
+        ("k-missing", "example.com", "nothere", &k.rsa.path),
+        ("k-test", "example.com", "tst", &k.rsa.path),
+        ("k-weak", "example.com", "weak", &k.rsa.path),
+        ("k-any", "%", "x", &k.rsa.path),
+    ];
+    let rows: Vec<(&str, &str, &str, &Path)> = all
+        .iter()
+        .map(|(a, b, c, d)| (*a, *b, *c, d.as_path()))
+        .collect();
+    let signing = signing_section(&s.0, &rows, &[("*", "k-ok")]);
+    let cfg = s.write(
+        "m.toml",
+        &format!(
+            "[signing]\n{signing}[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n",
+            dns.addr
+        ),
+    );
+    let path = cfg.to_str().unwrap().to_string();
+    let o = tokio::task::spawn_blocking(move || mailseal(&["testkey", "-c", &path], None))
+        .await
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    for (word, name) in [
+        ("ok", "k-ok"),
+        ("ok", "k-ed"),
+        ("mismatch", "k-mm"),
+        ("missing", "k-missing"),
+        ("testing", "k-test"),
+        ("weak", "k-weak"),
+        ("skipped", "k-any"),
+    ] {
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with(word) && l.contains(&format!(" {name} "))),
+            "{name} should be {word}:\n{t}"
+        );
+    }
+    // Only good keys: exit 0.
+    let s2 = Scratch::new("testkey-ok");
+    let signing = signing_section(&s2.0, &rows[..2], &[("*", "k-ok")]);
+    let cfg = s2.write(
+        "m.toml",
+        &format!(
+            "[signing]\n{signing}[dns]\nnameservers = [\"{}\"]\n",
+            dns.addr
+        ),
+    );
+    let path = cfg.to_str().unwrap().to_string();
+    let o = tokio::task::spawn_blocking(move || mailseal(&["testkey", "-c", &path], None))
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn explain_names_the_row_and_key_or_the_reason() {
+    let k = keys();
+    let s = Scratch::new("explain");
+    let signing = signing_section(
+        &s.0,
+        &[
+            ("k-rsa", "example.com", "rsa", &k.rsa.path),
+            ("k-ed", "example.com", "ed", &k.ed.path),
+        ],
+        &[("*@example.com", "k-rsa"), ("*@example.com", "k-ed")],
+    );
+    let cfg = s.write(
+        "m.toml",
+        &format!("[signing]\n{signing}internal_hosts = [\"10.0.0.0/8\"]\n"),
+    );
+    let c = cfg.to_str().unwrap();
+    let o = mailseal(&["explain", "-c", c, "alice@example.com"], None);
+    let t = text(&o);
+    assert!(
+        t.contains("signing.table:2")
+            && t.contains("key k-rsa")
+            && t.contains("d=example.com s=rsa"),
+        "{t}"
+    );
+    assert!(t.contains("first match only"), "{t}");
+    let t = text(&mailseal(
+        &["explain", "-c", c, "bob@elsewhere.example"],
+        None,
+    ));
+    assert!(t.contains("no SigningTable row matches"), "{t}");
+    let t = text(&mailseal(
+        &[
+            "explain",
+            "-c",
+            c,
+            "alice@example.com",
+            "--client-ip",
+            "192.0.2.1",
+        ],
+        None,
+    ));
+    assert!(t.contains("inbound"), "{t}");
+    let t = text(&mailseal(
+        &[
+            "explain",
+            "-c",
+            c,
+            "alice@example.com",
+            "--client-ip",
+            "10.1.1.1",
+        ],
+        None,
+    ));
+    assert!(
+        t.contains("outbound: internal host 10.1.1.1") && t.contains("key k-rsa"),
+        "{t}"
+    );
+    let t = text(&mailseal(
+        &[
+            "explain",
+            "-c",
+            c,
+            "alice@example.com",
+            "--client-ip",
+            "192.0.2.1",
+            "--auth",
+            "alice",
+        ],
+        None,
+    ));
+    assert!(t.contains("authenticated as alice"), "{t}");
+}
