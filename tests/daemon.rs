@@ -1,0 +1,212 @@
+//! The real binary: systemd readiness, SIGHUP reload (good and broken files), socket-change
+//! warning, SIGTERM. Every step waits on an acknowledgement (a log line or a notify
+//! datagram), never on a sleep.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use indymilter_test::Status;
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(config: &std::path::Path, notify: &std::path::Path) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mailseal"))
+            .args(["run", "-c"])
+            .arg(config)
+            .env("NOTIFY_SOCKET", notify)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait (at most 20 s) for a log line containing `needle`.
+    fn wait_log(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no log line with {needle:?}; saw:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    fn signal(&self, sig: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn recv_notify(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("sd_notify datagram");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+async fn signed_with(port: u16) -> Vec<String> {
+    let env = Envelope {
+        client_ip: "127.0.0.1",
+        ..Default::default()
+    };
+    let mut c = Client::open(([127, 0, 0, 1], port).into()).await;
+    c.hello(&env).await;
+    let out = c
+        .message(
+            &env,
+            "From: alice@example.com\r\nSubject: r\r\n\r\nbody\r\n",
+            65535,
+        )
+        .await;
+    c.close().await;
+    assert!(matches!(out.status, Status::Continue | Status::Accept));
+    out.inserted("DKIM-Signature")
+        .iter()
+        .map(|s| tag(s, "s").unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_reload_broken_reload_socket_change_and_term() {
+    let k = keys();
+    let s = Scratch::new("daemon-bin");
+    let port = common::postfix::free_port();
+    let signing = signing_section(
+        &s.0,
+        &[
+            ("k-rsa", "example.com", "rsa", &k.rsa.path),
+            ("k-ed", "example.com", "ed", &k.ed.path),
+        ],
+        &[("*@example.com", "k-rsa")],
+    );
+    let base = format!("socket = \"inet:{port}@127.0.0.1\"\nmode = \"s\"\n[signing]\n{signing}multiple_signatures = true\n");
+    let cfg = s.write("mailseal.toml", &base);
+    let notify_path = s.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+
+    let mut d = Running::start(&cfg, &notify_path);
+    assert_eq!(recv_notify(&notify), "READY=1");
+    d.wait_log("listening");
+    assert_eq!(signed_with(port).await, vec!["rsa"]);
+
+    // Good reload: a second SigningTable row (dual signing) applies to new connections.
+    std::fs::write(
+        s.0.join("signing.table"),
+        "*@example.com k-rsa\n*@example.com k-ed\n",
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    assert_eq!(recv_notify(&notify), "RELOADING=1");
+    d.wait_log("configuration reloaded");
+    assert_eq!(recv_notify(&notify), "READY=1");
+    let mut sels = signed_with(port).await;
+    sels.sort();
+    assert_eq!(sels, vec!["ed", "rsa"]);
+
+    // Broken reload: the error names file and line; the running configuration stays.
+    std::fs::write(
+        s.0.join("key.table"),
+        "k-rsa example.com:rsa:/nonexistent/key.pem\nbroken-line\n",
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    let line = d.wait_log("reload failed");
+    let detail = d.wait_log("key.table:2");
+    assert!(line.contains("keeping the running configuration"), "{line}");
+    assert!(detail.contains("key.table:2"), "{detail}");
+    let mut sels = signed_with(port).await;
+    sels.sort();
+    assert_eq!(sels, vec!["ed", "rsa"]);
+
+    // A key file made unreadable: same, with the key file named.
+    std::fs::write(
+        s.0.join("key.table"),
+        format!(
+            "k-rsa example.com:rsa:{}\nk-ed example.com:ed:{}\n",
+            k.rsa.path.display(),
+            s.0.join("gone.pem").display()
+        ),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_log("reload failed");
+    d.wait_log("gone.pem");
+    assert_eq!(signed_with(port).await.len(), 2);
+
+    // A socket change needs a restart, and says so.
+    std::fs::write(
+        s.0.join("key.table"),
+        format!(
+            "k-rsa example.com:rsa:{}\nk-ed example.com:ed:{}\n",
+            k.rsa.path.display(),
+            k.ed.path.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&cfg, base.replace(&format!("inet:{port}@"), "inet:1@")).unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_log("restart mailseal to apply it");
+    d.wait_log("configuration reloaded");
+    assert_eq!(signed_with(port).await.len(), 2);
+
+    // SIGTERM: says STOPPING=1 (after the READY=1 of each reload above) and exits 0.
+    d.signal(libc::SIGTERM);
+    let mut states = Vec::new();
+    for _ in 0..10 {
+        let st = recv_notify(&notify);
+        states.push(st.clone());
+        if st == "STOPPING=1" {
+            break;
+        }
+    }
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{states:?}"
+    );
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
