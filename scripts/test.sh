@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(postfix python3-dkim openssl swaks opendkim)
+need=(postfix python3-dkim openssl swaks opendkim systemd man-db)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,5 +21,17 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # The Debian package starts a system Postfix on port 25; the tests run their own instances.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop postfix >/dev/null 2>&1 || true; fi
+
+# The Debian package builds and holds what it should (before the tests, so their summary
+# is the last thing printed).
+command -v cargo-deb >/dev/null 2>&1 || cargo install cargo-deb --version 3.8.0 --locked
+bash scripts/package.sh
+deb=$(ls -t target/debian/mailseal_*.deb | head -1)
+echo "== contents of $deb"
+dpkg-deb -c "$deb" | tee target/debian/contents.txt
+for f in ./usr/bin/mailseal ./lib/systemd/system/mailseal.service ./usr/lib/sysusers.d/mailseal.conf \
+         ./usr/lib/tmpfiles.d/mailseal.conf ./etc/mailseal/mailseal.toml ./usr/share/man/man8/mailseal.8; do
+    grep -q " $f\$" target/debian/contents.txt || { echo "package lacks $f" >&2; exit 1; }
+done
 
 cargo test --ignore-rust-version --all-targets 2>&1

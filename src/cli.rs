@@ -44,6 +44,9 @@ pub enum Command {
         #[arg(long, default_value = "")]
         mail_from: String,
     },
+    /// Print the man page (roff), generated from these definitions.
+    #[command(hide = true)]
+    Manpage,
     /// Sign a message read from stdin as outbound mail and print it with its DKIM-Signature(s).
     Sign {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
@@ -81,4 +84,26 @@ pub enum Command {
         #[arg(long)]
         auth: Option<String>,
     },
+}
+
+/// The man page, from the clap definitions (section 8: a system daemon).
+pub fn manpage() -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let man = clap_mangen::Man::new(cmd).section("8");
+    let mut out = Vec::new();
+    man.render(&mut out)?;
+    // Each subcommand on its own, so `man mailseal` documents every option.
+    for sub in Cli::command()
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+    {
+        out.extend_from_slice(
+            format!(".SH \"MAILSEAL {}\"\n", sub.get_name().to_uppercase()).as_bytes(),
+        );
+        let sub_man = clap_mangen::Man::new(sub.clone());
+        sub_man.render_description_section(&mut out)?;
+        sub_man.render_options_section(&mut out)?;
+    }
+    Ok(out)
 }

@@ -79,6 +79,17 @@ fn main() -> ExitCode {
             }
         },
         Command::Testkey { config } => testkey(&config),
+        Command::Manpage => match mailseal::cli::manpage() {
+            Ok(page) => {
+                use std::io::Write;
+                let _ = std::io::stdout().write_all(&page);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("mailseal manpage: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Explain {
             config,
             address,
