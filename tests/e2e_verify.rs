@@ -88,10 +88,10 @@ async fn opendkim_signed_mail_passes_and_spoof_is_refused() {
     let pf = Postfix::start(&pf_dir.0, milter_port, sink.port);
 
     // The sending side: Postfix with OpenDKIM signing, relaying to the receiving Postfix.
-    // OpenDKIM refuses configuration and key files below a directory others can write
-    // (/tmp), so its files live under cargo's per-target scratch directory.
+    // OpenDKIM refuses configuration and key files below any directory others can write
+    // (such as /tmp, where a CI checkout may live), so its files go to /var/lib.
     let od_dir = Scratch(
-        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        std::path::PathBuf::from("/var/lib/mailseal-tests")
             .join(format!("opendkim-{}", std::process::id())),
     );
     std::fs::create_dir_all(&od_dir.0).unwrap();
