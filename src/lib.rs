@@ -20,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod headers;
 pub mod message;
+pub mod metrics;
 pub mod milter;
 pub mod pipeline;
 pub mod tools;

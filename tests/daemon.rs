@@ -210,3 +210,92 @@ async fn notify_reload_broken_reload_socket_change_and_term() {
     let status = d.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_endpoint_counts_messages_results_replies_and_connections() {
+    use common::dns::{DnsServer, Zones};
+    let k = keys();
+    let zones = Zones::default();
+    zones.txt("example.com", "v=spf1 ip4:192.0.2.10 -all");
+    let dns = DnsServer::start(zones).await;
+    let s = Scratch::new("metrics");
+    let port = common::postfix::free_port();
+    let mport = common::postfix::free_port();
+    let signing = signing_section(
+        &s.0,
+        &[("k", "example.com", "rsa", &k.rsa.path)],
+        &[("*@example.com", "k")],
+    );
+    let cfg = s.write(
+        "mailseal.toml",
+        &format!(
+            "socket = \"inet:{port}@127.0.0.1\"\n[signing]\n{signing}\n[dns]\nnameservers = [\"{}\"]\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n",
+            dns.addr
+        ),
+    );
+    let notify_path = s.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let d = Running::start(&cfg, &notify_path);
+    assert_eq!(recv_notify(&notify), "READY=1");
+    let maddr: std::net::SocketAddr = ([127, 0, 0, 1], mport).into();
+
+    assert_eq!(signed_with(port).await, vec!["rsa"]);
+    let env = Envelope::default();
+    let mut c = Client::open(([127, 0, 0, 1], port).into()).await;
+    c.hello(&env).await;
+    let out = c
+        .message(
+            &env,
+            "From: a@example.com\r\nSubject: in\r\n\r\nbody\r\n",
+            65535,
+        )
+        .await;
+    assert_eq!(out.status, Status::Continue);
+
+    let text = http_get(maddr, "/metrics").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    for line in [
+        "mailseal_messages_total{decision=\"sign\"} 1",
+        "mailseal_messages_total{decision=\"verify\"} 1",
+        "mailseal_results_total{method=\"spf\",result=\"pass\"} 1",
+        "mailseal_results_total{method=\"dkim\",result=\"none\"} 1",
+        "mailseal_replies_total{reply=\"accept\"} 2",
+        "mailseal_dns_lookup_seconds_count{phase=\"spf\"} 1",
+        "mailseal_active_connections 1",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    c.close().await;
+    // The gauge drops when the connection's state is gone (bounded wait).
+    let mut gone = false;
+    for _ in 0..50 {
+        if http_get(maddr, "/metrics")
+            .await
+            .contains("mailseal_active_connections 0")
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "active connections never dropped to 0");
+    assert!(http_get(maddr, "/other").await.starts_with("HTTP/1.1 404"));
+    drop(d);
+}

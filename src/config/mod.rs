@@ -226,6 +226,8 @@ pub struct Config {
     pub verify: Verify,
     pub dmarc: Dmarc,
     pub dns: Dns,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None` = no endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Parse "5s", "250ms", "2m".
@@ -552,6 +554,15 @@ impl Config {
             cache_size: n.cache_size,
         };
 
+        let metrics_listen = match &raw.metrics.listen {
+            None => None,
+            Some(l) => Some(check!(
+                "metrics.listen",
+                l.parse::<std::net::SocketAddr>()
+                    .map_err(|_| format!("expected IP:PORT like \"127.0.0.1:9101\", found {l:?}")),
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0))
+            )),
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -571,6 +582,7 @@ impl Config {
             verify,
             dmarc,
             dns,
+            metrics_listen,
         })
     }
 }

@@ -35,6 +35,16 @@ pub struct RawConfig {
     pub dmarc: RawDmarc,
     #[serde(default)]
     pub dns: RawDns,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// "IP:PORT" for the Prometheus endpoint; unset = no endpoint.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

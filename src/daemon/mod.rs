@@ -33,6 +33,9 @@ fn reload(path: &Path, running: &Snapshot) -> Result<Snapshot, String> {
             config.socket
         );
     }
+    if config.metrics_listen != running.config.metrics_listen {
+        tracing::warn!("[metrics] listen changed: restart mailseal to apply it");
+    }
     Snapshot::new(config)
 }
 
@@ -50,6 +53,13 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
         "mailseal {} listening",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(addr) = cfg.metrics_listen {
+        let l = crate::metrics::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+        tracing::info!("metrics on http://{addr}/metrics");
+        tokio::spawn(crate::metrics::serve(l));
+    }
     notify_systemd("READY=1");
     let unix_path = match &cfg.socket {
         crate::config::SocketSpec::Unix(p) => Some(p.clone()),

@@ -55,6 +55,14 @@ fn reply_status(reply: &mut SmtpReply, r: &Reply) -> Status {
     }
 }
 
+fn reply_label(r: &Reply) -> &'static str {
+    match r {
+        Reply::Continue => "accept",
+        Reply::Tempfail { .. } => "tempfail",
+        Reply::Reject { .. } => "reject",
+    }
+}
+
 /// Reply text must be printable ASCII without CR/LF and at most ~980 bytes.
 fn sanitize_reply(text: &str) -> String {
     let mut t: String = text
@@ -183,11 +191,14 @@ async fn eoh(cx: &mut Context<Session>) -> Status {
         EohAnswer::Continue => Status::Continue,
         EohAnswer::Accept(why) => {
             session.msg = None;
+            crate::metrics::global().inc("mailseal_replies_total", &[("reply", "accept")]);
             tracing::info!(queue_id = %qid, "accept: {why}");
             Status::Accept
         }
         EohAnswer::Refuse(reply, why) => {
             session.msg = None;
+            crate::metrics::global()
+                .inc("mailseal_replies_total", &[("reply", reply_label(&reply))]);
             tracing::warn!(queue_id = %qid, "refuse: {why}");
             reply_status(&mut cx.reply, &reply)
         }
@@ -241,6 +252,12 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
             format!("{code} {status}")
         }
     };
+    let label = if outcome.edits.quarantine.is_some() {
+        "hold"
+    } else {
+        reply_label(&outcome.reply)
+    };
+    crate::metrics::global().inc("mailseal_replies_total", &[("reply", label)]);
     if matches!(outcome.reply, Reply::Continue) {
         tracing::info!(queue_id = %qid, reply = %answer, "{}", outcome.summary);
     } else {

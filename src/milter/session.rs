@@ -24,6 +24,7 @@ pub struct Negotiated {
 
 pub struct Session {
     pub snap: Arc<Snapshot>,
+    _open: crate::metrics::ConnectionGuard,
     pub opts: Negotiated,
     pub client_ip: Option<IpAddr>,
     pub client_name: String,
@@ -73,6 +74,7 @@ impl Session {
     pub fn new(snap: Arc<Snapshot>, opts: Negotiated) -> Self {
         Session {
             snap,
+            _open: crate::metrics::global().connection(),
             opts,
             client_ip: None,
             client_name: String::new(),
@@ -150,6 +152,12 @@ impl Session {
         let Some(msg) = self.msg.as_mut() else {
             return EohAnswer::Accept("no message in progress at end of headers".into());
         };
+        let label = match &decision {
+            Decision::Sign(_) => "sign",
+            Decision::Verify => "verify",
+            Decision::Skip(_) => "skip",
+        };
+        crate::metrics::global().inc("mailseal_messages_total", &[("decision", label)]);
         if msg.headers.truncated {
             let why = format!(
                 "header section over the limit ({} bytes / {} fields)",

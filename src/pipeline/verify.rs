@@ -264,9 +264,12 @@ async fn evaluate(
     let spf_mf_params = SpfParameters::mail_from(ip, helo, host, env.mail_from);
     let check_helo = config.verify.spf_helo && !helo.is_empty();
     let ((spf_mf, spf_helo), dkim_check, arc) = tokio::join!(
-        check_spf(auth, ip, helo, host, env.mail_from, check_helo),
-        check_dkim(auth, &msg, refused.len()),
-        auth.verify_arc(&msg),
+        timed(
+            "spf",
+            check_spf(auth, ip, helo, host, env.mail_from, check_helo)
+        ),
+        timed("dkim", check_dkim(auth, &msg, refused.len())),
+        timed("arc", auth.verify_arc(&msg)),
     );
     let dkim = &dkim_check.outputs;
 
@@ -355,14 +358,16 @@ async fn evaluate(
         } else {
             &msg
         };
-        let dmarc = auth
-            .verify_dmarc(DmarcParameters::new(
+        let dmarc = timed(
+            "dmarc",
+            auth.verify_dmarc(DmarcParameters::new(
                 dmarc_msg,
                 dkim,
                 &mail_from_domain,
                 &spf_mf,
-            ))
-            .await;
+            )),
+        )
+        .await;
         let result = dmarc.result();
         let policy = dmarc.policy();
         let testing = dmarc.record().is_some_and(|r| r.t);
@@ -445,6 +450,12 @@ async fn evaluate(
         );
     }
 
+    record_results(
+        spf_word(spf_mf.result()),
+        &dkim_result_words(&dkim_check, &refused),
+        &dmarc_summary,
+        arc_word,
+    );
     let summary = format!(
         "spf={} dkim={} {} arc={}",
         spf_word(spf_mf.result()),
@@ -607,6 +618,44 @@ pub fn arc_word(r: &mail_auth::ArcResult) -> (&'static str, Option<String>) {
         DkimResult::TempError(e) => ("temperror", Some(e.to_string())),
         DkimResult::Neutral(e) | DkimResult::Fail(e) | DkimResult::PermError(e) => {
             ("fail", Some(e.to_string()))
+        }
+    }
+}
+
+/// Time one DNS-bound check for the lookup-latency histogram.
+async fn timed<F: std::future::Future>(phase: &'static str, f: F) -> F::Output {
+    let start = std::time::Instant::now();
+    let out = f.await;
+    crate::metrics::global().observe(
+        "mailseal_dns_lookup_seconds",
+        &[("phase", phase)],
+        start.elapsed(),
+    );
+    out
+}
+
+/// Count each method's result, and DNS failures, for the metrics endpoint.
+fn record_results(spf: &str, dkim: &[&str], dmarc_summary: &str, arc: &str) {
+    let m = crate::metrics::global();
+    let dmarc = dmarc_summary
+        .strip_prefix("dmarc=")
+        .and_then(|s| s.split([' ', '(']).next())
+        .unwrap_or("none");
+    let dkim_words: Vec<&str> = if dkim.is_empty() {
+        vec!["none"]
+    } else {
+        dkim.to_vec()
+    };
+    for (method, word) in [("spf", spf), ("dmarc", dmarc), ("arc", arc)]
+        .into_iter()
+        .chain(dkim_words.into_iter().map(|w| ("dkim", w)))
+    {
+        m.inc(
+            "mailseal_results_total",
+            &[("method", method), ("result", word)],
+        );
+        if word == "temperror" {
+            m.inc("mailseal_dns_errors_total", &[("method", method)]);
         }
     }
 }

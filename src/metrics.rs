@@ -1,0 +1,278 @@
+//! Prometheus metrics: counters and histograms kept in memory, served as text at
+//! `GET /metrics` on `[metrics] listen` when configured.
+//!
+//! One registry per process (metrics outlive configuration reloads). Updates take a short
+//! mutex; a message causes a handful of them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Histogram bucket bounds (seconds) for lookup latency.
+const BUCKETS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+type Labels = Vec<(&'static str, String)>;
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
+    histograms: Mutex<BTreeMap<(&'static str, Labels), Histogram>>,
+    active_connections: AtomicI64,
+}
+
+/// The process-wide registry.
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::default)
+}
+
+const HELP: &[(&str, &str, &str)] = &[
+    (
+        "mailseal_messages_total",
+        "counter",
+        "Messages by decision (sign, verify, skip).",
+    ),
+    (
+        "mailseal_results_total",
+        "counter",
+        "Authentication results by method and result.",
+    ),
+    (
+        "mailseal_replies_total",
+        "counter",
+        "Answers given to the MTA at end of message or headers.",
+    ),
+    (
+        "mailseal_dns_lookup_seconds",
+        "histogram",
+        "Time spent in each DNS-bound check (spf, dkim, arc, dmarc) of one message.",
+    ),
+    (
+        "mailseal_dns_errors_total",
+        "counter",
+        "DNS failures (temperror) by method.",
+    ),
+    (
+        "mailseal_active_connections",
+        "gauge",
+        "Milter connections open now.",
+    ),
+];
+
+impl Metrics {
+    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        let key = (
+            name,
+            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        );
+        if let Ok(mut c) = self.counters.lock() {
+            *c.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], value: Duration) {
+        let secs = value.as_secs_f64();
+        let key = (
+            name,
+            labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        );
+        if let Ok(mut h) = self.histograms.lock() {
+            let h = h.entry(key).or_default();
+            for (i, bound) in BUCKETS.iter().enumerate() {
+                if secs <= *bound {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += secs;
+            h.count += 1;
+        }
+    }
+
+    /// A guard that counts one open connection until dropped.
+    pub fn connection(&'static self) -> ConnectionGuard {
+        self.active_connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self)
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        fn labels(l: &Labels, extra: Option<(&str, String)>) -> String {
+            let mut parts: Vec<String> = l
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
+            if let Some((k, v)) = extra {
+                parts.push(format!("{k}=\"{v}\""));
+            }
+            if parts.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", parts.join(","))
+            }
+        }
+        let mut out = String::new();
+        let counters = self
+            .counters
+            .lock()
+            .map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>());
+        let histograms = self.histograms.lock();
+        for (name, kind, help) in HELP {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            match *kind {
+                "counter" => {
+                    for ((n, l), v) in counters.iter().flatten() {
+                        if n == name {
+                            let _ = writeln!(out, "{name}{} {v}", labels(l, None));
+                        }
+                    }
+                }
+                "histogram" => {
+                    if let Ok(hs) = &histograms {
+                        for ((n, l), h) in hs.iter() {
+                            if n != name {
+                                continue;
+                            }
+                            for (i, bound) in BUCKETS.iter().enumerate() {
+                                let _ = writeln!(
+                                    out,
+                                    "{name}_bucket{} {}",
+                                    labels(l, Some(("le", bound.to_string()))),
+                                    h.counts[i]
+                                );
+                            }
+                            let _ = writeln!(
+                                out,
+                                "{name}_bucket{} {}",
+                                labels(l, Some(("le", "+Inf".into()))),
+                                h.count
+                            );
+                            let _ = writeln!(out, "{name}_sum{} {}", labels(l, None), h.sum);
+                            let _ = writeln!(out, "{name}_count{} {}", labels(l, None), h.count);
+                        }
+                    }
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        "{name} {}",
+                        self.active_connections.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+pub struct ConnectionGuard(&'static Metrics);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.active_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serve `GET /metrics` on `addr` until the task is dropped. Each request gets one response
+/// and the connection is closed; a request head is read for at most 5 s and 8 KiB.
+pub async fn serve(listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut len = 0;
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while len < buf.len() {
+                    match stream.read(&mut buf[len..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            len += n;
+                            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                                break;
+                            }
+                        }
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..len]);
+            let response = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?")
+            {
+                let body = global().render();
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        });
+    }
+}
+
+/// Bind the metrics listener (loopback is the sensible choice; there is no authentication).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.inc("mailseal_messages_total", &[("decision", "sign")]);
+        m.inc("mailseal_messages_total", &[("decision", "sign")]);
+        m.observe(
+            "mailseal_dns_lookup_seconds",
+            &[("phase", "spf")],
+            Duration::from_millis(3),
+        );
+        let text = m.render();
+        assert!(
+            text.contains("mailseal_messages_total{decision=\"sign\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailseal_dns_lookup_seconds_bucket{phase=\"spf\",le=\"0.0025\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailseal_dns_lookup_seconds_bucket{phase=\"spf\",le=\"0.005\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mailseal_dns_lookup_seconds_count{phase=\"spf\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# TYPE mailseal_active_connections gauge\nmailseal_active_connections 0"
+            ),
+            "{text}"
+        );
+    }
+}
