@@ -554,15 +554,14 @@ impl Config {
             cache_size: n.cache_size,
         };
 
-        let metrics_listen = match &raw.metrics.listen {
-            None => None,
-            Some(l) => Some(check!(
+        let metrics_listen = raw.metrics.listen.as_ref().map(|l| {
+            check!(
                 "metrics.listen",
                 l.parse::<std::net::SocketAddr>()
                     .map_err(|_| format!("expected IP:PORT like \"127.0.0.1:9101\", found {l:?}")),
                 std::net::SocketAddr::from(([127, 0, 0, 1], 0))
-            )),
-        };
+            )
+        });
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
