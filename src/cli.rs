@@ -72,6 +72,25 @@ pub enum Command {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Check a domain's mail posture: MX, SPF, DMARC, DKIM selectors, MTA-STS, TLS-RPT.
+    CheckDomain {
+        domain: String,
+        /// DKIM selector to check (repeatable).
+        #[arg(long = "selector")]
+        selectors: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Config file for the [dns] settings (optional; default: system resolvers).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Extra CA certificates (PEM) to trust for the MTA-STS policy fetch.
+        #[arg(long, hide = true)]
+        ca_file: Option<PathBuf>,
+        /// Port for the MTA-STS policy fetch (testing).
+        #[arg(long, hide = true)]
+        https_port: Option<u16>,
+    },
     /// Say which SigningTable row and key would sign mail from ADDRESS, or why nothing would.
     Explain {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]

@@ -79,6 +79,21 @@ fn main() -> ExitCode {
             }
         },
         Command::Testkey { config } => testkey(&config),
+        Command::CheckDomain {
+            domain,
+            selectors,
+            json,
+            config,
+            ca_file,
+            https_port,
+        } => {
+            let opts = mailseal::tools::check_domain::Options {
+                selectors,
+                https_port,
+                ca_file,
+            };
+            check_domain(&domain, config.as_deref(), &opts, json)
+        }
         Command::Manpage => match mailseal::cli::manpage() {
             Ok(page) => {
                 use std::io::Write;
@@ -192,5 +207,69 @@ fn testkey(path: &std::path::Path) -> ExitCode {
             eprintln!("mailseal testkey: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `mailseal check-domain`: exit 1 when any check fails.
+fn check_domain(
+    domain: &str,
+    config: Option<&std::path::Path>,
+    opts: &mailseal::tools::check_domain::Options,
+    json: bool,
+) -> ExitCode {
+    use mailseal::tools::check_domain::{self, Level};
+    use std::io::IsTerminal;
+    let dns = match config {
+        Some(p) => match Config::load(p) {
+            Ok(c) => c.dns,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => match Config::from_toml(std::path::Path::new("(defaults)"), "") {
+            Ok(c) => c.dns,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = match rt.block_on(async {
+        let auth = mailseal::pipeline::dns::authenticator(&dns)?;
+        Ok::<_, String>(check_domain::check_domain(&auth, domain, opts).await)
+    }) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("mailseal check-domain: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        match serde_json::to_string_pretty(&findings) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("mailseal check-domain: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", check_domain::render(&findings, colour));
+    }
+    if findings.iter().any(|f| f.level == Level::Fail) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }

@@ -1,6 +1,7 @@
 //! Command line tools that run a message through the daemon's own code path
 //! ([`crate::milter::session::Session`]) without a milter connection.
 
+pub mod check_domain;
 pub mod explain;
 pub mod keygen;
 pub mod testkey;
