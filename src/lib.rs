@@ -15,6 +15,7 @@
 //! Never logged at any level: private key bytes, message bodies. Header values appear only at
 //! `trace`.
 
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod daemon;

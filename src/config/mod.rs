@@ -155,6 +155,8 @@ pub struct Limits {
     /// Messages above this are not buffered for verification.
     pub max_message_size: usize,
     pub on_oversize: FailAction,
+    /// Cap on the bytes buffered for verification over all messages in flight.
+    pub max_buffered_total: usize,
 }
 
 #[derive(Debug)]
@@ -400,7 +402,12 @@ impl Config {
             max_message_size: check!(
                 "limits.max_message_size",
                 parse_size(&raw.limits.max_message_size),
-                64 << 20
+                32 << 20
+            ),
+            max_buffered_total: check!(
+                "limits.max_buffered_total",
+                parse_size(&raw.limits.max_buffered_total),
+                1 << 30
             ),
             on_oversize: check!(
                 "limits.on_oversize",

@@ -58,6 +58,8 @@ pub struct RawLimits {
     pub max_message_size: String,
     #[serde(default = "d_on_oversize")]
     pub on_oversize: String,
+    #[serde(default = "d_max_buffered_total")]
+    pub max_buffered_total: String,
 }
 
 impl Default for RawLimits {
@@ -67,6 +69,7 @@ impl Default for RawLimits {
             max_headers: d_max_headers(),
             max_message_size: d_max_message_size(),
             on_oversize: d_on_oversize(),
+            max_buffered_total: d_max_buffered_total(),
         }
     }
 }
@@ -222,7 +225,10 @@ fn d_max_headers() -> usize {
     1000
 }
 fn d_max_message_size() -> String {
-    "64M".into()
+    "32M".into()
+}
+fn d_max_buffered_total() -> String {
+    "1G".into()
 }
 fn d_on_oversize() -> String {
     "accept".into()

@@ -53,7 +53,7 @@ pub enum Work {
     },
     Verify {
         /// The whole message; `None` once it grew past the size cap.
-        buffer: Option<Vec<u8>>,
+        buffer: Option<crate::budget::Buffer>,
         authenticated: bool,
     },
     /// Nothing to do; the MTA was told to accept at end of headers.
@@ -216,12 +216,19 @@ impl Session {
             },
             Decision::Verify => {
                 let cap = config.limits.max_message_size;
-                let want = msg.size_hint.unwrap_or(0).min(cap) + msg.headers.bytes() + 2;
-                let mut buffer = Vec::with_capacity(want.min(cap));
-                buffer.extend_from_slice(msg.headers.raw());
-                buffer.extend_from_slice(b"\r\n");
+                let want = (msg.size_hint.unwrap_or(0) + msg.headers.bytes() + 2).min(cap);
+                let buffer = crate::budget::Buffer::new(want, config.limits.max_buffered_total)
+                    .and_then(|mut b| {
+                        (b.extend(msg.headers.raw()) && b.extend(b"\r\n")).then_some(b)
+                    });
+                if buffer.is_none() {
+                    tracing::warn!(
+                        in_use = crate::budget::in_use(),
+                        "buffer budget (max_buffered_total) exhausted: message handled as oversize"
+                    );
+                }
                 msg.work = Work::Verify {
-                    buffer: Some(buffer),
+                    buffer,
                     authenticated,
                 };
                 EohAnswer::Continue
@@ -237,10 +244,8 @@ impl Session {
             Work::Sign { signatures, .. } => sign::write_body(signatures, chunk),
             Work::Verify { buffer, .. } => {
                 if let Some(buf) = buffer {
-                    if buf.len() + chunk.len() > cap {
+                    if buf.len() + chunk.len() > cap || !buf.extend(chunk) {
                         *buffer = None;
-                    } else {
-                        buf.extend_from_slice(chunk);
                     }
                 }
             }
@@ -316,7 +321,9 @@ impl Session {
                     mail_from: &msg.mail_from,
                     authenticated,
                 };
-                let mut o = verify::verify(config, &self.snap.auth, &env, &msg.headers, &raw).await;
+                let mut o =
+                    verify::verify(config, &self.snap.auth, &env, &msg.headers, raw.as_slice())
+                        .await;
                 o.summary = format!("inbound from {ip}: {}", o.summary);
                 Some(o)
             }

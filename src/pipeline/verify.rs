@@ -155,7 +155,10 @@ pub fn oversize(config: &Config, headers: &HeaderBlock) -> Outcome {
     let mut edits = Edits::default();
     remove_forged(headers, &config.authserv_id, &mut edits);
     let limit = config.limits.max_message_size;
-    let text = format!("message larger than {limit} bytes cannot be verified");
+    let text = format!(
+        "message too large to verify (limits: {limit} bytes per message, {} buffered in total)",
+        config.limits.max_buffered_total
+    );
     let reply = match config.limits.on_oversize {
         FailAction::Accept => {
             edits.inserts.push((
