@@ -228,12 +228,22 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
     };
     let on_internal = session.snap.config.on_internal_error;
     let can_quarantine = session.opts.quarantine;
+    let leading_space = session.opts.leading_space;
     let Some(mut outcome) = session.eom().await else {
         return Status::Continue;
     };
     if outcome.edits.quarantine.is_some() && !can_quarantine {
         tracing::warn!(queue_id = %qid, "MTA does not offer quarantine; message accepted with the verdict in its header");
         outcome.edits.quarantine = None;
+    }
+    if !leading_space {
+        // Without SMFIP_HDR_LEADSPC the MTA writes "name: value" itself; our values carry
+        // that space already, so drop it to keep the bytes we signed.
+        for (_, _, value) in &mut outcome.edits.inserts {
+            if value.starts_with(' ') {
+                value.remove(0);
+            }
+        }
     }
     let status = reply_status(&mut cx.reply, &outcome.reply);
     if status == Status::Continue {
