@@ -62,12 +62,27 @@ pub async fn run(
         connection_timeout: current.config.connection_timeout,
         ..Default::default()
     };
+    let grace = current.config.shutdown_timeout;
     let callbacks = milter::callbacks(snapshots);
-    indymilter::run(
-        daemon::socket::Resilient::new(listener),
-        callbacks,
-        config,
-        shutdown,
-    )
-    .await
+    // Shutdown in two steps: stop accepting at once, then let the messages in flight finish
+    // (bounded by `shutdown_timeout`) before the sessions are told to stop.
+    let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = daemon::socket::Resilient::new(listener).stop_when(async move {
+        let _ = accepting_stopped.await;
+    });
+    let drained = async move {
+        shutdown.await;
+        let _ = stop_accepting.send(());
+        let start = tokio::time::Instant::now();
+        while budget::messages_in_flight() > 0 && start.elapsed() < grace {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        match budget::messages_in_flight() {
+            0 => tracing::info!("no message in flight; stopping"),
+            n => tracing::warn!(
+                "{n} message(s) still in flight after {grace:?}; their connections close and the MTA retries them"
+            ),
+        }
+    };
+    indymilter::run(listener, callbacks, config, drained).await
 }

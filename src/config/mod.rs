@@ -222,6 +222,8 @@ pub struct Config {
     pub log_level: String,
     pub max_connections: usize,
     pub connection_timeout: Duration,
+    /// On SIGTERM: how long messages in flight may take to finish.
+    pub shutdown_timeout: Duration,
     pub on_internal_error: FailAction,
     pub limits: Limits,
     pub signing: Signing,
@@ -378,6 +380,11 @@ impl Config {
             "connection_timeout",
             parse_duration(&raw.connection_timeout),
             Duration::from_secs(330)
+        );
+        let shutdown_timeout = check!(
+            "shutdown_timeout",
+            parse_duration(&raw.shutdown_timeout),
+            Duration::from_secs(30)
         );
         let on_internal_error = check!(
             "on_internal_error",
@@ -582,6 +589,7 @@ impl Config {
             log_level: raw.log_level,
             max_connections: raw.max_connections,
             connection_timeout,
+            shutdown_timeout,
             on_internal_error,
             limits,
             signing,

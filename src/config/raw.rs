@@ -25,6 +25,8 @@ pub struct RawConfig {
     pub connection_timeout: String,
     #[serde(default = "d_on_internal_error")]
     pub on_internal_error: String,
+    #[serde(default = "d_shutdown_timeout")]
+    pub shutdown_timeout: String,
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
@@ -214,6 +216,9 @@ fn d_max_connections() -> usize {
 }
 fn d_connection_timeout() -> String {
     "330s".into()
+}
+fn d_shutdown_timeout() -> String {
+    "30s".into()
 }
 fn d_on_internal_error() -> String {
     "tempfail".into()

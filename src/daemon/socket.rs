@@ -32,17 +32,29 @@ impl Listener for NodelayListener {
 /// Keeps accepting after a failed `accept()` (out of file descriptors, a connection reset
 /// before it was accepted): indymilter would otherwise stop serving on the first error.
 /// After an error it waits 100 ms before trying again.
+///
+/// It also stops accepting when its `stop` future completes: the listening socket is closed
+/// at once (new connections are refused, so the MTA applies its default action without
+/// waiting), while connections already open carry on.
 pub struct Resilient<L> {
-    inner: L,
+    inner: Option<L>,
     backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
 }
 
 impl<L> Resilient<L> {
     pub fn new(inner: L) -> Self {
         Resilient {
-            inner,
+            inner: Some(inner),
             backoff: None,
+            stop: None,
         }
+    }
+
+    /// Close the listening socket when `stop` completes.
+    pub fn stop_when(mut self, stop: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.stop = Some(Box::pin(stop));
+        self
     }
 }
 
@@ -50,12 +62,22 @@ impl<L: Listener> Listener for Resilient<L> {
     type Io = L::Io;
 
     fn poll_accept(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<L::Io>> {
+        if let Some(stop) = &mut self.stop {
+            if stop.as_mut().poll(cx).is_ready() {
+                self.stop = None;
+                self.inner = None;
+                tracing::info!("stopped accepting connections");
+            }
+        }
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Pending;
+        };
         loop {
             if let Some(sleep) = &mut self.backoff {
                 ready!(sleep.as_mut().poll(cx));
                 self.backoff = None;
             }
-            match ready!(self.inner.poll_accept(cx)) {
+            match ready!(inner.poll_accept(cx)) {
                 Ok(stream) => return Poll::Ready(Ok(stream)),
                 Err(e) => {
                     tracing::warn!("accept failed, retrying in 100 ms: {e}");

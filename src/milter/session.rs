@@ -33,6 +33,7 @@ pub struct Session {
 }
 
 pub struct MessageState {
+    _in_flight: crate::budget::InFlight,
     pub mail_from: String,
     /// ESMTP SIZE= from MAIL FROM, a hint for buffer sizing.
     pub size_hint: Option<usize>,
@@ -103,6 +104,7 @@ impl Session {
                 .flatten()
         });
         self.msg = Some(MessageState {
+            _in_flight: crate::budget::InFlight::new(),
             mail_from,
             size_hint,
             headers: HeaderBlock::default(),
@@ -117,6 +119,7 @@ impl Session {
         let limits = self.header_limits();
         let leading_space = self.opts.leading_space;
         let msg = self.msg.get_or_insert_with(|| MessageState {
+            _in_flight: crate::budget::InFlight::new(),
             mail_from: String::new(),
             size_hint: None,
             headers: HeaderBlock::default(),

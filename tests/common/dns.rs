@@ -29,6 +29,9 @@ pub enum Rr {
     Timeout,
     /// Answer SERVFAIL.
     ServFail,
+    /// Over UDP, answer with the TC (truncated) bit and no records, so the client must retry
+    /// over TCP, where the records listed at the name are served.
+    TruncateUdp,
 }
 
 #[derive(Clone, Default)]
@@ -124,6 +127,19 @@ impl RequestHandler for Zones {
                                 return fail(ResponseCode::ServFail);
                             }
                             break;
+                        }
+                        Rr::TruncateUdp => {
+                            if request.protocol() == hickory_server::net::xfer::Protocol::Udp {
+                                let mut metadata =
+                                    Metadata::response_from_request(&request.metadata);
+                                metadata.truncation = true;
+                                let builder = MessageResponseBuilder::from_message_request(request);
+                                let msg = builder.build_no_records(metadata);
+                                return response
+                                    .send_response(msg)
+                                    .await
+                                    .unwrap_or_else(|_| fail(ResponseCode::ServFail));
+                            }
                         }
                         Rr::ServFail => {
                             let builder = MessageResponseBuilder::from_message_request(request);
