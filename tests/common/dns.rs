@@ -128,18 +128,17 @@ impl RequestHandler for Zones {
                             }
                             break;
                         }
-                        Rr::TruncateUdp => {
-                            if request.protocol() == hickory_server::net::xfer::Protocol::Udp {
-                                let mut metadata =
-                                    Metadata::response_from_request(&request.metadata);
-                                metadata.truncation = true;
-                                let builder = MessageResponseBuilder::from_message_request(request);
-                                let msg = builder.build_no_records(metadata);
-                                return response
-                                    .send_response(msg)
-                                    .await
-                                    .unwrap_or_else(|_| fail(ResponseCode::ServFail));
-                            }
+                        Rr::TruncateUdp
+                            if request.protocol() == hickory_server::net::xfer::Protocol::Udp =>
+                        {
+                            let mut metadata = Metadata::response_from_request(&request.metadata);
+                            metadata.truncation = true;
+                            let builder = MessageResponseBuilder::from_message_request(request);
+                            let msg = builder.build_no_records(metadata);
+                            return response
+                                .send_response(msg)
+                                .await
+                                .unwrap_or_else(|_| fail(ResponseCode::ServFail));
                         }
                         Rr::ServFail => {
                             let builder = MessageResponseBuilder::from_message_request(request);
