@@ -12,6 +12,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
+                for w in c.unsafe_file_warnings() {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: OK ({} keys, {} signing rules, socket {})",
                     config.display(),

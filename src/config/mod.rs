@@ -162,6 +162,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Signing {
     pub tables: SigningTables,
+    /// The table files, when configured (for safety checks and messages).
+    pub table_paths: Vec<PathBuf>,
     pub multiple_signatures: bool,
     pub internal_hosts: Vec<IpNet>,
     pub daemon_names: Vec<String>,
@@ -290,6 +292,31 @@ fn parse_nameserver(s: &str) -> Result<std::net::SocketAddr, String> {
     Ok(std::net::SocketAddr::new(ip, 53))
 }
 
+/// Why a file could be changed by someone other than root or the user running mailseal.
+pub fn writable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let mode = meta.mode() & 0o7777;
+    let me = unsafe { libc::geteuid() };
+    let my_group = unsafe { libc::getegid() };
+    if mode & 0o002 != 0 {
+        return Some(format!("writable by everyone (mode {mode:04o}); chmod o-w"));
+    }
+    if mode & 0o020 != 0 && meta.gid() != 0 && meta.gid() != my_group {
+        return Some(format!(
+            "writable by group {} (mode {mode:04o}); chmod g-w",
+            meta.gid()
+        ));
+    }
+    if meta.uid() != 0 && meta.uid() != me {
+        return Some(format!(
+            "owned by uid {}, neither root nor the service user",
+            meta.uid()
+        ));
+    }
+    None
+}
+
 pub fn system_hostname() -> String {
     gethostname::gethostname()
         .into_string()
@@ -297,6 +324,15 @@ pub fn system_hostname() -> String {
 }
 
 impl Config {
+    /// Files that others than root and the service user could change: the configuration and
+    /// both tables (whoever can edit them can make mailseal sign with any key for any domain).
+    pub fn unsafe_file_warnings(&self) -> Vec<String> {
+        std::iter::once(&self.path)
+            .chain(self.signing.table_paths.iter())
+            .filter_map(|p| writable_by_others(p).map(|why| format!("{}: {why}", p.display())))
+            .collect()
+    }
+
     /// Load, parse and validate a configuration file, its tables and keys.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|source| {
@@ -425,6 +461,7 @@ impl Config {
 
         // Signing.
         let s = &raw.signing;
+        let mut table_paths = Vec::new();
         let tables = match (&s.key_table, &s.signing_table) {
             (Some(kt), Some(st)) => {
                 let resolve = |p: &str| {
@@ -435,7 +472,8 @@ impl Config {
                         base.join(p)
                     }
                 };
-                SigningTables::load(&resolve(kt), &resolve(st), &mut errors)
+                table_paths = vec![resolve(kt), resolve(st)];
+                SigningTables::load(&table_paths[0], &table_paths[1], &mut errors)
             }
             (None, None) => {
                 if sign {
@@ -472,6 +510,7 @@ impl Config {
         }
         let signing = Signing {
             tables,
+            table_paths,
             multiple_signatures: s.multiple_signatures,
             internal_hosts: check!(
                 "signing.internal_hosts",

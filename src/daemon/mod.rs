@@ -33,6 +33,9 @@ fn reload(path: &Path, running: &Snapshot) -> Result<Snapshot, String> {
             config.socket
         );
     }
+    for w in config.unsafe_file_warnings() {
+        tracing::warn!("{w}");
+    }
     if config.metrics_listen != running.config.metrics_listen {
         tracing::warn!("[metrics] listen changed: restart mailseal to apply it");
     }
@@ -41,6 +44,9 @@ fn reload(path: &Path, running: &Snapshot) -> Result<Snapshot, String> {
 
 /// `mailseal run`: bind, serve, reload on SIGHUP, stop on SIGTERM/SIGINT.
 pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
+    for w in config.unsafe_file_warnings() {
+        tracing::warn!("{w}");
+    }
     let snapshot = Arc::new(Snapshot::new(config)?);
     let cfg = &snapshot.config;
     let listener = socket::bind(&cfg.socket, cfg.socket_mode)
