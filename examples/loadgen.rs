@@ -79,7 +79,12 @@ pub fn proc_stats(pid: u32) -> Option<(u64, f64)> {
     Some((rss, cpu))
 }
 
-async fn session(args: Arc<Args>, next: Arc<AtomicUsize>, lat: Arc<Mutex<Vec<u32>>>, body: Arc<Vec<u8>>) -> usize {
+async fn session(
+    args: Arc<Args>,
+    next: Arc<AtomicUsize>,
+    lat: Arc<Mutex<Vec<u32>>>,
+    body: Arc<Vec<u8>>,
+) -> usize {
     let mut failures = 0;
     loop {
         if next.load(Ordering::Relaxed) >= args.messages {
@@ -98,9 +103,22 @@ async fn session(args: Arc<Args>, next: Arc<AtomicUsize>, lat: Arc<Mutex<Vec<u32
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let ip: std::net::IpAddr = if args.inbound { "192.0.2.10" } else { "127.0.0.1" }.parse().unwrap();
-        let _ = conn.macros(MacroStage::Connect, [("j", "mx.test"), ("{daemon_name}", "smtpd")]).await;
-        if conn.connect("client.example", (ip, 40000)).await.is_err() || conn.helo("client.example").await.is_err() {
+        let ip: std::net::IpAddr = if args.inbound {
+            "192.0.2.10"
+        } else {
+            "127.0.0.1"
+        }
+        .parse()
+        .unwrap();
+        let _ = conn
+            .macros(
+                MacroStage::Connect,
+                [("j", "mx.test"), ("{daemon_name}", "smtpd")],
+            )
+            .await;
+        if conn.connect("client.example", (ip, 40000)).await.is_err()
+            || conn.helo("client.example").await.is_err()
+        {
             failures += 1;
             continue;
         }
@@ -151,12 +169,15 @@ async fn session(args: Arc<Args>, next: Arc<AtomicUsize>, lat: Arc<Mutex<Vec<u32
 async fn main() {
     let args = Arc::new(parse_args());
     let line = "The quick brown fox jumps over the lazy dog. 0123456789 abcdefghij\r\n";
-    let body: Vec<u8> = line.repeat(args.body_bytes / line.len() + 1).into_bytes()[..args.body_bytes].to_vec();
+    let body: Vec<u8> =
+        line.repeat(args.body_bytes / line.len() + 1).into_bytes()[..args.body_bytes].to_vec();
     let body = Arc::new(body);
     let next = Arc::new(AtomicUsize::new(0));
     let lat = Arc::new(Mutex::new(Vec::with_capacity(args.messages)));
     let start_stats = args.pid.and_then(proc_stats);
-    let peak = Arc::new(AtomicUsize::new(start_stats.map(|s| s.0 as usize).unwrap_or(0)));
+    let peak = Arc::new(AtomicUsize::new(
+        start_stats.map(|s| s.0 as usize).unwrap_or(0),
+    ));
     let sampler = args.pid.map(|pid| {
         let peak = peak.clone();
         let next = next.clone();
@@ -169,7 +190,10 @@ async fn main() {
                     peak.fetch_max(rss as usize, Ordering::Relaxed);
                     if last.elapsed() > Duration::from_secs(10) {
                         last = Instant::now();
-                        eprintln!("  {} / {total} messages, RSS {rss} KiB", next.load(Ordering::Relaxed).min(total));
+                        eprintln!(
+                            "  {} / {total} messages, RSS {rss} KiB",
+                            next.load(Ordering::Relaxed).min(total)
+                        );
                     }
                 }
             }
@@ -178,7 +202,12 @@ async fn main() {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
-        tasks.push(tokio::spawn(session(args.clone(), next.clone(), lat.clone(), body.clone())));
+        tasks.push(tokio::spawn(session(
+            args.clone(),
+            next.clone(),
+            lat.clone(),
+            body.clone(),
+        )));
     }
     let mut failures = 0;
     for t in tasks {
@@ -190,7 +219,12 @@ async fn main() {
     }
     let mut lat = std::mem::take(&mut *lat.lock().unwrap());
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     println!(
         "messages: {} ok, {failures} failed, in {:.2} s: {:.0} msg/s; latency p50 {:.2} ms, p99 {:.2} ms",
         lat.len(),

@@ -216,7 +216,8 @@ fn parse_key_row(
     Ok((name.to_string(), domain, selector.to_string(), path))
 }
 
-fn valid_dns_label_seq(s: &str) -> bool {
+/// A DNS name made of letters, digits, `-` and `_` labels (domains and selectors).
+pub fn valid_dns_label_seq(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
         && s.split('.').all(|l| {

@@ -14,6 +14,7 @@ use mail_auth::MessageAuthenticator;
 use serde::Serialize;
 
 use crate::config::keys::rsa_public_key_bits;
+use crate::pipeline::dns::{record_tags as tags, txt_records as txt, TxtAnswer as Txt};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,37 +50,6 @@ impl Report {
             level,
             message: message.into(),
         });
-    }
-}
-
-enum Txt {
-    Records(Vec<String>),
-    NoRecords,
-    Error(String),
-}
-
-async fn txt(auth: &MessageAuthenticator, name: &str) -> Txt {
-    match auth
-        .resolver()
-        .txt_lookup(format!("{}.", name.trim_end_matches('.')))
-        .await
-    {
-        Ok(l) => Txt::Records(
-            l.answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::TXT(t) => Some(
-                        t.txt_data
-                            .iter()
-                            .map(|s| String::from_utf8_lossy(s).into_owned())
-                            .collect(),
-                    ),
-                    _ => None,
-                })
-                .collect(),
-        ),
-        Err(e) if e.is_nx_domain() || e.is_no_records_found() => Txt::NoRecords,
-        Err(e) => Txt::Error(e.to_string()),
     }
 }
 
@@ -427,19 +397,6 @@ async fn check_dmarc(auth: &MessageAuthenticator, domain: &str, r: &mut Report) 
             }
         }
     }
-}
-
-fn tags(record: &str) -> Vec<(String, String)> {
-    record
-        .split(';')
-        .filter_map(|t| {
-            let (k, v) = t.split_once('=')?;
-            Some((
-                k.trim().to_ascii_lowercase(),
-                v.chars().filter(|c| !c.is_whitespace()).collect(),
-            ))
-        })
-        .collect()
 }
 
 async fn check_dkim(auth: &MessageAuthenticator, domain: &str, selector: &str, r: &mut Report) {

@@ -8,6 +8,7 @@ use aws_lc_rs::encoding::AsDer;
 use base64::Engine;
 
 use crate::config::keys::{parse_private_key, KeyKind};
+use crate::config::tables::valid_dns_label_seq;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Algorithm {
@@ -47,17 +48,6 @@ pub fn zone_record(name: &str, value: &str) -> String {
     format!("{name}\tIN\tTXT\t( {} )\n", parts.join("\n\t\t\t  "))
 }
 
-fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-}
-
 /// Generate a key for `selector._domainkey.domain` into `out`. Never overwrites a key.
 pub fn keygen(
     domain: &str,
@@ -67,10 +57,10 @@ pub fn keygen(
     out: &Path,
 ) -> Result<Generated, String> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    if !valid_name(&domain) {
+    if !valid_dns_label_seq(&domain) {
         return Err(format!("{domain:?} is not a valid domain name"));
     }
-    if !valid_name(selector) {
+    if !valid_dns_label_seq(selector) {
         return Err(format!("{selector:?} is not a valid selector"));
     }
     let der = match algorithm {

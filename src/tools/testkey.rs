@@ -1,11 +1,11 @@
 //! `mailseal testkey`: each KeyTable key against its published DNS record.
 
 use base64::Engine;
-use mail_auth::hickory_resolver::proto::rr::RData;
 use mail_auth::MessageAuthenticator;
 
 use crate::config::keys::{public_key_matches, rsa_public_key_bits, KeyKind};
 use crate::config::Config;
+use crate::pipeline::dns::{record_tags, txt_records, TxtAnswer};
 
 /// The verdict for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,23 +43,9 @@ impl KeyStatus {
     }
 }
 
-/// Tags of a DKIM key record (`k=v; ...`), values with whitespace removed.
-fn tags(record: &str) -> Vec<(String, String)> {
-    record
-        .split(';')
-        .filter_map(|t| {
-            let (k, v) = t.split_once('=')?;
-            Some((
-                k.trim().to_ascii_lowercase(),
-                v.chars().filter(|c| !c.is_whitespace()).collect(),
-            ))
-        })
-        .collect()
-}
-
 /// Judge one published record against a key.
 pub fn judge(record: &str, key: &crate::config::keys::LoadedKey) -> KeyStatus {
-    let t = tags(record);
+    let t = record_tags(record);
     let get = |name: &str| t.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     if get("v").is_some_and(|v| v != "DKIM1") {
         return KeyStatus::Mismatch(format!("v={} is not DKIM1", get("v").unwrap_or("")));
@@ -100,22 +86,10 @@ pub fn judge(record: &str, key: &crate::config::keys::LoadedKey) -> KeyStatus {
 }
 
 async fn lookup(auth: &MessageAuthenticator, name: &str) -> Result<Vec<String>, KeyStatus> {
-    match auth.resolver().txt_lookup(name).await {
-        Ok(lookup) => Ok(lookup
-            .answers()
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::TXT(txt) => Some(
-                    txt.txt_data
-                        .iter()
-                        .map(|s| String::from_utf8_lossy(s).into_owned())
-                        .collect::<String>(),
-                ),
-                _ => None,
-            })
-            .collect()),
-        Err(e) if e.is_nx_domain() || e.is_no_records_found() => Err(KeyStatus::Missing),
-        Err(e) => Err(KeyStatus::DnsError(e.to_string())),
+    match txt_records(auth, name).await {
+        TxtAnswer::Records(r) => Ok(r),
+        TxtAnswer::NoRecords => Err(KeyStatus::Missing),
+        TxtAnswer::Error(e) => Err(KeyStatus::DnsError(e)),
     }
 }
 
