@@ -4,79 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use common::process::Running;
 use common::*;
 use indymilter_test::Status;
-
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(config: &std::path::Path, notify: &std::path::Path) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mailseal"))
-            .args(["run", "-c"])
-            .arg(config)
-            .env("NOTIFY_SOCKET", notify)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Wait (at most 20 s) for a log line containing `needle`.
-    fn wait_log(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no log line with {needle:?}; saw:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    fn signal(&self, sig: i32) {
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn recv_notify(sock: &UnixDatagram) -> String {
     let mut buf = [0u8; 256];
@@ -127,7 +60,7 @@ async fn notify_reload_broken_reload_socket_change_and_term() {
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
 
-    let mut d = Running::start(&cfg, &notify_path);
+    let mut d = Running::start(&cfg, &[("NOTIFY_SOCKET", notify_path.as_os_str())]);
     assert_eq!(recv_notify(&notify), "READY=1");
     d.wait_log("listening");
     assert_eq!(signed_with(port).await, vec!["rsa"]);
@@ -252,7 +185,7 @@ async fn metrics_endpoint_counts_messages_results_replies_and_connections() {
     notify
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let d = Running::start(&cfg, &notify_path);
+    let d = Running::start(&cfg, &[("NOTIFY_SOCKET", notify_path.as_os_str())]);
     assert_eq!(recv_notify(&notify), "READY=1");
     let maddr: std::net::SocketAddr = ([127, 0, 0, 1], mport).into();
 

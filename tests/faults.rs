@@ -6,11 +6,11 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream as StdTcp;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dns::{DnsServer, Rr, Zones};
 use common::postfix::Postfix;
+use common::process::Running;
 use common::sink::Sink;
 use common::*;
 use indymilter_test::Status;
@@ -92,38 +92,6 @@ async fn dns_down_slow_and_truncating() {
     d.stop().await;
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_binary(cfg: &std::path::Path) -> (Proc, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailseal"))
-        .args(["run", "-c"])
-        .arg(cfg)
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    for l in rx.iter() {
-        if l.contains("listening") {
-            break;
-        }
-    }
-    (Proc(child), rx)
-}
-
 fn signing_cfg(s: &Scratch, port: u16) -> std::path::PathBuf {
     let k = keys();
     let signing = signing_section(
@@ -141,7 +109,7 @@ fn signing_cfg(s: &Scratch, port: u16) -> std::path::PathBuf {
 async fn sigterm_under_load_drains_messages_in_flight() {
     let s = Scratch::new("sigterm");
     let port = common::postfix::free_port();
-    let (mut p, _log) = start_binary(&signing_cfg(&s, port));
+    let mut p = Running::started(&signing_cfg(&s, port), &[]);
     let mut tasks = Vec::new();
     for i in 0..20 {
         tasks.push(tokio::spawn(async move {
@@ -166,9 +134,9 @@ async fn sigterm_under_load_drains_messages_in_flight() {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = Instant::now();
-    assert_eq!(unsafe { libc::kill(p.0.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) }, 0);
     let status = tokio::task::spawn_blocking(move || {
-        let st = p.0.wait();
+        let st = p.child.wait();
         (st, p)
     })
     .await
@@ -264,7 +232,7 @@ async fn kill_9_under_postfix_load_loses_nothing() {
     let s = Scratch::new("kill9");
     let port = common::postfix::free_port();
     let cfg = signing_cfg(&s, port);
-    let (p, _log) = start_binary(&cfg);
+    let p = Running::started(&cfg, &[]);
     let pf_dir = Scratch::new("kill9-postfix");
     let pf = Postfix::start(&pf_dir.0, port, sink.port);
     let smtp = pf.smtp_port;
@@ -293,8 +261,8 @@ async fn kill_9_under_postfix_load_loses_nothing() {
                 std::thread::sleep(Duration::from_millis(5));
             }
             if let Some(mut p) = p.take() {
-                p.0.kill().unwrap();
-                p.0.wait().unwrap();
+                p.child.kill().unwrap();
+                p.child.wait().unwrap();
             }
         });
         (accepted.into_inner(), refused.into_inner().unwrap())
@@ -313,7 +281,7 @@ async fn kill_9_under_postfix_load_loses_nothing() {
 
     // Restart mailseal; the senders retry what was refused (as SMTP clients do); Postfix
     // flushes anything it deferred.
-    let (_p2, _log2) = start_binary(&cfg);
+    let _p2 = Running::started(&cfg, &[]);
     let retry = refused.clone();
     tokio::task::spawn_blocking(move || {
         for id in retry {

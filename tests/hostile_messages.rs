@@ -62,24 +62,6 @@ async fn ar_for(d: &Daemon, e: &Envelope, raw: &str) -> String {
     v[0].clone()
 }
 
-async fn signed(raw: &str) -> String {
-    let k = keys();
-    let s = Scratch::new("hm-signer");
-    let signing = signing_section(
-        &s.0,
-        &[("k", "example.com", "rsa", &k.rsa.path)],
-        &[("*", "k")],
-    );
-    let cfg = mailseal::config::Config::load(&s.write("m.toml", &format!("[signing]\n{signing}")))
-        .unwrap();
-    String::from_utf8(
-        mailseal::tools::sign_message(cfg, raw.as_bytes())
-            .await
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn from_header_tricks() {
     let (_dns, d) = setup().await;
@@ -129,7 +111,7 @@ async fn broken_and_abusive_signatures() {
     let (_dns, d) = setup().await;
     let spoof = env("x@evil.example", "203.0.113.5");
     let base = "From: ceo@example.com\r\nTo: b@example.org\r\nSubject: t\r\n\r\nHello.\r\n";
-    let good = signed(base).await;
+    let good = signed_by_example_com(base).await;
     let sig_line_end = good.find("\r\nFrom:").unwrap();
     let sig = &good[..sig_line_end];
 

@@ -3,10 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
+use common::process::Running;
 use common::*;
 
 /// Distinctive pieces of a PEM key: every 24-byte run of its base64 body.
@@ -72,28 +72,7 @@ async fn trace_logs_and_errors_never_show_keys() {
         "m.toml",
         &format!("socket = \"inet:{port}@127.0.0.1\"\nmode = \"s\"\n[signing]\n{signing}multiple_signatures = true\n"),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailseal"))
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .env("RUST_LOG", "trace")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let err = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            if l.contains("listening") || l.contains("reload failed") {
-                let _ = tx.send(());
-            }
-            all.push_str(&l);
-            all.push('\n');
-        }
-        all
-    });
-    rx.recv().unwrap();
+    let mut d = Running::started(&cfg, &[("RUST_LOG", std::ffi::OsStr::new("trace"))]);
     let env = Envelope {
         client_ip: "127.0.0.1",
         ..Default::default()
@@ -122,11 +101,10 @@ async fn trace_logs_and_errors_never_show_keys() {
     )
     .unwrap();
     std::fs::write(s.0.join("signing.table"), "*@example.com a\n").unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    rx.recv().unwrap();
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
-    let logs = reader.join().unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_log("reload failed");
+    d.signal(libc::SIGTERM);
+    let logs = d.wait_all_logs();
     assert!(
         logs.contains("mangled.pem"),
         "the error names the file:\n{logs}"

@@ -60,24 +60,6 @@ fn ar(out: &Delivered) -> String {
     v[0].clone()
 }
 
-async fn signed(raw: &str) -> String {
-    let k = keys();
-    let s = Scratch::new("signer");
-    let signing = signing_section(
-        &s.0,
-        &[("k", "example.com", "rsa", &k.rsa.path)],
-        &[("*", "k")],
-    );
-    let cfg = mailseal::config::Config::load(&s.write("m.toml", &format!("[signing]\n{signing}")))
-        .unwrap();
-    String::from_utf8(
-        mailseal::tools::sign_message(cfg, raw.as_bytes())
-            .await
-            .unwrap(),
-    )
-    .unwrap()
-}
-
 #[tokio::test]
 async fn spf_results() {
     let (_dns, d) = setup("").await;
@@ -104,7 +86,7 @@ async fn spf_results() {
 #[tokio::test]
 async fn dkim_and_dmarc_pass_and_tamper() {
     let (_dns, d) = setup("").await;
-    let raw = signed(&msg("alice@example.com")).await;
+    let raw = signed_by_example_com(&msg("alice@example.com")).await;
     let out = send(&d, &env("alice@example.com"), &raw).await;
     let a = ar(&out);
     assert!(
@@ -419,7 +401,7 @@ async fn verify_command_prints_the_daemons_header() {
             dns.addr
         ),
     );
-    let raw = signed(&msg("alice@example.com")).await;
+    let raw = signed_by_example_com(&msg("alice@example.com")).await;
     let raw2 = raw.clone();
     // The DNS server runs in this process's runtime, so the command runs on a blocking thread.
     let out = tokio::task::spawn_blocking(move || {

@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod postfix;
+pub mod process;
 pub mod sink;
 
 use std::collections::BTreeMap;
@@ -461,4 +462,24 @@ pub fn tag(sig: &str, name: &str) -> Option<String> {
         let (k, v) = t.split_once('=')?;
         (k.trim() == name).then(|| v.split_whitespace().collect::<String>())
     })
+}
+
+/// `raw` signed as example.com (selector `rsa`, the 2048-bit test key) through the daemon's
+/// own signing path (`mailseal::tools::sign_message`).
+pub async fn signed_by_example_com(raw: &str) -> String {
+    let k = keys();
+    let s = Scratch::new("signer");
+    let signing = signing_section(
+        &s.0,
+        &[("k", "example.com", "rsa", &k.rsa.path)],
+        &[("*", "k")],
+    );
+    let cfg = mailseal::config::Config::load(&s.write("m.toml", &format!("[signing]\n{signing}")))
+        .unwrap();
+    String::from_utf8(
+        mailseal::tools::sign_message(cfg, raw.as_bytes())
+            .await
+            .unwrap(),
+    )
+    .unwrap()
 }
