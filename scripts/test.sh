@@ -34,4 +34,8 @@ for f in ./usr/bin/mailseal ./lib/systemd/system/mailseal.service ./usr/lib/sysu
     grep -q " $f\$" target/debian/contents.txt || { echo "package lacks $f" >&2; exit 1; }
 done
 
-cargo test --ignore-rust-version --all-targets 2>&1
+mkdir -p target
+cargo test --ignore-rust-version --all-targets 2>&1 | tee target/test-output.txt
+# One closing line for the whole run (cargo prints one per test binary, the last of which
+# may be a target without tests).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all test binaries: %d passed, %d failed\n", p, f }' target/test-output.txt
