@@ -38,4 +38,4 @@ mkdir -p target
 cargo test --ignore-rust-version --all-targets 2>&1 | tee target/test-output.txt
 # One closing line for the whole run (cargo prints one per test binary, the last of which
 # may be a target without tests).
-awk '/^test result:/ { p += $4; f += $6 } END { printf "all test binaries: %d passed, %d failed\n", p, f }' target/test-output.txt
+awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test-output.txt
