@@ -39,7 +39,7 @@ stat_of() { # pid → "cpu_seconds hwm_kib"
 }
 
 sink_port=$(free_port)
-/usr/sbin/smtp-sink -u postfix 127.0.0.1:"$sink_port" 2000 &
+/usr/sbin/smtp-sink -u postfix 127.0.0.1:"$sink_port" 2000 >/dev/null 2>&1 &
 pids+=($!)
 
 # One Postfix instance; the milter line is switched per run (postfix reload).
@@ -95,6 +95,7 @@ mk_mailseal() { # name socket signing_rows multiple
     printf '%b' "$3" >"$d/signing.table"
     cat >"$d/mailseal.toml" <<CONF
 socket = "$2"
+socket_mode = "0666"
 mode = "s"
 log_level = "warn"
 [signing]
@@ -105,13 +106,16 @@ internal_hosts = ["127.0.0.0/8"]
 CONF
     echo "$d/mailseal.toml"
 }
-start_mailseal() { "$ms" run -c "$1" & pids+=($!); sleep 0.5; echo "${pids[-1]}"; }
+# Start a milter in the background; its pid is left in $pid. (Not in $(...): the child would
+# hold the command substitution's pipe open.)
+start_mailseal() { "$ms" run -c "$1" >"$1.log" 2>&1 & pid=$!; pids+=("$pid"); sleep 0.5; }
 
 mk_opendkim() { # socket
     local d=$work/od-$RANDOM
     mkdir -p "$d"; chmod 700 "$d"
     cat >"$d/opendkim.conf" <<CONF
 Socket $1
+UMask 000
 Domain example.com
 Selector rsa
 KeyFile $work/keys/rsa.pem
@@ -125,7 +129,7 @@ PidFile $d/pid
 CONF
     echo "$d/opendkim.conf"
 }
-start_opendkim() { /usr/sbin/opendkim -f -x "$1" & pids+=($!); sleep 1; echo "${pids[-1]}"; }
+start_opendkim() { /usr/sbin/opendkim -f -x "$1" >"$1.log" 2>&1 & pid=$!; pids+=("$pid"); sleep 1; }
 
 echo "== $N messages of ${SIZE} bytes, $S concurrent SMTP sessions, Postfix $(postconf -d -h mail_version)"
 run "Postfix, no milter" ""
@@ -134,21 +138,21 @@ for sock in tcp unix; do
     if [ $sock = tcp ]; then p=$(free_port); mspec="inet:$p@127.0.0.1"; pspec="inet:127.0.0.1:$p";
     else mspec="unix:$work/ms-$sock.sock"; pspec="unix:$work/ms-$sock.sock"; fi
     cfg=$(mk_mailseal "rsa-$sock" "$mspec" '*@example.com rsa\n' false)
-    pid=$(start_mailseal "$cfg")
+    start_mailseal "$cfg"
     run "mailseal sign RSA-2048 ($sock)" "$pspec" "$pid"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 
     if [ $sock = tcp ]; then p=$(free_port); mspec="inet:$p@127.0.0.1"; pspec="inet:127.0.0.1:$p";
     else mspec="unix:$work/ms2-$sock.sock"; pspec="unix:$work/ms2-$sock.sock"; fi
     cfg=$(mk_mailseal "dual-$sock" "$mspec" '*@example.com rsa\n*@example.com ed\n' true)
-    pid=$(start_mailseal "$cfg")
+    start_mailseal "$cfg"
     run "mailseal sign RSA-2048 + Ed25519 ($sock)" "$pspec" "$pid"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 
     if [ $sock = tcp ]; then p=$(free_port); ospec="inet:$p@127.0.0.1"; pspec="inet:127.0.0.1:$p";
     else ospec="local:$work/od-$sock.sock"; pspec="unix:$work/od-$sock.sock"; fi
     cfg=$(mk_opendkim "$ospec")
-    pid=$(start_opendkim "$cfg")
+    start_opendkim "$cfg"
     run "OpenDKIM $(opendkim -V | head -1 | awk '{print $NF}') sign RSA-2048 ($sock)" "$pspec" "$pid"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 done

@@ -119,16 +119,20 @@ async fn negotiate(
         quarantine: actions.contains(Actions::QUARANTINE),
         ..Default::default()
     };
-    for (opt, flag) in [
-        (ProtoOpts::LEADING_SPACE, &mut neg.leading_space),
-        (ProtoOpts::NOREPLY_HEADER, &mut neg.noreply_header),
-        (ProtoOpts::NOREPLY_BODY, &mut neg.noreply_body),
-    ] {
-        if opts.contains(opt) {
-            cx.requested_opts |= opt;
-            *flag = true;
-        }
+    if opts.contains(ProtoOpts::LEADING_SPACE) {
+        cx.requested_opts |= ProtoOpts::LEADING_SPACE;
+        neg.leading_space = true;
     }
+    // Stages whose answer is always "continue" need no answer at all: each saves the MTA a
+    // round trip per message. End of headers and end of message keep their answers.
+    let noreply = (ProtoOpts::NOREPLY_CONNECT
+        | ProtoOpts::NOREPLY_HELO
+        | ProtoOpts::NOREPLY_MAIL
+        | ProtoOpts::NOREPLY_HEADER
+        | ProtoOpts::NOREPLY_BODY)
+        & opts;
+    cx.requested_opts |= noreply;
+    neg.noreply = noreply;
     for (stage, list) in [
         (
             MacroStage::Connect,
@@ -154,20 +158,20 @@ async fn connect(cx: &mut Context<Session>, hostname: CString, info: SocketInfo)
         SocketInfo::Inet(sa) => Some(sa.ip()),
         _ => from_macro,
     };
-    Status::Continue
+    session.answer(ProtoOpts::NOREPLY_CONNECT)
 }
 
 async fn helo(cx: &mut Context<Session>, name: CString) -> Status {
     let session = session!(cx, "no session at HELO");
     session.helo = name.to_string_lossy().trim().to_string();
-    Status::Continue
+    session.answer(ProtoOpts::NOREPLY_HELO)
 }
 
 async fn mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let session = session!(cx, "no session at MAIL");
     let args: Vec<Vec<u8>> = args.into_iter().map(CString::into_bytes).collect();
     session.mail(&args);
-    Status::Continue
+    session.answer(ProtoOpts::NOREPLY_MAIL)
 }
 
 async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
@@ -175,11 +179,7 @@ async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Sta
         return Status::Continue;
     };
     session.header(name.as_bytes(), value.as_bytes());
-    if session.opts.noreply_header {
-        Status::Noreply
-    } else {
-        Status::Continue
-    }
+    session.answer(ProtoOpts::NOREPLY_HEADER)
 }
 
 async fn eoh(cx: &mut Context<Session>) -> Status {
@@ -210,11 +210,7 @@ async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
         return Status::Continue;
     };
     session.body(&chunk);
-    if session.opts.noreply_body {
-        Status::Noreply
-    } else {
-        Status::Continue
-    }
+    session.answer(ProtoOpts::NOREPLY_BODY)
 }
 
 async fn eom(cx: &mut EomContext<Session>) -> Status {

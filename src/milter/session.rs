@@ -17,9 +17,9 @@ use crate::Snapshot;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Negotiated {
     pub leading_space: bool,
-    pub noreply_header: bool,
-    pub noreply_body: bool,
     pub quarantine: bool,
+    /// Stages the MTA sends without waiting for an answer (SMFIP_NR_*).
+    pub noreply: indymilter::ProtoOpts,
 }
 
 pub struct Session {
@@ -81,6 +81,15 @@ impl Session {
             client_name: String::new(),
             helo: String::new(),
             msg: None,
+        }
+    }
+
+    /// "Continue", or no answer at all where the MTA was told not to wait for one.
+    pub fn answer(&self, stage: indymilter::ProtoOpts) -> indymilter::Status {
+        if self.opts.noreply.contains(stage) {
+            indymilter::Status::Noreply
+        } else {
+            indymilter::Status::Continue
         }
     }
 
