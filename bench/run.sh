@@ -159,7 +159,7 @@ done
 
 echo
 echo "== ratios (same run, same messages)"
-get() { for r in "${results[@]}"; do [ "${r%%|*}" = "$1" ] && echo "$r"; done; }
+get() { for r in "${results[@]}"; do [ "${r%%|*}" = "$1" ] && echo "$r"; done; return 0; }
 ceiling=$(get "Postfix, no milter" | cut -d'|' -f2)
 for sock in tcp unix; do
     od=$(get "OpenDKIM $(opendkim -V | head -1 | awk '{print $NF}') sign RSA-2048 ($sock)")
