@@ -232,3 +232,69 @@ async fn metrics_endpoint_counts_messages_results_replies_and_connections() {
     assert!(http_get(maddr, "/other").await.starts_with("HTTP/1.1 404"));
     drop(d);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_replaces_a_stale_one_and_has_the_configured_mode() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let k = keys();
+    let s = Scratch::new("unix-sock");
+    let sock = s.0.join("mailseal.sock");
+    // A stale socket file left by an earlier run.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(std::fs::symlink_metadata(&sock)
+        .unwrap()
+        .file_type()
+        .is_socket());
+    let signing = signing_section(
+        &s.0,
+        &[("k", "example.com", "rsa", &k.rsa.path)],
+        &[("*@example.com", "k")],
+    );
+    let cfg = s.write(
+        "m.toml",
+        &format!(
+            "socket = \"unix:{}\"\nsocket_mode = \"0600\"\nmode = \"s\"\n[signing]\n{signing}",
+            sock.display()
+        ),
+    );
+    let mut d = Running::start(&cfg, &[]);
+    d.wait_log("listening");
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut conn = indymilter_test::TestConnection::configure()
+        .available_opts(indymilter::ProtoOpts::all())
+        .exact_leading_space(true)
+        .open_unix(&sock)
+        .await
+        .unwrap();
+    conn.connect(
+        "localhost",
+        ("127.0.0.1".parse::<std::net::IpAddr>().unwrap(), 0),
+    )
+    .await
+    .unwrap();
+    conn.mail(["alice@example.com"]).await.unwrap();
+    conn.header("From", " alice@example.com").await.unwrap();
+    conn.eoh().await.unwrap();
+    conn.body(b"hi\r\n".to_vec()).await.unwrap();
+    let (actions, st) = conn.eom().await.unwrap();
+    assert_eq!(st, Status::Continue);
+    assert!(actions.has_insert_header(
+        indymilter_test::any(),
+        "DKIM-Signature",
+        indymilter_test::any()
+    ));
+    conn.close().await.unwrap();
+    // Something else at the path is left alone, and the error says so.
+    drop(d);
+    std::fs::remove_file(&sock).ok();
+    std::fs::write(&sock, "not a socket").unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mailseal"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("exists and is not a socket"));
+    assert_eq!(std::fs::read_to_string(&sock).unwrap(), "not a socket");
+}
