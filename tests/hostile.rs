@@ -326,3 +326,48 @@ async fn missing_leading_space_option_still_signs_correctly() {
     conn.close().await.unwrap();
     d.stop().await;
 }
+
+#[tokio::test]
+async fn oversize_answers_follow_on_oversize() {
+    let k = keys();
+    for (action, outbound_want, inbound_want) in [
+        ("reject", "552 5.3.4", "552 5.3.4"),
+        ("tempfail", "452 4.3.4", "452 4.3.4"),
+    ] {
+        let s = Scratch::new("oversize");
+        let signing = signing_section(
+            &s.0,
+            &[("k", "example.com", "rsa", &k.rsa.path)],
+            &[("*@example.com", "k")],
+        );
+        let cfg = format!(
+            "authserv_id = \"mx.test\"\n[limits]\nmax_headers = 5\non_oversize = \"{action}\"\n[signing]\n{signing}internal_hosts = [\"10.0.0.0/8\"]\n"
+        );
+        let d = Daemon::start_in(s, &cfg).await;
+        let many: String = (0..10).map(|i| format!("X-H{i}: v\r\n")).collect();
+        let raw = format!("From: a@example.com\r\n{many}\r\nbody\r\n");
+        for (env, want) in [
+            (
+                Envelope {
+                    client_ip: "10.0.0.1",
+                    ..Default::default()
+                },
+                outbound_want,
+            ),
+            (Envelope::default(), inbound_want),
+        ] {
+            let mut c = Client::open(d.addr).await;
+            c.hello(&env).await;
+            let out = c.message(&env, &raw, 65535).await;
+            c.close().await;
+            let msg = match &out.status {
+                Status::Reject { message: Some(m) } | Status::Tempfail { message: Some(m) } => {
+                    m.to_string_lossy().into_owned()
+                }
+                other => panic!("{action}: expected {want}, got {other:?}"),
+            };
+            assert!(msg.starts_with(want), "{action}: {msg}");
+        }
+        d.stop().await;
+    }
+}

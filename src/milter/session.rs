@@ -5,7 +5,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::FailAction;
 use crate::headers::actions::Edits;
 use crate::message::{envelope_address, HeaderBlock, HeaderLimits};
 use crate::pipeline::sign::{self, PendingSignature, SignPlan};
@@ -190,15 +189,17 @@ impl Session {
                         EohAnswer::Refuse(o.reply, format!("verify: {why}"))
                     }
                 }
-                Decision::Sign(w) => match config.limits.on_oversize {
-                    FailAction::Accept => {
-                        EohAnswer::Accept(format!("outbound ({w}): not signed: {why}"))
+                Decision::Sign(w) => {
+                    match crate::pipeline::oversize_reply(
+                        config.limits.on_oversize,
+                        &format!("cannot sign: {why}"),
+                    ) {
+                        None => EohAnswer::Accept(format!("outbound ({w}): not signed: {why}")),
+                        Some(reply) => {
+                            EohAnswer::Refuse(reply, format!("outbound ({w}): refused: {why}"))
+                        }
                     }
-                    action => EohAnswer::Refuse(
-                        Reply::for_failure(action, "4.3.4", format!("cannot sign: {why}")),
-                        format!("outbound ({w}): refused: {why}"),
-                    ),
-                },
+                }
                 Decision::Skip(r) => EohAnswer::Accept(r),
             };
         }

@@ -111,6 +111,24 @@ impl Reply {
     }
 }
 
+/// The answer for a message over a size limit (`[limits] on_oversize`): 452 4.3.4 to try
+/// again, 552 5.3.4 to refuse, or `None` to accept it as it is.
+pub fn oversize_reply(action: FailAction, text: &str) -> Option<Reply> {
+    match action {
+        FailAction::Accept => None,
+        FailAction::Tempfail => Some(Reply::Tempfail {
+            code: "452",
+            status: "4.3.4",
+            text: text.to_string(),
+        }),
+        FailAction::Reject => Some(Reply::Reject {
+            code: "552",
+            status: "5.3.4",
+            text: text.to_string(),
+        }),
+    }
+}
+
 /// Everything the milter layer has to do at end of message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {

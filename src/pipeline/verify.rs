@@ -25,7 +25,7 @@ use mail_auth::{
 
 use super::sign::milter_value;
 use super::{Outcome, Reply};
-use crate::config::{Config, FailAction, MultipleFrom, QuarantineAction};
+use crate::config::{Config, MultipleFrom, QuarantineAction};
 use crate::headers::actions::Edits;
 use crate::headers::auth_results::{remove_forged, ArBuilder, NAME as AR_NAME};
 use crate::message::{domain_of, from_addresses, HeaderBlock};
@@ -159,26 +159,14 @@ pub fn oversize(config: &Config, headers: &HeaderBlock) -> Outcome {
         "message too large to verify (limits: {limit} bytes per message, {} buffered in total)",
         config.limits.max_buffered_total
     );
-    let reply = match config.limits.on_oversize {
-        FailAction::Accept => {
-            edits.inserts.push((
-                0,
-                AR_NAME.into(),
-                ArBuilder::new(&config.authserv_id).milter_value(),
-            ));
-            Reply::Continue
-        }
-        FailAction::Tempfail => Reply::Tempfail {
-            code: "452",
-            status: "4.3.4",
-            text: text.clone(),
-        },
-        FailAction::Reject => Reply::Reject {
-            code: "552",
-            status: "5.3.4",
-            text: text.clone(),
-        },
-    };
+    let reply = super::oversize_reply(config.limits.on_oversize, &text).unwrap_or_else(|| {
+        edits.inserts.push((
+            0,
+            AR_NAME.into(),
+            ArBuilder::new(&config.authserv_id).milter_value(),
+        ));
+        Reply::Continue
+    });
     Outcome {
         edits,
         reply,
