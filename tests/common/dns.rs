@@ -212,9 +212,19 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub async fn start(zones: Zones) -> DnsServer {
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+        // UDP and TCP on the same port number: a free UDP port can be taken for TCP (by an
+        // outgoing connection's ephemeral port, say), so try again with another one.
+        let mut attempt = 0;
+        let (udp, tcp, addr) = loop {
+            attempt += 1;
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, tcp, addr),
+                Err(_) if attempt < 50 => continue,
+                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+            }
+        };
         let mut server = Server::new(zones.clone());
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 65535);
