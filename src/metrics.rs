@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -186,7 +185,8 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Serve `GET /metrics` on `addr` until the task is dropped. Each request gets one response
+/// Serve `GET /metrics` on `listener` (loopback is the sensible choice: there is no
+/// authentication) until the task is dropped. Each request gets one response
 /// and the connection is closed; a request head is read for at most 5 s and 8 KiB.
 pub async fn serve(listener: tokio::net::TcpListener) {
     loop {
@@ -230,11 +230,6 @@ pub async fn serve(listener: tokio::net::TcpListener) {
             let _ = stream.shutdown().await;
         });
     }
-}
-
-/// Bind the metrics listener (loopback is the sensible choice; there is no authentication).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }
 
 #[cfg(test)]

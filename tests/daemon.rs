@@ -22,16 +22,12 @@ async fn signed_with(port: u16) -> Vec<String> {
         client_ip: "127.0.0.1",
         ..Default::default()
     };
-    let mut c = Client::open(([127, 0, 0, 1], port).into()).await;
-    c.hello(&env).await;
-    let out = c
-        .message(
-            &env,
-            "From: alice@example.com\r\nSubject: r\r\n\r\nbody\r\n",
-            65535,
-        )
-        .await;
-    c.close().await;
+    let out = deliver(
+        ([127, 0, 0, 1], port).into(),
+        &env,
+        "From: alice@example.com\r\nSubject: r\r\n\r\nbody\r\n",
+    )
+    .await;
     assert!(matches!(out.status, Status::Continue | Status::Accept));
     out.inserted("DKIM-Signature")
         .iter()

@@ -26,17 +26,12 @@ async fn inbound(d: &Daemon, from: &str) -> Delivered {
         mail_from: format!("<a@{from}>"),
         ..Default::default()
     };
-    let mut c = Client::open(d.addr).await;
-    c.hello(&env).await;
-    let out = c
-        .message(
-            &env,
-            &format!("From: a@{from}\r\nSubject: t\r\n\r\nb\r\n"),
-            65535,
-        )
-        .await;
-    c.close().await;
-    out
+    deliver(
+        d.addr,
+        &env,
+        &format!("From: a@{from}\r\nSubject: t\r\n\r\nb\r\n"),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

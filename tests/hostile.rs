@@ -85,16 +85,12 @@ async fn alive(d: &Daemon) {
         client_ip: "10.0.0.1",
         ..Default::default()
     };
-    let mut c = Client::open(d.addr).await;
-    c.hello(&env).await;
-    let out = c
-        .message(
-            &env,
-            "From: a@example.com\r\nSubject: alive\r\n\r\nbody\r\n",
-            65535,
-        )
-        .await;
-    c.close().await;
+    let out = deliver(
+        d.addr,
+        &env,
+        "From: a@example.com\r\nSubject: alive\r\n\r\nbody\r\n",
+    )
+    .await;
     assert_eq!(
         out.inserted("DKIM-Signature").len(),
         1,
@@ -356,10 +352,7 @@ async fn oversize_answers_follow_on_oversize() {
             ),
             (Envelope::default(), inbound_want),
         ] {
-            let mut c = Client::open(d.addr).await;
-            c.hello(&env).await;
-            let out = c.message(&env, &raw, 65535).await;
-            c.close().await;
+            let out = deliver(d.addr, &env, &raw).await;
             let msg = match &out.status {
                 Status::Reject { message: Some(m) } | Status::Tempfail { message: Some(m) } => {
                     m.to_string_lossy().into_owned()

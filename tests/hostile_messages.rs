@@ -53,10 +53,7 @@ fn env(mail_from: &str, ip: &'static str) -> Envelope {
 }
 
 async fn ar_for(d: &Daemon, e: &Envelope, raw: &str) -> String {
-    let mut c = Client::open(d.addr).await;
-    c.hello(e).await;
-    let out = c.message(e, raw, 65535).await;
-    c.close().await;
+    let out = deliver(d.addr, e, raw).await;
     let v = out.inserted("Authentication-Results");
     assert_eq!(v.len(), 1, "{out:?}");
     v[0].clone()

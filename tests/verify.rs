@@ -47,10 +47,7 @@ fn msg(from: &str) -> String {
 }
 
 async fn send(d: &Daemon, env: &Envelope, raw: &str) -> Delivered {
-    let mut c = Client::open(d.addr).await;
-    c.hello(env).await;
-    let out = c.message(env, raw, 65535).await;
-    c.close().await;
+    let out = deliver(d.addr, env, raw).await;
     out
 }
 

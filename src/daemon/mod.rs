@@ -65,7 +65,7 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
         env!("CARGO_PKG_VERSION")
     );
     if let Some(addr) = cfg.metrics_listen {
-        let l = crate::metrics::bind(addr)
+        let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
         tracing::info!("metrics on http://{addr}/metrics");

@@ -304,6 +304,15 @@ pub fn split(raw: &str) -> (Vec<(String, String)>, Vec<u8>) {
     )
 }
 
+/// One SMTP session with one message: open, connect + HELO, the message, close.
+pub async fn deliver(addr: SocketAddr, env: &Envelope, raw: &str) -> Delivered {
+    let mut c = Client::open(addr).await;
+    c.hello(env).await;
+    let out = c.message(env, raw, 65535).await;
+    c.close().await;
+    out
+}
+
 impl Client {
     pub async fn open(addr: SocketAddr) -> Client {
         let conn = TestConnection::configure()
