@@ -91,6 +91,11 @@ pub enum Command {
         #[arg(long, hide = true)]
         https_port: Option<u16>,
     },
+    /// DMARC aggregate reports (RFC 9990): send them, or show what has been collected.
+    Reports {
+        #[command(subcommand)]
+        action: ReportsCommand,
+    },
     /// Say which SigningTable row and key would sign mail from ADDRESS, or why nothing would.
     Explain {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
@@ -102,6 +107,38 @@ pub enum Command {
         /// Treat the client as SMTP-authenticated as this user.
         #[arg(long)]
         auth: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportsCommand {
+    /// Build one report per policy domain and UTC day from the unreported records, check each
+    /// destination (RFC 9990 §3) and submit. Reports that failed before are retried.
+    Send {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Build the reports but send, claim and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: write each report's .xml.gz file (RFC 9990 file name) here.
+        #[arg(long, requires = "dry_run")]
+        out: Option<PathBuf>,
+        /// Only records received from this time: 2026-11-22, an RFC 3339 time, Unix seconds,
+        /// or an age such as 3d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only records received before this time (same forms; default: the start of the
+        /// current UTC day, so only complete days are reported).
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Show the collected DMARC evaluations per policy domain, and the reports made.
+    Show {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Show the grouped records of this policy domain.
+        #[arg(long)]
+        domain: Option<String>,
     },
 }
 

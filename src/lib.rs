@@ -24,6 +24,7 @@ pub mod message;
 pub mod metrics;
 pub mod milter;
 pub mod pipeline;
+pub mod report;
 pub mod tools;
 
 use std::future::Future;
@@ -39,13 +40,34 @@ use crate::config::Config;
 pub struct Snapshot {
     pub config: Config,
     pub auth: mail_auth::MessageAuthenticator,
+    /// Where DMARC evaluations go for aggregate reports (the daemon only; the command line
+    /// tools record nothing).
+    pub reports: Option<report::Recorder>,
 }
 
 impl Snapshot {
     /// Build the snapshot's resources. Must run inside the tokio runtime.
     pub fn new(config: Config) -> Result<Snapshot, String> {
         let auth = pipeline::dns::authenticator(&config.dns)?;
-        Ok(Snapshot { config, auth })
+        Ok(Snapshot {
+            config,
+            auth,
+            reports: None,
+        })
+    }
+
+    /// Record DMARC evaluations into `[reports] store`, reusing `running` when it writes to
+    /// the same store (a reload keeps the writer).
+    pub fn recording(mut self, running: Option<&report::Recorder>) -> Snapshot {
+        self.reports = self.config.reports.store.as_ref().map(|spec| match running {
+            Some(r) if r.spec() == spec => r.clone(),
+            _ => report::Recorder::start(
+                spec.clone(),
+                self.config.authserv_id.clone(),
+                self.config.reports.queue,
+            ),
+        });
+        self
     }
 }
 

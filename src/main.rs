@@ -159,9 +159,56 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reports { action } => reports(action),
         Command::Manpage => {
             let page = mailseal::cli::manpage().map_err(|e| format!("mailseal manpage: {e}"))?;
             let _ = std::io::stdout().write_all(&page);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn reports(action: mailseal::cli::ReportsCommand) -> Result<ExitCode, String> {
+    use mailseal::cli::ReportsCommand;
+    use mailseal::tools::reports;
+    match action {
+        ReportsCommand::Send {
+            config,
+            dry_run,
+            out,
+            since,
+            until,
+        } => {
+            let cfg = load(&config)?;
+            mailseal::daemon::init_logging(&cfg.log_level);
+            let now = mailseal::report::now();
+            let opts = mailseal::report::send::SendOptions {
+                dry_run,
+                out,
+                since: since
+                    .map(|s| reports::parse_time(&s, now))
+                    .transpose()?
+                    .unwrap_or(0),
+                until: until
+                    .map(|s| reports::parse_time(&s, now))
+                    .transpose()?
+                    .unwrap_or_else(|| mailseal::report::day_start(now)),
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+            let sent = mailseal::report::send::run(&cfg, &opts, rt.handle())
+                .map_err(|e| format!("mailseal reports send: {e}"))?;
+            print!("{}", reports::render_sent(&sent, dry_run));
+            Ok(success_if(!sent.iter().any(|s| s.retry)))
+        }
+        ReportsCommand::Show { config, domain } => {
+            let cfg = load(&config)?;
+            let text = reports::show(&cfg, domain.as_deref())
+                .map_err(|e| format!("mailseal reports show: {e}"))?;
+            print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -66,6 +66,16 @@ const HELP: &[(&str, &str, &str)] = &[
         "DNS failures (temperror) by method.",
     ),
     (
+        "mailseal_report_records_total",
+        "counter",
+        "DMARC evaluations for aggregate reports: stored, dropped (queue full) or lost (store failed).",
+    ),
+    (
+        "mailseal_reports_total",
+        "counter",
+        "Aggregate report deliveries by outcome (sent, failed, gave_up).",
+    ),
+    (
         "mailseal_active_connections",
         "gauge",
         "Milter connections open now.",
@@ -74,12 +84,16 @@ const HELP: &[(&str, &str, &str)] = &[
 
 impl Metrics {
     pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        self.add(name, labels, 1);
+    }
+
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
         let key = (
             name,
             labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
         );
         if let Ok(mut c) = self.counters.lock() {
-            *c.entry(key).or_insert(0) += 1;
+            *c.entry(key).or_insert(0) += n;
         }
     }
 

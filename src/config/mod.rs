@@ -234,6 +234,91 @@ pub struct Config {
     pub dns: Dns,
     /// Where to serve Prometheus metrics (`GET /metrics`); `None` = no endpoint.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    pub reports: Reports,
+}
+
+/// Where DMARC evaluations are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL (one database shared by several MX hosts).
+    Postgres(String),
+}
+
+impl fmt::Display for StoreSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreSpec::Sqlite(p) => write!(f, "{}", p.display()),
+            // Never show a password that may be in the URL.
+            StoreSpec::Postgres(u) => match (u.find("://"), u.rfind('@')) {
+                (Some(s), Some(at)) if at > s => write!(f, "{}://…@{}", &u[..s], &u[at + 1..]),
+                _ => write!(f, "{u}"),
+            },
+        }
+    }
+}
+
+/// How reports are handed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Smtp {
+        host: String,
+        port: u16,
+        tls: SmtpTls,
+        ca_file: Option<PathBuf>,
+        /// User and the file holding the password.
+        auth: Option<(String, PathBuf)>,
+    },
+    Sendmail(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain SMTP (loopback relays only).
+    None,
+    /// STARTTLS when the relay offers it.
+    Opportunistic,
+    /// STARTTLS or give up.
+    Required,
+}
+
+/// `[reports]`, validated.
+#[derive(Debug, Clone)]
+pub struct Reports {
+    /// `None`: reporting is off; nothing is recorded.
+    pub store: Option<StoreSpec>,
+    pub org_name: String,
+    pub email: String,
+    pub extra_contact_info: Option<String>,
+    /// Send yesterday's reports once a day from inside the daemon.
+    pub daily: bool,
+    pub transport: Transport,
+    /// Domains (and their subdomains) never recorded or reported on.
+    pub suppress: Vec<String>,
+    /// Largest report message we send, whatever the destination allows.
+    pub max_size: usize,
+    /// Records and reports older than this are deleted.
+    pub retention: Duration,
+    /// Delivery attempts per report before it is given up.
+    pub max_attempts: u32,
+    /// Evaluations waiting for the writer; past this they are dropped (and counted).
+    pub queue: usize,
+}
+
+impl Reports {
+    /// Is `domain` (or a parent of it) on the suppression list?
+    pub fn suppressed(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.suppress.iter().any(|s| {
+            d == *s || (d.len() > s.len() && d.ends_with(s.as_str()) && d.as_bytes()[d.len() - s.len() - 1] == b'.')
+        })
+    }
+
+    /// The domain reports are sent from (the Submitter in the subject, the receiver in
+    /// file names): the domain of `email`.
+    pub fn receiver(&self) -> &str {
+        self.email.rsplit_once('@').map(|(_, d)| d).unwrap_or(&self.email)
+    }
 }
 
 /// Parse "5s", "250ms", "2m".
@@ -615,6 +700,7 @@ impl Config {
                 std::net::SocketAddr::from(([127, 0, 0, 1], 0))
             )
         });
+        let reports = parse_reports(&raw.reports, path, base, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -636,7 +722,128 @@ impl Config {
             dmarc,
             dns,
             metrics_listen,
+            reports,
         })
+    }
+}
+
+fn parse_reports(
+    r: &raw::RawReports,
+    path: &Path,
+    base: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Reports {
+    let mut err = |key: &'static str, msg: String| {
+        errors.push(ConfigError::Value {
+            path: path.to_path_buf(),
+            key,
+            msg,
+        })
+    };
+    let resolve = |p: &str| {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let store = r.store.as_deref().map(|s| {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            StoreSpec::Postgres(s.to_string())
+        } else {
+            StoreSpec::Sqlite(resolve(s))
+        }
+    });
+    let org_name = r.org_name.clone().unwrap_or_default();
+    let email = r.email.clone().unwrap_or_default();
+    if store.is_some() {
+        if org_name.trim().is_empty() {
+            err("reports.org_name", "required when reports.store is set".into());
+        }
+        match email.rsplit_once('@') {
+            Some((l, d)) if !l.is_empty() && d.contains('.') && !email.contains(char::is_whitespace) => {}
+            _ => err(
+                "reports.email",
+                format!("expected an address like dmarc-reports@example.net, found {email:?}"),
+            ),
+        }
+    }
+    let daily = match r.schedule.as_str() {
+        "off" => false,
+        "daily" => true,
+        s => {
+            err("reports.schedule", format!("expected off or daily, found {s:?}"));
+            false
+        }
+    };
+    let tls = match r.smtp_tls.as_str() {
+        "none" => SmtpTls::None,
+        "opportunistic" => SmtpTls::Opportunistic,
+        "required" => SmtpTls::Required,
+        s => {
+            err(
+                "reports.smtp_tls",
+                format!("expected none, opportunistic or required, found {s:?}"),
+            );
+            SmtpTls::Opportunistic
+        }
+    };
+    let auth = match (&r.smtp_user, &r.smtp_password_file) {
+        (Some(u), Some(p)) => Some((u.clone(), resolve(p))),
+        (None, None) => None,
+        _ => {
+            err(
+                "reports.smtp_user",
+                "smtp_user and smtp_password_file must be set together".into(),
+            );
+            None
+        }
+    };
+    let transport = match r.transport.as_str() {
+        "smtp" => Transport::Smtp {
+            host: r.smtp_host.clone(),
+            port: r.smtp_port,
+            tls,
+            ca_file: r.smtp_ca_file.as_deref().map(resolve),
+            auth,
+        },
+        "sendmail" => Transport::Sendmail(PathBuf::from(&r.sendmail)),
+        t => {
+            err("reports.transport", format!("expected smtp or sendmail, found {t:?}"));
+            Transport::Sendmail(PathBuf::from(&r.sendmail))
+        }
+    };
+    let max_size = parse_size(&r.max_size).unwrap_or_else(|e| {
+        err("reports.max_size", e);
+        10 << 20
+    });
+    let retention = parse_duration(&r.retention).unwrap_or_else(|e| {
+        err("reports.retention", e);
+        Duration::from_secs(14 * 86400)
+    });
+    if retention < Duration::from_secs(2 * 86400) {
+        err(
+            "reports.retention",
+            "must be at least 2 days (a day's records are reported the next day)".into(),
+        );
+    }
+    Reports {
+        store,
+        org_name,
+        email,
+        extra_contact_info: r.extra_contact_info.clone(),
+        daily,
+        transport,
+        suppress: r
+            .suppress
+            .iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
+        max_size,
+        retention,
+        max_attempts: r.max_attempts.max(1),
+        queue: r.queue.max(1),
     }
 }
 

@@ -39,6 +39,75 @@ pub struct RawConfig {
     pub dns: RawDns,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub reports: RawReports,
+}
+
+/// `[reports]`: DMARC aggregate reports (RFC 9990). Off while `store` is unset.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReports {
+    #[serde(default)]
+    pub store: Option<String>,
+    #[serde(default)]
+    pub org_name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub extra_contact_info: Option<String>,
+    #[serde(default = "d_schedule")]
+    pub schedule: String,
+    #[serde(default = "d_transport")]
+    pub transport: String,
+    #[serde(default = "d_smtp_host")]
+    pub smtp_host: String,
+    #[serde(default = "d_smtp_port")]
+    pub smtp_port: u16,
+    #[serde(default = "d_smtp_tls")]
+    pub smtp_tls: String,
+    #[serde(default)]
+    pub smtp_ca_file: Option<String>,
+    #[serde(default)]
+    pub smtp_user: Option<String>,
+    #[serde(default)]
+    pub smtp_password_file: Option<String>,
+    #[serde(default = "d_sendmail")]
+    pub sendmail: String,
+    #[serde(default)]
+    pub suppress: Vec<String>,
+    #[serde(default = "d_report_max_size")]
+    pub max_size: String,
+    #[serde(default = "d_retention")]
+    pub retention: String,
+    #[serde(default = "d_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "d_report_queue")]
+    pub queue: usize,
+}
+
+impl Default for RawReports {
+    fn default() -> Self {
+        RawReports {
+            store: None,
+            org_name: None,
+            email: None,
+            extra_contact_info: None,
+            schedule: d_schedule(),
+            transport: d_transport(),
+            smtp_host: d_smtp_host(),
+            smtp_port: d_smtp_port(),
+            smtp_tls: d_smtp_tls(),
+            smtp_ca_file: None,
+            smtp_user: None,
+            smtp_password_file: None,
+            sendmail: d_sendmail(),
+            suppress: Vec::new(),
+            max_size: d_report_max_size(),
+            retention: d_retention(),
+            max_attempts: d_max_attempts(),
+            queue: d_report_queue(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -310,4 +379,34 @@ fn d_dns_attempts() -> usize {
 }
 fn d_dns_cache_size() -> usize {
     8192
+}
+fn d_schedule() -> String {
+    "off".into()
+}
+fn d_transport() -> String {
+    "smtp".into()
+}
+fn d_smtp_host() -> String {
+    "127.0.0.1".into()
+}
+fn d_smtp_port() -> u16 {
+    25
+}
+fn d_smtp_tls() -> String {
+    "opportunistic".into()
+}
+fn d_sendmail() -> String {
+    "/usr/sbin/sendmail".into()
+}
+fn d_report_max_size() -> String {
+    "10M".into()
+}
+fn d_retention() -> String {
+    "14d".into()
+}
+fn d_max_attempts() -> u32 {
+    5
+}
+fn d_report_queue() -> usize {
+    10_000
 }

@@ -44,7 +44,7 @@ fn reload(path: &Path, running: &Snapshot) -> Result<Snapshot, String> {
     if config.metrics_listen != running.config.metrics_listen {
         tracing::warn!("[metrics] listen changed: restart mailseal to apply it");
     }
-    Snapshot::new(config)
+    Ok(Snapshot::new(config)?.recording(running.reports.as_ref()))
 }
 
 /// `mailseal run`: bind, serve, reload on SIGHUP, stop on SIGTERM/SIGINT.
@@ -52,7 +52,7 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
     for w in config.unsafe_file_warnings() {
         tracing::warn!("{w}");
     }
-    let snapshot = Arc::new(Snapshot::new(config)?);
+    let snapshot = Arc::new(Snapshot::new(config)?.recording(None));
     let cfg = &snapshot.config;
     let listener = socket::bind(&cfg.socket, cfg.socket_mode)
         .await
@@ -109,14 +109,63 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
         tracing::info!("shutting down: finishing messages in progress");
         notify_systemd("STOPPING=1");
     };
+    tokio::spawn(daily_reports(rx.clone()));
     let result = tokio::select! {
         r = crate::run(listener, rx, shutdown) => r.map_err(|e| e.to_string()),
         _ = reloader => Ok(()),
     };
+    // Store what the report writer still holds.
+    if let Some(recorder) = tx.borrow().reports.clone() {
+        let flushed =
+            tokio::task::spawn_blocking(move || recorder.flush(std::time::Duration::from_secs(5)))
+                .await;
+        if !matches!(flushed, Ok(true)) {
+            tracing::warn!("report writer did not finish in time; recent DMARC report data may be lost");
+        }
+    }
     if let Some(p) = unix_path {
         let _ = std::fs::remove_file(p);
     }
     result
+}
+
+/// `[reports] schedule = "daily"`: shortly after midnight UTC, send the reports for the day
+/// that ended. Each host waits a different few minutes (from its name), so hosts sharing a
+/// PostgreSQL store do not all start at once; the store's lock keeps them from sending the
+/// same report twice anyway.
+async fn daily_reports(snapshots: watch::Receiver<Arc<Snapshot>>) {
+    let offset = {
+        let name = snapshots.borrow().config.authserv_id.clone();
+        let h = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        300 + (h % 900) as i64
+    };
+    loop {
+        let now = crate::report::now();
+        let next = crate::report::day_start(now) + 86_400 + offset;
+        tokio::time::sleep(std::time::Duration::from_secs((next - now).max(1) as u64)).await;
+        let snap = snapshots.borrow().clone();
+        if !snap.config.reports.daily || snap.config.reports.store.is_none() {
+            continue;
+        }
+        let handle = tokio::runtime::Handle::current();
+        let result = tokio::task::spawn_blocking(move || {
+            let opts = crate::report::send::SendOptions {
+                until: crate::report::day_start(crate::report::now()),
+                ..Default::default()
+            };
+            crate::report::send::run(&snap.config, &opts, &handle)
+        })
+        .await;
+        match result {
+            Ok(Ok(sent)) => tracing::info!(
+                "reports: daily run done, {} report(s) handled, {} delivered",
+                sent.len(),
+                sent.iter().filter(|s| s.delivered > 0).count()
+            ),
+            Ok(Err(e)) => tracing::warn!("reports: daily run failed: {e}"),
+            Err(e) => tracing::warn!("reports: daily run failed: {e}"),
+        }
+    }
 }
 
 /// Send a state line to systemd when started with Type=notify (no-op otherwise).

@@ -296,6 +296,7 @@ impl Session {
                                 edits: Edits::default(),
                                 reply,
                                 summary: format!("outbound ({why}): signing failed: {e}"),
+                                report: None,
                             });
                         }
                     }
@@ -307,6 +308,7 @@ impl Session {
                         "outbound ({why}): signed {} for {identity} ({source})",
                         signed.join(", ")
                     ),
+                    report: None,
                 })
             }
             Work::Verify {
@@ -323,6 +325,7 @@ impl Session {
                         edits: Edits::default(),
                         reply,
                         summary: "inbound: client IP unknown, not verified".into(),
+                        report: None,
                     });
                 };
                 let Some(raw) = buffer else {
@@ -338,6 +341,9 @@ impl Session {
                     verify::verify(config, &self.snap.auth, &env, &msg.headers, raw.as_slice())
                         .await;
                 o.summary = format!("inbound from {ip}: {}", o.summary);
+                if let (Some(recorder), Some(e)) = (&self.snap.reports, o.report.take()) {
+                    recorder.record(*e);
+                }
                 Some(o)
             }
         }

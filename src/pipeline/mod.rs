@@ -136,6 +136,8 @@ pub struct Outcome {
     pub reply: Reply,
     /// One line summary for the log.
     pub summary: String,
+    /// What this message adds to DMARC aggregate reports, if anything.
+    pub report: Option<Box<crate::report::Evaluation>>,
 }
 
 #[cfg(test)]

@@ -171,6 +171,7 @@ pub fn oversize(config: &Config, headers: &HeaderBlock) -> Outcome {
         edits,
         reply,
         summary: format!("verify skipped: {text}"),
+        report: None,
     }
 }
 
@@ -221,6 +222,7 @@ fn timed_out(config: &Config, budget: Duration) -> Outcome {
         edits,
         reply,
         summary: why,
+        report: None,
     }
 }
 
@@ -246,6 +248,7 @@ async fn evaluate(
             edits,
             reply: Reply::Continue,
             summary: "unparseable message, nothing verified".into(),
+            report: None,
         };
     };
 
@@ -319,6 +322,7 @@ async fn evaluate(
     let mail_from_domain = domain_of(env.mail_from).unwrap_or_else(|| helo.to_ascii_lowercase());
     let mut reply = Reply::Continue;
     let mut disposition = Disposition::None;
+    let mut report = None;
     let dmarc_summary;
     let from_problem = match (from_fields, from_domains.len()) {
         (1, 1) => None,
@@ -419,6 +423,28 @@ async fn evaluate(
         if word == "pass" {
             dns_trouble.clear();
         }
+        if let Some(record) = dmarc.record().filter(|r| !r.rua.is_empty()) {
+            if wants_report(config, headers, dmarc.domain()) {
+                let why_not = override_reason(config, env, policy, testing);
+                report = Some(Box::new(
+                    evaluation(
+                        auth,
+                        &dmarc,
+                        record,
+                        EvalFacts {
+                            env,
+                            mail_from_domain: &mail_from_domain,
+                            spf: spf_word(spf_mf.result()),
+                            dkim: &dkim_check,
+                            refused: &refused,
+                            disposition,
+                            reason: why_not,
+                        },
+                    )
+                    .await,
+                ));
+            }
+        }
     }
 
     // ARC.
@@ -461,11 +487,157 @@ async fn evaluate(
             .push((0, "Received-SPF".into(), milter_value(&rs, "Received-SPF")));
     }
     edits.inserts.push((0, AR_NAME.into(), ar.milter_value()));
+    // A message the MTA will offer again is evaluated again: report it then.
+    if matches!(reply, Reply::Tempfail { .. }) {
+        report = None;
+    }
     Outcome {
         edits,
         reply,
         summary,
+        report,
     }
+}
+
+/// Record this message for aggregate reports? Only with a store configured, never for a
+/// report itself (loop protection) and never for a suppressed domain.
+fn wants_report(config: &Config, headers: &HeaderBlock, from_domain: &str) -> bool {
+    config.reports.store.is_some()
+        && !config.reports.suppressed(from_domain)
+        && !crate::report::is_report_message(
+            headers.values("subject").next(),
+            headers.values("content-type").next(),
+        )
+}
+
+/// Why the policy the domain asked for was not applied to a failing message (RFC 9990
+/// `reason`), if it was not.
+fn override_reason(
+    config: &Config,
+    env: &Envelope<'_>,
+    policy: Policy,
+    testing: bool,
+) -> Option<crate::report::Reason> {
+    let reason = |kind: &str, comment: &str| crate::report::Reason {
+        kind: kind.into(),
+        comment: Some(comment.into()),
+    };
+    if testing {
+        return Some(reason("policy_test_mode", "t=y in the DMARC record"));
+    }
+    if !matches!(policy, Policy::Reject | Policy::Quarantine) {
+        return None;
+    }
+    Some(if !config.dmarc.enforce {
+        reason("local_policy", "the receiver does not enforce DMARC policy")
+    } else if exempt(config, env) {
+        reason("local_policy", "sender exempt by local policy")
+    } else if policy == Policy::Quarantine
+        && config.dmarc.quarantine_action == QuarantineAction::Accept
+    {
+        reason("local_policy", "quarantine not applied by local policy")
+    } else {
+        return None;
+    })
+}
+
+struct EvalFacts<'a, 'x> {
+    env: &'a Envelope<'a>,
+    mail_from_domain: &'a str,
+    spf: &'static str,
+    dkim: &'a DkimCheck<'x>,
+    refused: &'a [Refused],
+    disposition: Disposition,
+    reason: Option<crate::report::Reason>,
+}
+
+/// What this message contributes to the aggregate report of its policy domain.
+async fn evaluation(
+    auth: &MessageAuthenticator,
+    dmarc: &mail_auth::DmarcOutput,
+    record: &std::sync::Arc<mail_auth::dmarc::DmarcRecord>,
+    f: EvalFacts<'_, '_>,
+) -> crate::report::Evaluation {
+    use crate::report::{DkimAuth, Evaluation, Published};
+    let failed = !matches!(dmarc.result(), DmarcResult::Pass);
+    let mut dkim: Vec<DkimAuth> = f
+        .dkim
+        .outputs
+        .iter()
+        .filter_map(|o| {
+            let sig = o.signature()?;
+            let (word, why) = dkim_word(o.result());
+            Some(DkimAuth {
+                domain: sig.d.to_ascii_lowercase(),
+                selector: sig.s.clone(),
+                result: word.into(),
+                human: why,
+            })
+        })
+        .collect();
+    dkim.extend(f.refused.iter().map(|r| DkimAuth {
+        domain: r.d.to_ascii_lowercase(),
+        selector: r.s.clone(),
+        result: r.word().into(),
+        human: Some(r.why.into()),
+    }));
+    let fo = match record.fo {
+        mail_auth::dmarc::FailureOptions::All => "0",
+        mail_auth::dmarc::FailureOptions::Any => "1",
+        mail_auth::dmarc::FailureOptions::Dkim => "d",
+        mail_auth::dmarc::FailureOptions::Spf => "s",
+        mail_auth::dmarc::FailureOptions::DkimSpf => "d:s",
+    };
+    let align = |a: mail_auth::dmarc::Alignment| match a {
+        mail_auth::dmarc::Alignment::Relaxed => "r",
+        mail_auth::dmarc::Alignment::Strict => "s",
+    };
+    Evaluation {
+        received: crate::report::now(),
+        source_ip: f.env.client_ip.to_string(),
+        policy_domain: policy_domain(auth, dmarc.domain(), record).await,
+        header_from: dmarc.domain().to_string(),
+        envelope_from: f.mail_from_domain.to_string(),
+        published: Published {
+            p: policy_word(record.p).into(),
+            sp: policy_word(record.sp).into(),
+            np: policy_word(record.np).into(),
+            adkim: align(record.adkim).into(),
+            aspf: align(record.aspf).into(),
+            fo: fo.into(),
+            testing: record.t,
+            rua: record.rua.iter().map(|u| (u.uri.clone(), u.max_size)).collect(),
+        },
+        disposition: f.disposition.word().into(),
+        dkim_aligned: matches!(dmarc.dkim_result(), DmarcResult::Pass),
+        spf_aligned: matches!(dmarc.spf_result(), DmarcResult::Pass),
+        reasons: f.reason.filter(|_| failed).into_iter().collect(),
+        dkim: crate::report::rank_dkim(dkim, dmarc.domain()),
+        spf_result: f.spf.into(),
+    }
+}
+
+/// Where `record` was found: the author domain or the nearest parent publishing it. The
+/// lookups are answered from the resolver cache the DMARC check just filled.
+async fn policy_domain(
+    auth: &MessageAuthenticator,
+    author: &str,
+    record: &mail_auth::dmarc::DmarcRecord,
+) -> String {
+    let labels: Vec<&str> = author.split('.').filter(|l| !l.is_empty()).collect();
+    for skip in 0..labels.len().saturating_sub(1).min(8) {
+        let name = labels[skip..].join(".");
+        let found = auth
+            .txt_lookup::<mail_auth::dmarc::DmarcRecord>(
+                format!("_dmarc.{name}."),
+                None::<&mail_auth::NoCache>,
+            )
+            .await;
+        if found.is_ok_and(|r| *r == *record) {
+            return name;
+        }
+    }
+    author.to_string()
 }
 
 /// Take out the signatures we do not evaluate: rsa-sha1 (RFC 8301: never a pass) and any

@@ -4,6 +4,7 @@
 pub mod check_domain;
 pub mod explain;
 pub mod keygen;
+pub mod reports;
 pub mod testkey;
 
 use std::net::IpAddr;

@@ -1,0 +1,210 @@
+//! DMARC aggregate reports (RFC 9990).
+//!
+//! - [`Evaluation`]: what one DMARC check of an inbound message contributes, built by the
+//!   verifier.
+//! - [`recorder`]: hands evaluations to a writer thread through a bounded queue. The milter
+//!   never waits for the disk; a full queue or a failing store loses report data (logged and
+//!   counted), never mail.
+//! - [`store`]: the SQLite or PostgreSQL store, with the grouping queries.
+//! - [`xml`]: the report document. [`send`]: report messages, destinations, submission.
+
+pub mod recorder;
+pub mod send;
+pub mod smtp;
+pub mod store;
+pub mod xml;
+
+use serde::{Deserialize, Serialize};
+
+pub use recorder::Recorder;
+
+/// One DKIM signature result, as reported (`auth_results/dkim`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkimAuth {
+    pub domain: String,
+    pub selector: String,
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human: Option<String>,
+}
+
+/// A policy override reason (`policy_evaluated/reason`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// The DMARC policy record as found (`policy_published`), with its report destinations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    pub p: String,
+    pub sp: String,
+    pub np: String,
+    pub adkim: String,
+    pub aspf: String,
+    pub fo: String,
+    pub testing: bool,
+    /// `rua=mailto:` addresses with their size limits (0 = none).
+    pub rua: Vec<(String, usize)>,
+}
+
+/// One message's DMARC evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// Unix time the message was checked.
+    pub received: i64,
+    pub source_ip: String,
+    /// Where the DMARC record was found.
+    pub policy_domain: String,
+    pub header_from: String,
+    /// The MAIL FROM domain SPF was checked for (the HELO name for a null sender).
+    pub envelope_from: String,
+    pub published: Published,
+    /// none | quarantine | reject: what we did.
+    pub disposition: String,
+    pub dkim_aligned: bool,
+    pub spf_aligned: bool,
+    pub reasons: Vec<Reason>,
+    pub dkim: Vec<DkimAuth>,
+    pub spf_result: String,
+}
+
+/// RFC 9990 §2.1.5: at most 100 signatures per row, best first — passing and aligned with
+/// the From domain (exactly, then relaxed), other passes, then the rest.
+pub fn rank_dkim(mut dkim: Vec<DkimAuth>, header_from: &str) -> Vec<DkimAuth> {
+    let from = header_from.to_ascii_lowercase();
+    dkim.sort_by_key(|d| {
+        let domain = d.domain.to_ascii_lowercase();
+        let pass = d.result == "pass";
+        let exact = domain == from;
+        let relaxed = from.ends_with(&format!(".{domain}")) || domain.ends_with(&format!(".{from}"));
+        match (pass, exact, relaxed) {
+            (true, true, _) => 0,
+            (true, false, true) => 1,
+            (true, false, false) => 2,
+            _ => 3,
+        }
+    });
+    dkim.truncate(100);
+    dkim
+}
+
+/// Is this message itself a DMARC report? Reports are never reported on (RFC 9990 loop
+/// protection): an aggregate report's subject starts "Report Domain:" (§2.5.1), a failure
+/// report is a `multipart/report` with `report-type=feedback-report` (RFC 9991).
+pub fn is_report_message(subject: Option<&[u8]>, content_type: Option<&[u8]>) -> bool {
+    let lower = |v: &[u8]| String::from_utf8_lossy(v).trim().to_ascii_lowercase();
+    subject.is_some_and(|s| lower(s).starts_with("report domain:"))
+        || content_type.is_some_and(|c| {
+            let c = lower(c);
+            c.starts_with("multipart/report") && c.contains("feedback-report")
+        })
+}
+
+/// Seconds since the epoch, now.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Start of the UTC day containing `t`.
+pub fn day_start(t: i64) -> i64 {
+    t - t.rem_euclid(86_400)
+}
+
+/// RFC 5322 date-time in UTC ("Mon, 23 Nov 2026 09:30:00 +0000").
+pub fn rfc5322_date(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    const WD: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MON: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {d:02} {} {y} {:02}:{:02}:{:02} +0000",
+        WD[days.rem_euclid(7) as usize],
+        MON[(m - 1) as usize],
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+/// "2026-11-23" for a Unix time.
+pub fn iso_date(t: i64) -> String {
+    let (y, m, d) = civil_from_days(t.div_euclid(86_400));
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322_date(1_795_426_200), "Mon, 23 Nov 2026 09:30:00 +0000");
+        assert_eq!(iso_date(951_782_400), "2000-02-29");
+        assert_eq!(day_start(1_795_426_200), 1_795_392_000);
+    }
+
+    #[test]
+    fn report_messages_are_recognised() {
+        assert!(is_report_message(
+            Some(b" Report Domain: example.com Submitter: x.net"),
+            None
+        ));
+        assert!(is_report_message(
+            None,
+            Some(b"multipart/report; report-type=feedback-report; boundary=x")
+        ));
+        assert!(!is_report_message(Some(b"Re: report domain"), Some(b"text/plain")));
+    }
+
+    #[test]
+    fn dkim_ranking() {
+        let d = |domain: &str, result: &str| DkimAuth {
+            domain: domain.into(),
+            selector: "s".into(),
+            result: result.into(),
+            human: None,
+        };
+        let ranked = rank_dkim(
+            vec![
+                d("example.com", "fail"),
+                d("esp.example", "pass"),
+                d("mail.example.com", "pass"),
+                d("example.com", "pass"),
+            ],
+            "example.com",
+        );
+        let order: Vec<_> = ranked.iter().map(|r| (r.domain.as_str(), r.result.as_str())).collect();
+        assert_eq!(
+            order,
+            [
+                ("example.com", "pass"),
+                ("mail.example.com", "pass"),
+                ("esp.example", "pass"),
+                ("example.com", "fail")
+            ]
+        );
+    }
+}

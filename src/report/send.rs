@@ -1,0 +1,435 @@
+//! `mailseal reports send` and the daily run inside the daemon: claim what is unreported,
+//! build one report per policy domain and UTC day, check its destinations and submit it.
+//!
+//! Rules (RFC 9990):
+//! - A `rua=` address outside the policy domain is used only when
+//!   `<policy-domain>._report._dmarc.<destination-domain>` publishes `v=DMARC1` (§3).
+//! - An address whose `!size` limit the encoded report exceeds is skipped (§2.5), and so is
+//!   any report over `[reports] max_size`.
+//! - Reports are never sent to our own report address, nor to suppressed domains (loops).
+//! - A report that could not be delivered is retried at the next run with the same Report-ID
+//!   and file name, up to `max_attempts`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use base64::Engine;
+
+use super::store::{Group, ReportRow, Store};
+use super::xml::{feedback, ReportMeta, Reporter};
+use super::Published;
+use crate::config::Config;
+
+/// What `reports send` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// Build the reports but claim, mark and send nothing.
+    pub dry_run: bool,
+    /// With `dry_run`: write each report's `.xml.gz` file here.
+    pub out: Option<PathBuf>,
+    /// Only records received at or after this time.
+    pub since: i64,
+    /// Only records received before this time (default: the start of the current UTC day).
+    pub until: i64,
+}
+
+/// One report's fate, for the summary printed by the command.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub policy_domain: String,
+    pub filename: String,
+    pub records: usize,
+    pub messages: i64,
+    /// What happened, one entry per destination (or why there was none).
+    pub notes: Vec<String>,
+    pub delivered: usize,
+    /// Delivery failed for now; the report is tried again at the next run.
+    pub retry: bool,
+}
+
+/// A report ready to go.
+pub struct Built {
+    pub filename: String,
+    pub gz: Vec<u8>,
+    pub xml: String,
+}
+
+pub fn unique_id() -> String {
+    let mut b = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        // Not expected; the time keeps the id unique enough per run.
+        b = (super::now() as u64).to_be_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// RFC 9990 §2.5: receiver!policy-domain!begin!end!unique-id.xml.gz
+pub fn filename(receiver: &str, r: &ReportRow) -> String {
+    format!(
+        "{receiver}!{}!{}!{}!{}.xml.gz",
+        r.policy_domain, r.begin, r.end, r.unique_id
+    )
+}
+
+pub fn build(config: &Config, r: &ReportRow, policy: &Published, groups: &[Group]) -> Built {
+    let rc = &config.reports;
+    let who = Reporter {
+        org_name: &rc.org_name,
+        email: &rc.email,
+        extra_contact_info: rc.extra_contact_info.as_deref(),
+    };
+    let meta = ReportMeta {
+        report_id: &r.report_id,
+        policy_domain: &r.policy_domain,
+        begin: r.begin,
+        end: r.end,
+    };
+    let xml = feedback(&who, &meta, policy, groups);
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(xml.as_bytes());
+    let gz = enc.finish().unwrap_or_default();
+    Built {
+        filename: filename(rc.receiver(), r),
+        gz,
+        xml,
+    }
+}
+
+/// The report as an RFC 5322 / MIME message (CRLF line ends).
+pub fn message(config: &Config, r: &ReportRow, built: &Built, rcpt: &str) -> Vec<u8> {
+    let rc = &config.reports;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&built.gz);
+    let boundary = format!("=_mailseal_{}", r.unique_id);
+    let mut m = String::with_capacity(b64.len() + 2048);
+    let name = rc.org_name.replace(['"', '\\', '\r', '\n'], "");
+    m.push_str(&format!("From: \"{name}\" <{}>\r\n", rc.email));
+    m.push_str(&format!("To: <{rcpt}>\r\n"));
+    m.push_str(&format!(
+        "Subject: Report Domain: {}\r\n Submitter: {}\r\n Report-ID: <{}>\r\n",
+        r.policy_domain,
+        rc.receiver(),
+        r.report_id
+    ));
+    m.push_str(&format!("Date: {}\r\n", super::rfc5322_date(super::now())));
+    m.push_str(&format!("Message-ID: <{}>\r\n", r.report_id));
+    m.push_str("Auto-Submitted: auto-generated\r\n");
+    m.push_str("MIME-Version: 1.0\r\n");
+    m.push_str(&format!(
+        "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n"
+    ));
+    m.push_str("This is a multi-part message in MIME format.\r\n\r\n");
+    m.push_str(&format!("--{boundary}\r\n"));
+    m.push_str("Content-Type: text/plain; charset=us-ascii\r\n\r\n");
+    m.push_str(&format!(
+        "This is a DMARC aggregate report (RFC 9990) from {} for {},\r\n\
+         covering {} to {} UTC. The report is attached as {}.\r\n\r\n",
+        rc.receiver(),
+        r.policy_domain,
+        humantime::format_rfc3339_seconds(unix(r.begin)),
+        humantime::format_rfc3339_seconds(unix(r.end)),
+        built.filename
+    ));
+    m.push_str(&format!("--{boundary}\r\n"));
+    m.push_str(&format!(
+        "Content-Type: application/gzip; name=\"{}\"\r\n",
+        built.filename
+    ));
+    m.push_str("Content-Transfer-Encoding: base64\r\n");
+    m.push_str(&format!(
+        "Content-Disposition: attachment; filename=\"{}\"\r\n\r\n",
+        built.filename
+    ));
+    for chunk in b64.as_bytes().chunks(76) {
+        m.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        m.push_str("\r\n");
+    }
+    m.push_str(&format!("--{boundary}--\r\n"));
+    m.into_bytes()
+}
+
+fn unix(t: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64)
+}
+
+/// Where a report may go, after the checks of RFC 9990 §3 and our loop rules. `Err` is a
+/// temporary DNS failure: try again at the next run.
+pub async fn destinations(
+    config: &Config,
+    auth: &mail_auth::MessageAuthenticator,
+    policy_domain: &str,
+    rua: &[(String, usize)],
+    notes: &mut Vec<String>,
+) -> Result<Vec<(String, usize)>, String> {
+    let rc = &config.reports;
+    let mut candidates = Vec::new();
+    for (addr, max) in rua {
+        let addr = addr.trim().to_ascii_lowercase();
+        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        if domain.is_empty() {
+            notes.push(format!("{addr}: not an address, skipped"));
+        } else if addr == rc.email.to_ascii_lowercase() {
+            notes.push(format!("{addr}: our own report address, skipped (loop)"));
+        } else if rc.suppressed(domain) {
+            notes.push(format!("{addr}: suppressed domain, skipped"));
+        } else {
+            candidates.push((addr, *max));
+        }
+    }
+    let addrs: Vec<&str> = candidates.iter().map(|(a, _)| a.as_str()).collect();
+    let authorized = auth
+        .authorized_report_addresses((policy_domain, addrs.as_slice()))
+        .await
+        .map_err(|e| format!("checking report destinations: {e}"))?;
+    let authorized: Vec<String> = authorized.into_iter().map(|a| a.to_string()).collect();
+    Ok(candidates
+        .into_iter()
+        .filter(|(a, _)| {
+            let ok = authorized.contains(a);
+            if !ok {
+                notes.push(format!(
+                    "{a}: external destination not authorized ({policy_domain}._report._dmarc.{} has no v=DMARC1 record), skipped",
+                    a.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+                ));
+            }
+            ok
+        })
+        .collect())
+}
+
+/// Run a send pass. Store work is blocking; DNS and SMTP run on `rt`. Never call it from an
+/// async task (use `spawn_blocking`).
+pub fn run(
+    config: &Config,
+    opts: &SendOptions,
+    rt: &tokio::runtime::Handle,
+) -> Result<Vec<Sent>, String> {
+    let rc = &config.reports;
+    let spec = rc
+        .store
+        .as_ref()
+        .ok_or("reports are off: set [reports] store in the configuration")?;
+    let mut store = Store::open(spec).map_err(|e| e.to_string())?;
+    let auth = {
+        let _guard = rt.enter();
+        crate::pipeline::dns::authenticator(&config.dns)?
+    };
+    let receiver = rc.receiver().to_string();
+    let mut out = Vec::new();
+
+    if opts.dry_run {
+        if let Some(dir) = &opts.out {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        for (domain, day) in store
+            .unclaimed(opts.since, opts.until)
+            .map_err(|e| e.to_string())?
+        {
+            let r = ReportRow {
+                report_id: String::new(),
+                unique_id: unique_id(),
+                policy_domain: domain.clone(),
+                begin: day.max(opts.since),
+                end: (day + 86_400).min(opts.until),
+                status: "dry-run".into(),
+                attempts: 0,
+                last_error: None,
+            };
+            let r = ReportRow {
+                report_id: format!("{domain}.{}.{}@{receiver}", r.begin, r.unique_id),
+                ..r
+            };
+            let groups = store
+                .groups_unclaimed(&domain, r.begin, r.end)
+                .map_err(|e| e.to_string())?;
+            let policy = store
+                .latest_policy(None, &domain)
+                .map_err(|e| e.to_string())?;
+            let Some(policy) = policy.filter(|_| !groups.is_empty()) else {
+                continue;
+            };
+            let built = build(config, &r, &policy, &groups);
+            let mut notes = Vec::new();
+            if rc.suppressed(&domain) {
+                notes.push("suppressed domain: would not be sent".into());
+            } else {
+                match rt.block_on(destinations(config, &auth, &domain, &policy.rua, &mut notes)) {
+                    Ok(d) => notes.extend(d.iter().map(|(a, _)| format!("would send to {a}"))),
+                    Err(e) => notes.push(e),
+                }
+            }
+            if let Some(dir) = &opts.out {
+                let path = dir.join(&built.filename);
+                std::fs::write(&path, &built.gz)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+            out.push(Sent {
+                policy_domain: domain,
+                filename: built.filename,
+                records: groups.len(),
+                messages: groups.iter().map(|g| g.count).sum(),
+                notes,
+                delivered: 0,
+                retry: false,
+            });
+        }
+        return Ok(out);
+    }
+
+    let purged = store
+        .purge(super::now() - rc.retention.as_secs() as i64)
+        .map_err(|e| e.to_string())?;
+    if purged > 0 {
+        tracing::info!("reports: {purged} record(s) older than the retention period deleted");
+    }
+    let claimed = store
+        .claim(opts.since, opts.until, &receiver, unique_id)
+        .map_err(|e| e.to_string())?;
+    if !claimed.is_empty() {
+        tracing::info!("reports: {} new report(s) to send", claimed.len());
+    }
+    for r in store.pending().map_err(|e| e.to_string())? {
+        let sent = deliver_one(config, &mut store, &auth, rt, &r)?;
+        out.push(sent);
+    }
+    Ok(out)
+}
+
+fn deliver_one(
+    config: &Config,
+    store: &mut Store,
+    auth: &mail_auth::MessageAuthenticator,
+    rt: &tokio::runtime::Handle,
+    r: &ReportRow,
+) -> Result<Sent, String> {
+    let rc = &config.reports;
+    let groups = store
+        .groups_of_report(&r.report_id)
+        .map_err(|e| e.to_string())?;
+    let policy = store
+        .latest_policy(Some(&r.report_id), &r.policy_domain)
+        .map_err(|e| e.to_string())?;
+    let mut sent = Sent {
+        policy_domain: r.policy_domain.clone(),
+        filename: filename(rc.receiver(), r),
+        records: groups.len(),
+        messages: groups.iter().map(|g| g.count).sum(),
+        notes: Vec::new(),
+        delivered: 0,
+        retry: false,
+    };
+    let mark = |store: &mut Store, status: &str, note: &str| {
+        store
+            .mark(&r.report_id, status, Some(note))
+            .map_err(|e| e.to_string())
+    };
+    let Some(policy) = policy.filter(|_| !groups.is_empty()) else {
+        sent.notes.push("no records left (deleted by retention)".into());
+        mark(store, "empty", "no records")?;
+        return Ok(sent);
+    };
+    if rc.suppressed(&r.policy_domain) {
+        sent.notes.push("suppressed domain, not sent".into());
+        mark(store, "suppressed", "suppressed domain")?;
+        return Ok(sent);
+    }
+    let built = build(config, r, &policy, &groups);
+    let dests = match rt.block_on(destinations(
+        config,
+        auth,
+        &r.policy_domain,
+        &policy.rua,
+        &mut sent.notes,
+    )) {
+        Ok(d) => d,
+        Err(e) => {
+            sent.notes.push(format!("{e}; will try again"));
+            retry_or_give_up(config, store, r, &e, &mut sent)?;
+            return Ok(sent);
+        }
+    };
+    let helo = config.authserv_id.clone();
+    let mut temp_errors = Vec::new();
+    for (rcpt, max) in &dests {
+        let msg = message(config, r, &built, rcpt);
+        if msg.len() > rc.max_size {
+            sent.notes.push(format!(
+                "{rcpt}: report is {} bytes, over reports.max_size ({}), skipped",
+                msg.len(),
+                rc.max_size
+            ));
+            continue;
+        }
+        // §2.5: the limit applies to the report after compression and transfer encoding.
+        let encoded = built.gz.len().div_ceil(3) * 4;
+        if *max > 0 && encoded > *max {
+            sent.notes.push(format!(
+                "{rcpt}: report is {encoded} bytes encoded, over the !{max} limit, skipped"
+            ));
+            continue;
+        }
+        match rt.block_on(super::smtp::submit(
+            &rc.transport,
+            &helo,
+            &rc.email,
+            rcpt,
+            &msg,
+        )) {
+            Ok(()) => {
+                sent.delivered += 1;
+                sent.notes.push(format!("{rcpt}: sent"));
+                crate::metrics::global().inc("mailseal_reports_total", &[("outcome", "sent")]);
+                tracing::info!(
+                    "reports: {} sent to {rcpt} ({} records, {} messages)",
+                    sent.filename,
+                    sent.records,
+                    sent.messages
+                );
+            }
+            Err(e) => {
+                tracing::warn!("reports: {} to {rcpt}: {e}", sent.filename);
+                sent.notes.push(format!("{rcpt}: {e}"));
+                temp_errors.push(format!("{rcpt}: {e}"));
+            }
+        }
+    }
+    if sent.delivered > 0 {
+        let note = if temp_errors.is_empty() {
+            String::from("sent")
+        } else {
+            temp_errors.join("; ")
+        };
+        mark(store, "sent", &note)?;
+    } else if !temp_errors.is_empty() {
+        retry_or_give_up(config, store, r, &temp_errors.join("; "), &mut sent)?;
+    } else {
+        sent.notes.push("no usable destination".into());
+        mark(store, "undeliverable", &sent.notes.join("; "))?;
+    }
+    Ok(sent)
+}
+
+fn retry_or_give_up(
+    config: &Config,
+    store: &mut Store,
+    r: &ReportRow,
+    error: &str,
+    sent: &mut Sent,
+) -> Result<(), String> {
+    let give_up = r.attempts + 1 >= i64::from(config.reports.max_attempts);
+    let status = if give_up { "failed" } else { "pending" };
+    sent.retry = !give_up;
+    if give_up {
+        crate::metrics::global().inc("mailseal_reports_total", &[("outcome", "gave_up")]);
+        sent.notes.push(format!(
+            "gave up after {} attempts",
+            config.reports.max_attempts
+        ));
+    } else {
+        crate::metrics::global().inc("mailseal_reports_total", &[("outcome", "failed")]);
+    }
+    store
+        .mark(&r.report_id, status, Some(error))
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,279 @@
+//! Handing a report message on: an SMTP relay (STARTTLS, AUTH PLAIN) or the local sendmail
+//! command. Every step has a timeout; an error names the step and the server's reply.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::config::{SmtpTls, Transport};
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Submit `message` (CRLF line ends) from `from` to `rcpt`.
+pub async fn submit(
+    transport: &Transport,
+    helo: &str,
+    from: &str,
+    rcpt: &str,
+    message: &[u8],
+) -> Result<(), String> {
+    match transport {
+        Transport::Sendmail(cmd) => sendmail(cmd, from, rcpt, message).await,
+        Transport::Smtp {
+            host,
+            port,
+            tls,
+            ca_file,
+            auth,
+        } => {
+            let password = match auth {
+                Some((user, file)) => Some((user.as_str(), read_password(file)?)),
+                None => None,
+            };
+            let addr = format!("{host}:{port}");
+            let tcp = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(&addr))
+                .await
+                .map_err(|_| format!("connect to {addr}: timed out"))?
+                .map_err(|e| format!("connect to {addr}: {e}"))?;
+            let _ = tcp.set_nodelay(true);
+            let mut conn = BufReader::new(tcp);
+            expect(&mut conn, "greeting", 220).await?;
+            let ehlo = command(&mut conn, &format!("EHLO {helo}"), "EHLO", 250).await?;
+            let offers_tls = ehlo
+                .lines()
+                .any(|l| l.get(4..).is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS")));
+            if *tls != SmtpTls::None && offers_tls {
+                command(&mut conn, "STARTTLS", "STARTTLS", 220).await?;
+                let tcp = conn.into_inner();
+                let connector = tls_connector(ca_file.as_deref())?;
+                let name = rustls_pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| format!("relay name {host:?}: {e}"))?;
+                let stream = tokio::time::timeout(STEP_TIMEOUT, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| "TLS handshake: timed out".to_string())?
+                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                let mut conn = BufReader::new(stream);
+                let ehlo = command(&mut conn, &format!("EHLO {helo}"), "EHLO", 250).await?;
+                transaction(&mut conn, &ehlo, password, from, rcpt, message).await
+            } else if *tls == SmtpTls::Required {
+                Err(format!(
+                    "{addr} does not offer STARTTLS and reports.smtp_tls = \"required\""
+                ))
+            } else {
+                if password.is_some() && !is_loopback(host) {
+                    return Err(format!(
+                        "{addr} does not offer STARTTLS: not sending the password in clear"
+                    ));
+                }
+                transaction(&mut conn, &ehlo, password, from, rcpt, message).await
+            }
+        }
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn read_password(file: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta =
+        std::fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    if meta.permissions().mode() & 0o066 != 0 {
+        return Err(format!(
+            "{} is readable or writable by others; refusing the password file (chmod 600)",
+            file.display()
+        ));
+    }
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    Ok(text.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let mut found = false;
+            use rustls_pki_types::pem::PemObject;
+            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                found = true;
+            }
+            if !found {
+                return Err(format!("{}: no certificate found", path.display()));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BufReader<S>,
+    ehlo: &str,
+    auth: Option<(&str, String)>,
+    from: &str,
+    rcpt: &str,
+    message: &[u8],
+) -> Result<(), String> {
+    if let Some((user, password)) = auth {
+        if !ehlo.lines().any(|l| {
+            let l = l.to_ascii_uppercase();
+            l.get(4..)
+                .is_some_and(|k| k.starts_with("AUTH") && k.contains("PLAIN"))
+        }) {
+            return Err("the relay does not offer AUTH PLAIN".into());
+        }
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(format!("\0{user}\0{password}").as_bytes());
+        // The token is a secret: never part of an error message.
+        write_line(conn, &format!("AUTH PLAIN {token}")).await?;
+        expect(conn, "AUTH", 235).await?;
+    }
+    command(conn, &format!("MAIL FROM:<{from}>"), "MAIL FROM", 250).await?;
+    command(conn, &format!("RCPT TO:<{rcpt}>"), "RCPT TO", 250).await?;
+    command(conn, "DATA", "DATA", 354).await?;
+    let mut data = Vec::with_capacity(message.len() + message.len() / 50 + 5);
+    for line in message.split_inclusive(|b| *b == b'\n') {
+        if line.starts_with(b".") {
+            data.push(b'.');
+        }
+        data.extend_from_slice(line);
+    }
+    if !data.ends_with(b"\r\n") {
+        data.extend_from_slice(b"\r\n");
+    }
+    data.extend_from_slice(b".\r\n");
+    tokio::time::timeout(STEP_TIMEOUT, conn.get_mut().write_all(&data))
+        .await
+        .map_err(|_| "sending the message: timed out".to_string())?
+        .map_err(|e| format!("sending the message: {e}"))?;
+    expect(conn, "end of DATA", 250).await?;
+    let _ = write_line(conn, "QUIT").await;
+    Ok(())
+}
+
+async fn write_line<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut BufReader<S>, line: &str) -> Result<(), String> {
+    let mut buf = Vec::with_capacity(line.len() + 2);
+    buf.extend_from_slice(line.as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    tokio::time::timeout(STEP_TIMEOUT, conn.get_mut().write_all(&buf))
+        .await
+        .map_err(|_| "write: timed out".to_string())?
+        .map_err(|e| format!("write: {e}"))
+}
+
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BufReader<S>,
+    line: &str,
+    step: &str,
+    want: u16,
+) -> Result<String, String> {
+    write_line(conn, line).await?;
+    expect(conn, step, want).await
+}
+
+/// Read one (possibly multi-line) reply; an error unless its code is `want`.
+async fn expect<S: AsyncRead + Unpin>(
+    conn: &mut BufReader<S>,
+    step: &str,
+    want: u16,
+) -> Result<String, String> {
+    let mut reply = String::new();
+    for _ in 0..100 {
+        let mut line = String::new();
+        let n = tokio::time::timeout(STEP_TIMEOUT, conn.read_line(&mut line))
+            .await
+            .map_err(|_| format!("{step}: no reply from the relay"))?
+            .map_err(|e| format!("{step}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{step}: the relay closed the connection"));
+        }
+        if line.len() > 1000 {
+            return Err(format!("{step}: reply line too long"));
+        }
+        reply.push_str(&line);
+        let bytes = line.as_bytes();
+        if bytes.len() < 4 || bytes[3] != b'-' {
+            let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            return if code == want {
+                Ok(reply)
+            } else {
+                Err(format!("{step}: {}", reply.trim_end().replace("\r\n", " / ")))
+            };
+        }
+    }
+    Err(format!("{step}: reply too long"))
+}
+
+async fn sendmail(cmd: &Path, from: &str, rcpt: &str, message: &[u8]) -> Result<(), String> {
+    // sendmail wants local line ends.
+    let mut text = Vec::with_capacity(message.len());
+    let mut i = 0;
+    while i < message.len() {
+        if message[i] == b'\r' && message.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        text.push(message[i]);
+        i += 1;
+    }
+    let mut child = tokio::process::Command::new(cmd)
+        .args(["-i", "-f", from, "--", rcpt])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", cmd.display()))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin for sendmail")?;
+    let write = async move {
+        stdin.write_all(&text).await?;
+        stdin.shutdown().await
+    };
+    let out = tokio::time::timeout(STEP_TIMEOUT, async {
+        let w = write.await;
+        let out = child.wait_with_output().await;
+        (w, out)
+    })
+    .await
+    .map_err(|_| format!("{} did not finish in time", cmd.display()))?;
+    let output = out.1.map_err(|e| format!("{}: {e}", cmd.display()))?;
+    if let Err(e) = out.0 {
+        return Err(format!("writing to {}: {e}", cmd.display()));
+    }
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} exited with {}: {}",
+            cmd.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}

@@ -1,0 +1,696 @@
+//! The report store: SQLite (one host, WAL) or PostgreSQL (one database for several MX
+//! hosts). The same SQL runs on both; only the schema and the lock differ.
+//!
+//! Tables:
+//! - `dmarc_records`: one row per evaluated message. `report_id` is NULL until a report
+//!   claims the row.
+//! - `dmarc_reports`: one row per (policy domain, UTC day) report, with its delivery state.
+//!   Claiming rows and creating the report happen in one locked transaction, so two hosts
+//!   sharing a PostgreSQL database never report the same message twice.
+
+use std::fmt;
+
+use super::{DkimAuth, Evaluation, Published, Reason};
+use crate::config::StoreSpec;
+
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(format!("sqlite: {e}"))
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError(format!("postgresql: {e}"))
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError(format!("stored data: {e}"))
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A SQL value, the common ground of the two backends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Int(i64),
+    Text(String),
+    Null,
+}
+
+impl Val {
+    fn int(&self) -> i64 {
+        match self {
+            Val::Int(i) => *i,
+            Val::Text(t) => t.parse().unwrap_or(0),
+            Val::Null => 0,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Val::Text(t) => t.clone(),
+            Val::Int(i) => i.to_string(),
+            Val::Null => String::new(),
+        }
+    }
+}
+
+impl From<&str> for Val {
+    fn from(s: &str) -> Self {
+        Val::Text(s.to_string())
+    }
+}
+impl From<String> for Val {
+    fn from(s: String) -> Self {
+        Val::Text(s)
+    }
+}
+impl From<i64> for Val {
+    fn from(i: i64) -> Self {
+        Val::Int(i)
+    }
+}
+
+const SQLITE_SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS dmarc_records (
+    id INTEGER PRIMARY KEY,
+    received INTEGER NOT NULL,
+    reporter TEXT NOT NULL,
+    policy_domain TEXT NOT NULL,
+    header_from TEXT NOT NULL,
+    envelope_from TEXT NOT NULL,
+    source_ip TEXT NOT NULL,
+    published TEXT NOT NULL,
+    disposition TEXT NOT NULL,
+    dkim_aligned TEXT NOT NULL,
+    spf_aligned TEXT NOT NULL,
+    reasons TEXT NOT NULL,
+    dkim TEXT NOT NULL,
+    spf TEXT NOT NULL,
+    report_id TEXT
+);
+CREATE INDEX IF NOT EXISTS dmarc_records_pending ON dmarc_records (report_id, policy_domain, received);
+CREATE TABLE IF NOT EXISTS dmarc_reports (
+    report_id TEXT PRIMARY KEY,
+    unique_id TEXT NOT NULL,
+    policy_domain TEXT NOT NULL,
+    begin_ts INTEGER NOT NULL,
+    end_ts INTEGER NOT NULL,
+    created INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT
+);
+";
+
+const POSTGRES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS dmarc_records (
+    id BIGSERIAL PRIMARY KEY,
+    received BIGINT NOT NULL,
+    reporter TEXT NOT NULL,
+    policy_domain TEXT NOT NULL,
+    header_from TEXT NOT NULL,
+    envelope_from TEXT NOT NULL,
+    source_ip TEXT NOT NULL,
+    published TEXT NOT NULL,
+    disposition TEXT NOT NULL,
+    dkim_aligned TEXT NOT NULL,
+    spf_aligned TEXT NOT NULL,
+    reasons TEXT NOT NULL,
+    dkim TEXT NOT NULL,
+    spf TEXT NOT NULL,
+    report_id TEXT
+);
+CREATE INDEX IF NOT EXISTS dmarc_records_pending ON dmarc_records (report_id, policy_domain, received);
+CREATE TABLE IF NOT EXISTS dmarc_reports (
+    report_id TEXT PRIMARY KEY,
+    unique_id TEXT NOT NULL,
+    policy_domain TEXT NOT NULL,
+    begin_ts BIGINT NOT NULL,
+    end_ts BIGINT NOT NULL,
+    created BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    last_error TEXT
+);
+";
+
+/// A lock key for PostgreSQL advisory locks ("mailseal" in ASCII, truncated).
+const PG_LOCK: i64 = 0x6d61_696c_7365;
+
+pub enum Store {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<postgres::Client>),
+}
+
+/// One grouped report row: everything RFC 9990 puts in a `record`, and its count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub source_ip: String,
+    pub count: i64,
+    pub disposition: String,
+    pub dkim_aligned: bool,
+    pub spf_aligned: bool,
+    pub reasons: Vec<Reason>,
+    pub header_from: String,
+    pub envelope_from: String,
+    pub dkim: Vec<DkimAuth>,
+    pub spf_result: String,
+}
+
+/// A report and its delivery state.
+#[derive(Debug, Clone)]
+pub struct ReportRow {
+    pub report_id: String,
+    pub unique_id: String,
+    pub policy_domain: String,
+    pub begin: i64,
+    pub end: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// Open (and create if needed) the store.
+    pub fn open(spec: &StoreSpec) -> Result<Store> {
+        match spec {
+            StoreSpec::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path)
+                    .map_err(|e| StoreError(format!("sqlite {}: {e}", path.display())))?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                conn.execute_batch(SQLITE_SCHEMA)
+                    .map_err(|e| StoreError(format!("sqlite {}: {e}", path.display())))?;
+                Ok(Store::Sqlite(conn))
+            }
+            StoreSpec::Postgres(url) => {
+                let mut client = postgres::Client::connect(url, postgres::NoTls)
+                    .map_err(|e| StoreError(format!("postgresql {spec}: {e}")))?;
+                // Two hosts creating the schema at once must not collide.
+                let mut tx = client.transaction()?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK])?;
+                tx.batch_execute(POSTGRES_SCHEMA)?;
+                tx.commit()?;
+                Ok(Store::Postgres(Box::new(client)))
+            }
+        }
+    }
+
+    fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
+        match self {
+            Store::Sqlite(c) => {
+                let sql = sql.replace('$', "?");
+                let mut st = c.prepare_cached(&sql)?;
+                let n = st.execute(rusqlite::params_from_iter(params.iter().map(sqlite_val)))?;
+                Ok(n as u64)
+            }
+            Store::Postgres(c) => {
+                let owned = pg_params(params);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    owned.iter().map(|b| b.as_ref()).collect();
+                Ok(c.execute(sql, &refs)?)
+            }
+        }
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>> {
+        match self {
+            Store::Sqlite(c) => {
+                let sql = sql.replace('$', "?");
+                let mut st = c.prepare_cached(&sql)?;
+                let cols = st.column_count();
+                let rows = st.query_map(
+                    rusqlite::params_from_iter(params.iter().map(sqlite_val)),
+                    |row| {
+                        (0..cols)
+                            .map(|i| {
+                                Ok(match row.get_ref(i)? {
+                                    rusqlite::types::ValueRef::Integer(n) => Val::Int(n),
+                                    rusqlite::types::ValueRef::Text(t) => {
+                                        Val::Text(String::from_utf8_lossy(t).into_owned())
+                                    }
+                                    rusqlite::types::ValueRef::Real(r) => Val::Int(r as i64),
+                                    _ => Val::Null,
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<Val>>>()
+                    },
+                )?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            }
+            Store::Postgres(c) => {
+                let owned = pg_params(params);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    owned.iter().map(|b| b.as_ref()).collect();
+                let rows = c.query(sql, &refs)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let mut vals = Vec::with_capacity(row.len());
+                    for (i, col) in row.columns().iter().enumerate() {
+                        use postgres::types::Type;
+                        let v = match *col.type_() {
+                            Type::INT8 => row.get::<_, Option<i64>>(i).map(Val::Int),
+                            Type::INT4 => row.get::<_, Option<i32>>(i).map(|n| Val::Int(n.into())),
+                            _ => row.get::<_, Option<String>>(i).map(Val::Text),
+                        };
+                        vals.push(v.unwrap_or(Val::Null));
+                    }
+                    out.push(vals);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
+            Store::Postgres(c) => {
+                c.batch_execute("BEGIN")?;
+                c.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => c.execute_batch("COMMIT")?,
+            Store::Postgres(c) => c.batch_execute("COMMIT")?,
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        let _ = match self {
+            Store::Sqlite(c) => c.execute_batch("ROLLBACK").map_err(StoreError::from),
+            Store::Postgres(c) => c.batch_execute("ROLLBACK").map_err(StoreError::from),
+        };
+    }
+
+    /// Run `f` in one transaction (under the store-wide lock); roll back on error.
+    fn transaction<T>(&mut self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        self.begin()?;
+        match f(self) {
+            Ok(v) => {
+                self.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Store a batch of evaluations in one transaction.
+    pub fn insert(&mut self, batch: &[Evaluation], reporter: &str) -> Result<()> {
+        self.transaction(|s| {
+            for e in batch {
+                s.exec(
+                    "INSERT INTO dmarc_records (received, reporter, policy_domain, header_from, \
+                     envelope_from, source_ip, published, disposition, dkim_aligned, spf_aligned, \
+                     reasons, dkim, spf) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    &[
+                        e.received.into(),
+                        reporter.into(),
+                        e.policy_domain.as_str().into(),
+                        e.header_from.as_str().into(),
+                        e.envelope_from.as_str().into(),
+                        e.source_ip.as_str().into(),
+                        serde_json::to_string(&e.published)?.into(),
+                        e.disposition.as_str().into(),
+                        pass_fail(e.dkim_aligned).into(),
+                        pass_fail(e.spf_aligned).into(),
+                        serde_json::to_string(&e.reasons)?.into(),
+                        serde_json::to_string(&e.dkim)?.into(),
+                        e.spf_result.as_str().into(),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Claim every unreported record received before `until` (and not before `since`):
+    /// one report per policy domain and UTC day. Returns the new reports.
+    pub fn claim(
+        &mut self,
+        since: i64,
+        until: i64,
+        receiver: &str,
+        mut unique: impl FnMut() -> String,
+    ) -> Result<Vec<ReportRow>> {
+        self.transaction(|s| {
+            let groups = s.query(
+                "SELECT policy_domain, received - (received % 86400) AS day FROM dmarc_records \
+                 WHERE report_id IS NULL AND received >= $1 AND received < $2 \
+                 GROUP BY policy_domain, day ORDER BY policy_domain, day",
+                &[since.into(), until.into()],
+            )?;
+            let mut out = Vec::new();
+            for g in groups {
+                let domain = g[0].text();
+                let day = g[1].int();
+                let end = (day + 86_400).min(until);
+                let begin = day.max(since);
+                let unique_id = unique();
+                let report_id = format!("{domain}.{begin}.{unique_id}@{receiver}");
+                s.exec(
+                    "INSERT INTO dmarc_reports (report_id, unique_id, policy_domain, begin_ts, \
+                     end_ts, created, status, attempts) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0)",
+                    &[
+                        report_id.as_str().into(),
+                        unique_id.as_str().into(),
+                        domain.as_str().into(),
+                        begin.into(),
+                        end.into(),
+                        super::now().into(),
+                    ],
+                )?;
+                s.exec(
+                    "UPDATE dmarc_records SET report_id = $1 WHERE report_id IS NULL \
+                     AND policy_domain = $2 AND received >= $3 AND received < $4",
+                    &[
+                        report_id.as_str().into(),
+                        domain.as_str().into(),
+                        begin.into(),
+                        end.into(),
+                    ],
+                )?;
+                out.push(ReportRow {
+                    report_id,
+                    unique_id,
+                    policy_domain: domain,
+                    begin,
+                    end,
+                    status: "pending".into(),
+                    attempts: 0,
+                    last_error: None,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Unreported records as they would be reported now, without claiming them (dry run):
+    /// (policy domain, UTC day) pairs.
+    pub fn unclaimed(&mut self, since: i64, until: i64) -> Result<Vec<(String, i64)>> {
+        Ok(self
+            .query(
+                "SELECT policy_domain, received - (received % 86400) AS day FROM dmarc_records \
+                 WHERE report_id IS NULL AND received >= $1 AND received < $2 \
+                 GROUP BY policy_domain, day ORDER BY policy_domain, day",
+                &[since.into(), until.into()],
+            )?
+            .into_iter()
+            .map(|r| (r[0].text(), r[1].int()))
+            .collect())
+    }
+
+    /// Reports waiting for (another) delivery attempt.
+    pub fn pending(&mut self) -> Result<Vec<ReportRow>> {
+        let rows = self.query(
+            "SELECT report_id, unique_id, policy_domain, begin_ts, end_ts, status, attempts, \
+             last_error FROM dmarc_reports WHERE status = 'pending' ORDER BY begin_ts, policy_domain",
+            &[],
+        )?;
+        Ok(rows.into_iter().map(report_row).collect())
+    }
+
+    /// All reports, newest first (for `reports show`).
+    pub fn reports(&mut self, domain: Option<&str>, limit: i64) -> Result<Vec<ReportRow>> {
+        let rows = self.query(
+            "SELECT report_id, unique_id, policy_domain, begin_ts, end_ts, status, attempts, \
+             last_error FROM dmarc_reports WHERE ($1 = '' OR policy_domain = $1) \
+             ORDER BY begin_ts DESC, policy_domain LIMIT $2",
+            &[domain.unwrap_or("").into(), limit.into()],
+        )?;
+        Ok(rows.into_iter().map(report_row).collect())
+    }
+
+    /// Record a delivery attempt.
+    pub fn mark(&mut self, report_id: &str, status: &str, error: Option<&str>) -> Result<()> {
+        self.exec(
+            "UPDATE dmarc_reports SET status = $1, attempts = attempts + 1, last_error = $2 \
+             WHERE report_id = $3",
+            &[
+                status.into(),
+                error.map(Val::from).unwrap_or(Val::Null),
+                report_id.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The grouped rows of a claimed report.
+    pub fn groups_of_report(&mut self, report_id: &str) -> Result<Vec<Group>> {
+        self.groups("report_id = $1", &[report_id.into()])
+    }
+
+    /// The grouped rows a report for `domain` over `[begin, end)` would have now (dry run).
+    pub fn groups_unclaimed(&mut self, domain: &str, begin: i64, end: i64) -> Result<Vec<Group>> {
+        self.groups(
+            "report_id IS NULL AND policy_domain = $1 AND received >= $2 AND received < $3",
+            &[domain.into(), begin.into(), end.into()],
+        )
+    }
+
+    /// All grouped rows for a domain, reported or not (`reports show --domain`).
+    pub fn groups_of_domain(&mut self, domain: &str) -> Result<Vec<Group>> {
+        self.groups("policy_domain = $1", &[domain.into()])
+    }
+
+    fn groups(&mut self, filter: &str, params: &[Val]) -> Result<Vec<Group>> {
+        let sql = format!(
+            "SELECT source_ip, COUNT(*), disposition, dkim_aligned, spf_aligned, reasons, \
+             header_from, envelope_from, dkim, spf FROM dmarc_records WHERE {filter} \
+             GROUP BY source_ip, disposition, dkim_aligned, spf_aligned, reasons, header_from, \
+             envelope_from, dkim, spf ORDER BY COUNT(*) DESC, source_ip, header_from"
+        );
+        let rows = self.query(&sql, params)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Group {
+                    source_ip: r[0].text(),
+                    count: r[1].int(),
+                    disposition: r[2].text(),
+                    dkim_aligned: r[3].text() == "pass",
+                    spf_aligned: r[4].text() == "pass",
+                    reasons: serde_json::from_str(&r[5].text())?,
+                    header_from: r[6].text(),
+                    envelope_from: r[7].text(),
+                    dkim: serde_json::from_str(&r[8].text())?,
+                    spf_result: r[9].text(),
+                })
+            })
+            .collect()
+    }
+
+    /// The policy record most recently seen in a report's records (RFC 9990 §2.1: report the
+    /// final configuration observed).
+    pub fn latest_policy(&mut self, filter_report: Option<&str>, domain: &str) -> Result<Option<Published>> {
+        let rows = match filter_report {
+            Some(id) => self.query(
+                "SELECT published FROM dmarc_records WHERE report_id = $1 ORDER BY received DESC, id DESC LIMIT 1",
+                &[id.into()],
+            )?,
+            None => self.query(
+                "SELECT published FROM dmarc_records WHERE policy_domain = $1 ORDER BY received DESC, id DESC LIMIT 1",
+                &[domain.into()],
+            )?,
+        };
+        rows.first()
+            .map(|r| serde_json::from_str(&r[0].text()).map_err(StoreError::from))
+            .transpose()
+    }
+
+    /// Per policy domain: messages, DMARC passes, failures, first and last seen, unreported
+    /// messages.
+    pub fn summary(&mut self, domain: Option<&str>) -> Result<Vec<DomainSummary>> {
+        let rows = self.query(
+            "SELECT policy_domain, COUNT(*), \
+             COUNT(CASE WHEN dkim_aligned = 'pass' OR spf_aligned = 'pass' THEN 1 END), \
+             COUNT(CASE WHEN disposition <> 'none' THEN 1 END), \
+             MIN(received), MAX(received), COUNT(CASE WHEN report_id IS NULL THEN 1 END), \
+             COUNT(DISTINCT source_ip) \
+             FROM dmarc_records WHERE ($1 = '' OR policy_domain = $1) \
+             GROUP BY policy_domain ORDER BY policy_domain",
+            &[domain.unwrap_or("").into()],
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DomainSummary {
+                domain: r[0].text(),
+                messages: r[1].int(),
+                passed: r[2].int(),
+                acted_on: r[3].int(),
+                first: r[4].int(),
+                last: r[5].int(),
+                unreported: r[6].int(),
+                sources: r[7].int(),
+            })
+            .collect())
+    }
+
+    /// Delete records and reports older than `before`. Returns the records deleted.
+    pub fn purge(&mut self, before: i64) -> Result<u64> {
+        let n = self.exec("DELETE FROM dmarc_records WHERE received < $1", &[before.into()])?;
+        self.exec("DELETE FROM dmarc_reports WHERE end_ts < $1", &[before.into()])?;
+        Ok(n)
+    }
+
+    /// Number of stored records (tests and `show`).
+    pub fn count(&mut self) -> Result<i64> {
+        Ok(self
+            .query("SELECT COUNT(*) FROM dmarc_records", &[])?
+            .first()
+            .map(|r| r[0].int())
+            .unwrap_or(0))
+    }
+}
+
+/// One line of `reports show`.
+#[derive(Debug, Clone)]
+pub struct DomainSummary {
+    pub domain: String,
+    pub messages: i64,
+    pub passed: i64,
+    pub acted_on: i64,
+    pub first: i64,
+    pub last: i64,
+    pub unreported: i64,
+    pub sources: i64,
+}
+
+fn pass_fail(b: bool) -> &'static str {
+    if b {
+        "pass"
+    } else {
+        "fail"
+    }
+}
+
+fn report_row(r: Vec<Val>) -> ReportRow {
+    ReportRow {
+        report_id: r[0].text(),
+        unique_id: r[1].text(),
+        policy_domain: r[2].text(),
+        begin: r[3].int(),
+        end: r[4].int(),
+        status: r[5].text(),
+        attempts: r[6].int(),
+        last_error: match &r[7] {
+            Val::Null => None,
+            v => Some(v.text()),
+        },
+    }
+}
+
+fn sqlite_val(v: &Val) -> rusqlite::types::Value {
+    match v {
+        Val::Int(i) => rusqlite::types::Value::Integer(*i),
+        Val::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        Val::Null => rusqlite::types::Value::Null,
+    }
+}
+
+fn pg_params(params: &[Val]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+    params
+        .iter()
+        .map(|v| -> Box<dyn postgres::types::ToSql + Sync> {
+            match v {
+                Val::Int(i) => Box::new(*i),
+                Val::Text(t) => Box::new(t.clone()),
+                Val::Null => Box::new(Option::<String>::None),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(ip: &str, from: &str, t: i64, aligned: bool) -> Evaluation {
+        Evaluation {
+            received: t,
+            source_ip: ip.into(),
+            policy_domain: "example.com".into(),
+            header_from: from.into(),
+            envelope_from: from.into(),
+            published: Published {
+                p: "reject".into(),
+                sp: "reject".into(),
+                np: "reject".into(),
+                adkim: "r".into(),
+                aspf: "r".into(),
+                fo: "0".into(),
+                testing: false,
+                rua: vec![("dmarc@example.com".into(), 0)],
+            },
+            disposition: if aligned { "none" } else { "reject" }.into(),
+            dkim_aligned: aligned,
+            spf_aligned: aligned,
+            reasons: vec![],
+            dkim: vec![],
+            spf_result: if aligned { "pass" } else { "fail" }.into(),
+        }
+    }
+
+    #[test]
+    fn sqlite_groups_claims_and_purges() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = StoreSpec::Sqlite(dir.path().join("r.sqlite"));
+        let mut s = Store::open(&spec).unwrap();
+        let day = 1_795_392_000;
+        s.insert(
+            &[
+                eval("192.0.2.1", "example.com", day + 10, true),
+                eval("192.0.2.1", "example.com", day + 20, true),
+                eval("192.0.2.9", "example.com", day + 30, false),
+                eval("192.0.2.1", "example.com", day + 86_400 + 5, true),
+            ],
+            "mx1",
+        )
+        .unwrap();
+        assert_eq!(s.unclaimed(0, day + 86_400).unwrap(), [("example.com".to_string(), day)]);
+        let mut n = 0;
+        let claimed = s
+            .claim(0, day + 86_400, "example.net", || {
+                n += 1;
+                format!("u{n}")
+            })
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].begin, claimed[0].end), (day, day + 86_400));
+        let groups = s.groups_of_report(&claimed[0].report_id).unwrap();
+        assert_eq!(groups.len(), 2);
+        assert_eq!((groups[0].source_ip.as_str(), groups[0].count), ("192.0.2.1", 2));
+        assert_eq!((groups[1].source_ip.as_str(), groups[1].count), ("192.0.2.9", 1));
+        // Claimed rows are not claimed again; the next day's row waits.
+        assert!(s.claim(0, day + 86_400, "example.net", || "x".into()).unwrap().is_empty());
+        assert_eq!(s.pending().unwrap().len(), 1);
+        s.mark(&claimed[0].report_id, "sent", None).unwrap();
+        assert!(s.pending().unwrap().is_empty());
+        assert_eq!(s.purge(day + 86_400).unwrap(), 3);
+        assert_eq!(s.count().unwrap(), 1);
+    }
+}
