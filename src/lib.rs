@@ -59,14 +59,19 @@ impl Snapshot {
     /// Record DMARC evaluations into `[reports] store`, reusing `running` when it writes to
     /// the same store (a reload keeps the writer).
     pub fn recording(mut self, running: Option<&report::Recorder>) -> Snapshot {
-        self.reports = self.config.reports.store.as_ref().map(|spec| match running {
-            Some(r) if r.spec() == spec => r.clone(),
-            _ => report::Recorder::start(
-                spec.clone(),
-                self.config.authserv_id.clone(),
-                self.config.reports.queue,
-            ),
-        });
+        self.reports = self
+            .config
+            .reports
+            .store
+            .as_ref()
+            .map(|spec| match running {
+                Some(r) if r.spec() == spec => r.clone(),
+                _ => report::Recorder::start(
+                    spec.clone(),
+                    self.config.authserv_id.clone(),
+                    self.config.reports.queue,
+                ),
+            });
         self
     }
 }

@@ -310,14 +310,20 @@ impl Reports {
     pub fn suppressed(&self, domain: &str) -> bool {
         let d = domain.trim_end_matches('.').to_ascii_lowercase();
         self.suppress.iter().any(|s| {
-            d == *s || (d.len() > s.len() && d.ends_with(s.as_str()) && d.as_bytes()[d.len() - s.len() - 1] == b'.')
+            d == *s
+                || (d.len() > s.len()
+                    && d.ends_with(s.as_str())
+                    && d.as_bytes()[d.len() - s.len() - 1] == b'.')
         })
     }
 
     /// The domain reports are sent from (the Submitter in the subject, the receiver in
     /// file names): the domain of `email`.
     pub fn receiver(&self) -> &str {
-        self.email.rsplit_once('@').map(|(_, d)| d).unwrap_or(&self.email)
+        self.email
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or(&self.email)
     }
 }
 
@@ -759,10 +765,14 @@ fn parse_reports(
     let email = r.email.clone().unwrap_or_default();
     if store.is_some() {
         if org_name.trim().is_empty() {
-            err("reports.org_name", "required when reports.store is set".into());
+            err(
+                "reports.org_name",
+                "required when reports.store is set".into(),
+            );
         }
         match email.rsplit_once('@') {
-            Some((l, d)) if !l.is_empty() && d.contains('.') && !email.contains(char::is_whitespace) => {}
+            Some((l, d))
+                if !l.is_empty() && d.contains('.') && !email.contains(char::is_whitespace) => {}
             _ => err(
                 "reports.email",
                 format!("expected an address like dmarc-reports@example.net, found {email:?}"),
@@ -773,7 +783,10 @@ fn parse_reports(
         "off" => false,
         "daily" => true,
         s => {
-            err("reports.schedule", format!("expected off or daily, found {s:?}"));
+            err(
+                "reports.schedule",
+                format!("expected off or daily, found {s:?}"),
+            );
             false
         }
     };
@@ -810,7 +823,10 @@ fn parse_reports(
         },
         "sendmail" => Transport::Sendmail(PathBuf::from(&r.sendmail)),
         t => {
-            err("reports.transport", format!("expected smtp or sendmail, found {t:?}"));
+            err(
+                "reports.transport",
+                format!("expected smtp or sendmail, found {t:?}"),
+            );
             Transport::Sendmail(PathBuf::from(&r.sendmail))
         }
     };

@@ -120,7 +120,9 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
             tokio::task::spawn_blocking(move || recorder.flush(std::time::Duration::from_secs(5)))
                 .await;
         if !matches!(flushed, Ok(true)) {
-            tracing::warn!("report writer did not finish in time; recent DMARC report data may be lost");
+            tracing::warn!(
+                "report writer did not finish in time; recent DMARC report data may be lost"
+            );
         }
     }
     if let Some(p) = unix_path {
@@ -136,7 +138,9 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
 async fn daily_reports(snapshots: watch::Receiver<Arc<Snapshot>>) {
     let offset = {
         let name = snapshots.borrow().config.authserv_id.clone();
-        let h = name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        let h = name
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
         300 + (h % 900) as i64
     };
     loop {

@@ -606,7 +606,11 @@ async fn evaluation(
             aspf: align(record.aspf).into(),
             fo: fo.into(),
             testing: record.t,
-            rua: record.rua.iter().map(|u| (u.uri.clone(), u.max_size)).collect(),
+            rua: record
+                .rua
+                .iter()
+                .map(|u| (u.uri.clone(), u.max_size))
+                .collect(),
         },
         disposition: f.disposition.word().into(),
         dkim_aligned: matches!(dmarc.dkim_result(), DmarcResult::Pass),

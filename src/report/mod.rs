@@ -79,7 +79,8 @@ pub fn rank_dkim(mut dkim: Vec<DkimAuth>, header_from: &str) -> Vec<DkimAuth> {
         let domain = d.domain.to_ascii_lowercase();
         let pass = d.result == "pass";
         let exact = domain == from;
-        let relaxed = from.ends_with(&format!(".{domain}")) || domain.ends_with(&format!(".{from}"));
+        let relaxed =
+            from.ends_with(&format!(".{domain}")) || domain.ends_with(&format!(".{from}"));
         match (pass, exact, relaxed) {
             (true, true, _) => 0,
             (true, false, true) => 1,
@@ -161,7 +162,10 @@ mod tests {
     #[test]
     fn dates() {
         assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_795_426_200), "Mon, 23 Nov 2026 09:30:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_795_426_200),
+            "Mon, 23 Nov 2026 09:30:00 +0000"
+        );
         assert_eq!(iso_date(951_782_400), "2000-02-29");
         assert_eq!(day_start(1_795_426_200), 1_795_392_000);
     }
@@ -176,7 +180,10 @@ mod tests {
             None,
             Some(b"multipart/report; report-type=feedback-report; boundary=x")
         ));
-        assert!(!is_report_message(Some(b"Re: report domain"), Some(b"text/plain")));
+        assert!(!is_report_message(
+            Some(b"Re: report domain"),
+            Some(b"text/plain")
+        ));
     }
 
     #[test]
@@ -196,7 +203,10 @@ mod tests {
             ],
             "example.com",
         );
-        let order: Vec<_> = ranked.iter().map(|r| (r.domain.as_str(), r.result.as_str())).collect();
+        let order: Vec<_> = ranked
+            .iter()
+            .map(|r| (r.domain.as_str(), r.result.as_str()))
+            .collect();
         assert_eq!(
             order,
             [

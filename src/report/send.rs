@@ -254,7 +254,13 @@ pub fn run(
             if rc.suppressed(&domain) {
                 notes.push("suppressed domain: would not be sent".into());
             } else {
-                match rt.block_on(destinations(config, &auth, &domain, &policy.rua, &mut notes)) {
+                match rt.block_on(destinations(
+                    config,
+                    &auth,
+                    &domain,
+                    &policy.rua,
+                    &mut notes,
+                )) {
                     Ok(d) => notes.extend(d.iter().map(|(a, _)| format!("would send to {a}"))),
                     Err(e) => notes.push(e),
                 }
@@ -289,7 +295,8 @@ pub fn run(
     if !claimed.is_empty() {
         tracing::info!("reports: {} new report(s) to send", claimed.len());
     }
-    for r in store.pending().map_err(|e| e.to_string())? {
+    // Long enough for every destination's SMTP timeouts.
+    for r in store.take_pending(3600).map_err(|e| e.to_string())? {
         let sent = deliver_one(config, &mut store, &auth, rt, &r)?;
         out.push(sent);
     }
@@ -325,7 +332,8 @@ fn deliver_one(
             .map_err(|e| e.to_string())
     };
     let Some(policy) = policy.filter(|_| !groups.is_empty()) else {
-        sent.notes.push("no records left (deleted by retention)".into());
+        sent.notes
+            .push("no records left (deleted by retention)".into());
         mark(store, "empty", "no records")?;
         return Ok(sent);
     };

@@ -43,9 +43,10 @@ pub async fn submit(
             let mut conn = BufReader::new(tcp);
             expect(&mut conn, "greeting", 220).await?;
             let ehlo = command(&mut conn, &format!("EHLO {helo}"), "EHLO", 250).await?;
-            let offers_tls = ehlo
-                .lines()
-                .any(|l| l.get(4..).is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS")));
+            let offers_tls = ehlo.lines().any(|l| {
+                l.get(4..)
+                    .is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS"))
+            });
             if *tls != SmtpTls::None && offers_tls {
                 command(&mut conn, "STARTTLS", "STARTTLS", 220).await?;
                 let tcp = conn.into_inner();
@@ -177,7 +178,10 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-async fn write_line<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut BufReader<S>, line: &str) -> Result<(), String> {
+async fn write_line<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut BufReader<S>,
+    line: &str,
+) -> Result<(), String> {
     let mut buf = Vec::with_capacity(line.len() + 2);
     buf.extend_from_slice(line.as_bytes());
     buf.extend_from_slice(b"\r\n");
@@ -223,7 +227,10 @@ async fn expect<S: AsyncRead + Unpin>(
             return if code == want {
                 Ok(reply)
             } else {
-                Err(format!("{step}: {}", reply.trim_end().replace("\r\n", " / ")))
+                Err(format!(
+                    "{step}: {}",
+                    reply.trim_end().replace("\r\n", " / ")
+                ))
             };
         }
     }

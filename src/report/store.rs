@@ -116,6 +116,7 @@ CREATE TABLE IF NOT EXISTS dmarc_reports (
     created INTEGER NOT NULL,
     status TEXT NOT NULL,
     attempts INTEGER NOT NULL,
+    lease_until INTEGER NOT NULL DEFAULT 0,
     last_error TEXT
 );
 ";
@@ -148,6 +149,7 @@ CREATE TABLE IF NOT EXISTS dmarc_reports (
     created BIGINT NOT NULL,
     status TEXT NOT NULL,
     attempts BIGINT NOT NULL,
+    lease_until BIGINT NOT NULL DEFAULT 0,
     last_error TEXT
 );
 ";
@@ -425,14 +427,26 @@ impl Store {
             .collect())
     }
 
-    /// Reports waiting for (another) delivery attempt.
-    pub fn pending(&mut self) -> Result<Vec<ReportRow>> {
-        let rows = self.query(
-            "SELECT report_id, unique_id, policy_domain, begin_ts, end_ts, status, attempts, \
-             last_error FROM dmarc_reports WHERE status = 'pending' ORDER BY begin_ts, policy_domain",
-            &[],
-        )?;
-        Ok(rows.into_iter().map(report_row).collect())
+    /// Take the reports waiting for (another) delivery attempt: each is leased to this run
+    /// for `lease` seconds, so another host running `reports send` at the same time skips
+    /// it. A run that dies mid-delivery leaves the lease to expire; the report is then retried.
+    pub fn take_pending(&mut self, lease: i64) -> Result<Vec<ReportRow>> {
+        let now = super::now();
+        self.transaction(|s| {
+            let rows = s.query(
+                "SELECT report_id, unique_id, policy_domain, begin_ts, end_ts, status, attempts, \
+                 last_error FROM dmarc_reports WHERE status = 'pending' AND lease_until < $1 \
+                 ORDER BY begin_ts, policy_domain",
+                &[now.into()],
+            )?;
+            for r in &rows {
+                s.exec(
+                    "UPDATE dmarc_reports SET lease_until = $1 WHERE report_id = $2",
+                    &[(now + lease).into(), r[0].clone()],
+                )?;
+            }
+            Ok(rows.into_iter().map(report_row).collect())
+        })
     }
 
     /// All reports, newest first (for `reports show`).
@@ -449,8 +463,8 @@ impl Store {
     /// Record a delivery attempt.
     pub fn mark(&mut self, report_id: &str, status: &str, error: Option<&str>) -> Result<()> {
         self.exec(
-            "UPDATE dmarc_reports SET status = $1, attempts = attempts + 1, last_error = $2 \
-             WHERE report_id = $3",
+            "UPDATE dmarc_reports SET status = $1, attempts = attempts + 1, last_error = $2, \
+             lease_until = 0 WHERE report_id = $3",
             &[
                 status.into(),
                 error.map(Val::from).unwrap_or(Val::Null),
@@ -506,7 +520,11 @@ impl Store {
 
     /// The policy record most recently seen in a report's records (RFC 9990 §2.1: report the
     /// final configuration observed).
-    pub fn latest_policy(&mut self, filter_report: Option<&str>, domain: &str) -> Result<Option<Published>> {
+    pub fn latest_policy(
+        &mut self,
+        filter_report: Option<&str>,
+        domain: &str,
+    ) -> Result<Option<Published>> {
         let rows = match filter_report {
             Some(id) => self.query(
                 "SELECT published FROM dmarc_records WHERE report_id = $1 ORDER BY received DESC, id DESC LIMIT 1",
@@ -552,8 +570,14 @@ impl Store {
 
     /// Delete records and reports older than `before`. Returns the records deleted.
     pub fn purge(&mut self, before: i64) -> Result<u64> {
-        let n = self.exec("DELETE FROM dmarc_records WHERE received < $1", &[before.into()])?;
-        self.exec("DELETE FROM dmarc_reports WHERE end_ts < $1", &[before.into()])?;
+        let n = self.exec(
+            "DELETE FROM dmarc_records WHERE received < $1",
+            &[before.into()],
+        )?;
+        self.exec(
+            "DELETE FROM dmarc_reports WHERE end_ts < $1",
+            &[before.into()],
+        )?;
         Ok(n)
     }
 
@@ -671,7 +695,10 @@ mod tests {
             "mx1",
         )
         .unwrap();
-        assert_eq!(s.unclaimed(0, day + 86_400).unwrap(), [("example.com".to_string(), day)]);
+        assert_eq!(
+            s.unclaimed(0, day + 86_400).unwrap(),
+            [("example.com".to_string(), day)]
+        );
         let mut n = 0;
         let claimed = s
             .claim(0, day + 86_400, "example.net", || {
@@ -683,13 +710,27 @@ mod tests {
         assert_eq!((claimed[0].begin, claimed[0].end), (day, day + 86_400));
         let groups = s.groups_of_report(&claimed[0].report_id).unwrap();
         assert_eq!(groups.len(), 2);
-        assert_eq!((groups[0].source_ip.as_str(), groups[0].count), ("192.0.2.1", 2));
-        assert_eq!((groups[1].source_ip.as_str(), groups[1].count), ("192.0.2.9", 1));
+        assert_eq!(
+            (groups[0].source_ip.as_str(), groups[0].count),
+            ("192.0.2.1", 2)
+        );
+        assert_eq!(
+            (groups[1].source_ip.as_str(), groups[1].count),
+            ("192.0.2.9", 1)
+        );
         // Claimed rows are not claimed again; the next day's row waits.
-        assert!(s.claim(0, day + 86_400, "example.net", || "x".into()).unwrap().is_empty());
-        assert_eq!(s.pending().unwrap().len(), 1);
+        assert!(s
+            .claim(0, day + 86_400, "example.net", || "x".into())
+            .unwrap()
+            .is_empty());
+        assert_eq!(s.take_pending(600).unwrap().len(), 1);
+        // Leased: a second run at the same time does not get it.
+        assert!(s.take_pending(600).unwrap().is_empty());
+        s.mark(&claimed[0].report_id, "pending", Some("relay down"))
+            .unwrap();
+        assert_eq!(s.take_pending(600).unwrap().len(), 1);
         s.mark(&claimed[0].report_id, "sent", None).unwrap();
-        assert!(s.pending().unwrap().is_empty());
+        assert!(s.take_pending(600).unwrap().is_empty());
         assert_eq!(s.purge(day + 86_400).unwrap(), 3);
         assert_eq!(s.count().unwrap(), 1);
     }

@@ -168,7 +168,7 @@ impl Daemon {
     pub async fn start_on(scratch: Scratch, config: &str, port: u16) -> Daemon {
         let path = scratch.write("mailseal.toml", config);
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
-        let snap = Arc::new(Snapshot::new(cfg).unwrap());
+        let snap = Arc::new(Snapshot::new(cfg).unwrap().recording(None));
         let (tx, rx) = watch::channel(snap);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await

@@ -1,0 +1,677 @@
+//! DMARC aggregate reports: messages through the milter (real protocol, loopback DNS), the
+//! records in SQLite or a real PostgreSQL server, `mailseal reports send/show` through the
+//! binary, the XML checked against the RFC 9990 schema with xmllint, and delivery to an SMTP
+//! sink on loopback.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::dns::{DnsServer, Zones};
+use common::sink::Sink;
+use common::*;
+use indymilter_test::Status;
+
+const SCHEMA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/dmarc-aggregate-rfc9990.xsd"
+);
+
+fn zones() -> Zones {
+    let z = Zones::default();
+    // a.example: reports to itself; sub.a.example has no record of its own.
+    z.txt("a.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt("sub.a.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.a.example",
+        "v=DMARC1; p=reject; rua=mailto:dmarc@a.example",
+    );
+    // b.example: an external destination that authorizes it, with a size limit.
+    z.txt("b.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.b.example",
+        "v=DMARC1; p=none; rua=mailto:agg@rua.test!10m",
+    );
+    z.txt("b.example._report._dmarc.rua.test", "v=DMARC1");
+    // c.example: an external destination that does not authorize it.
+    z.txt("c.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.c.example",
+        "v=DMARC1; p=quarantine; rua=mailto:victim@unauth.test",
+    );
+    // d.example: DMARC without rua: nothing is recorded.
+    z.txt("d.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt("_dmarc.d.example", "v=DMARC1; p=reject");
+    z
+}
+
+fn config(dns: &DnsServer, store: &str, extra: &str) -> String {
+    format!(
+        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+         [reports]\nstore = \"{store}\"\norg_name = \"Test Receiver\"\nemail = \"dmarc-reports@receiver.test\"\n{extra}\n",
+        dns.addr
+    )
+}
+
+fn env(ip: &'static str, mail_from: &str) -> Envelope {
+    Envelope {
+        client_ip: ip,
+        helo: "client.example",
+        mail_from: format!("<{mail_from}>"),
+        ..Default::default()
+    }
+}
+
+fn msg(from: &str, subject: &str) -> String {
+    format!(
+        "From: <{from}>\r\nTo: bob@receiver.test\r\nSubject: {subject}\r\nMessage-ID: <r@x>\r\n\r\nHello.\r\n"
+    )
+}
+
+/// The traffic of one "day": (client, from address, how many).
+const TRAFFIC: &[(&str, &str, usize)] = &[
+    ("192.0.2.10", "alice@a.example", 3),
+    ("198.51.100.7", "mallory@a.example", 2),
+    ("192.0.2.10", "news@sub.a.example", 1),
+    ("192.0.2.10", "bob@b.example", 2),
+    ("192.0.2.10", "carol@c.example", 1),
+    ("192.0.2.10", "dave@d.example", 1),
+];
+
+async fn send_traffic(d: &Daemon) {
+    for (ip, from, n) in TRAFFIC {
+        for _ in 0..*n {
+            let out = deliver(d.addr, &env(ip, from), &msg(from, "hello")).await;
+            assert_eq!(out.status, Status::Continue, "{from}: {out:?}");
+        }
+    }
+    // A DMARC report arriving here is never itself reported on.
+    let out = deliver(
+        d.addr,
+        &env("192.0.2.10", "alice@a.example"),
+        &msg(
+            "alice@a.example",
+            "Report Domain: receiver.test Submitter: a.example Report-ID: <1@a.example>",
+        ),
+    )
+    .await;
+    assert_eq!(out.status, Status::Continue);
+}
+
+/// Wait until everything the daemon queued is in the store.
+async fn flush(d: &Daemon) {
+    let recorder = d.snapshots.borrow().reports.clone().expect("recording");
+    let ok = tokio::task::spawn_blocking(move || recorder.flush(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(ok, "report writer flushed");
+}
+
+fn mailseal(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mailseal"))
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn gunzip(data: &[u8]) -> String {
+    let mut s = String::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_string(&mut s)
+        .unwrap();
+    s
+}
+
+fn validate(xml_path: &Path) {
+    let out = Command::new("xmllint")
+        .args(["--noout", "--schema", SCHEMA])
+        .arg(xml_path)
+        .output()
+        .expect("xmllint (libxml2-utils) is installed");
+    assert!(
+        out.status.success(),
+        "{} does not validate: {}",
+        xml_path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn field<'a>(xml: &'a str, name: &str) -> Vec<&'a str> {
+    let open = format!("<{name}>");
+    let close = format!("</{name}>");
+    xml.split(&open)
+        .skip(1)
+        .filter_map(|s| s.split(&close).next())
+        .collect()
+}
+
+/// One `record` of a report, as the domain owner reads it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Rec {
+    source_ip: String,
+    count: u64,
+    header_from: String,
+    disposition: String,
+    dkim: String,
+    spf: String,
+    reasons: Vec<String>,
+}
+
+fn rec(ip: &str, count: u64, from: &str, dkim: &str, spf: &str, reasons: &[&str]) -> Rec {
+    Rec {
+        source_ip: ip.into(),
+        count,
+        header_from: from.into(),
+        disposition: "none".into(),
+        dkim: dkim.into(),
+        spf: spf.into(),
+        reasons: reasons.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+fn records(xml: &str) -> Vec<Rec> {
+    let mut out: Vec<_> = field(xml, "record")
+        .into_iter()
+        .map(|r| {
+            let pe = field(r, "policy_evaluated")[0];
+            Rec {
+                source_ip: field(r, "source_ip")[0].to_string(),
+                count: field(r, "count")[0].parse().unwrap(),
+                header_from: field(r, "header_from")[0].to_string(),
+                disposition: field(pe, "disposition")[0].to_string(),
+                dkim: field(pe, "dkim")[0].to_string(),
+                spf: field(pe, "spf")[0].to_string(),
+                reasons: field(pe, "type").iter().map(|s| s.to_string()).collect(),
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn expected_a() -> Vec<Rec> {
+    vec![
+        rec("192.0.2.10", 1, "sub.a.example", "fail", "pass", &[]),
+        rec("192.0.2.10", 3, "a.example", "fail", "pass", &[]),
+        rec(
+            "198.51.100.7",
+            2,
+            "a.example",
+            "fail",
+            "fail",
+            &["local_policy"],
+        ),
+    ]
+}
+
+fn reports_in(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            (p.file_name().unwrap().to_string_lossy().into_owned(), p)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn until_arg() -> String {
+    // Records are from "today": report everything up to a minute from now.
+    (mailseal::report::now() + 60).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_dry_run_schema_and_sending() {
+    let dns = DnsServer::start(zones()).await;
+    let sink = Sink::start().await;
+    let scratch = Scratch::new("reports");
+    let store = scratch.0.join("reports.sqlite");
+    let cfg = config(
+        &dns,
+        &store.display().to_string(),
+        &format!(
+            "smtp_host = \"127.0.0.1\"\nsmtp_port = {}\nsmtp_tls = \"none\"\nsuppress = [\"suppressed.test\"]\n",
+            sink.port
+        ),
+    );
+    let d = Daemon::start_in(scratch, &cfg).await;
+    send_traffic(&d).await;
+    flush(&d).await;
+    let config_path = d.scratch.0.join("mailseal.toml");
+
+    // What was collected: 9 messages for 3 policy domains; d.example and the report: none.
+    let (ok, show) = mailseal(&config_path, &["reports", "show"]);
+    assert!(ok, "{show}");
+    let lines: Vec<&str> = show.lines().collect();
+    let line = |d: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{d} ")))
+            .unwrap_or_else(|| panic!("{d} in {show}"))
+            .split_whitespace()
+            .take(6)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(line("a.example"), "a.example 6 4 0 2 6", "{show}");
+    assert_eq!(line("b.example"), "b.example 2 2 0 1 2", "{show}");
+    assert_eq!(line("c.example"), "c.example 1 1 0 1 1", "{show}");
+    assert!(!show.contains("d.example"), "{show}");
+    let (ok, detail) = mailseal(&config_path, &["reports", "show", "--domain", "a.example"]);
+    assert!(
+        ok && detail.contains("198.51.100.7") && detail.contains("sub.a.example"),
+        "{detail}"
+    );
+
+    // Dry run: one file per policy domain, named per RFC 9990, valid against the schema,
+    // with the right records and counts; nothing is claimed or sent.
+    let out_dir = d.scratch.0.join("out");
+    let until = until_arg();
+    let (ok, text) = mailseal(
+        &config_path,
+        &[
+            "reports",
+            "send",
+            "--dry-run",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--until",
+            &until,
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("would send to dmarc@a.example"), "{text}");
+    assert!(text.contains("would send to agg@rua.test"), "{text}");
+    assert!(
+        text.contains("victim@unauth.test: external destination not authorized"),
+        "{text}"
+    );
+    let files = reports_in(&out_dir);
+    assert_eq!(files.len(), 3, "{files:?}");
+    for (name, path) in &files {
+        let parts: Vec<&str> = name.strip_suffix(".xml.gz").unwrap().split('!').collect();
+        assert_eq!(parts.len(), 5, "{name}");
+        assert_eq!(parts[0], "receiver.test");
+        let begin: i64 = parts[2].parse().unwrap();
+        let end: i64 = parts[3].parse().unwrap();
+        assert!(begin < end && begin % 86_400 == 0, "{name}");
+        assert!(
+            parts[4].chars().all(|c| c.is_ascii_alphanumeric()),
+            "{name}"
+        );
+        let xml = gunzip(&std::fs::read(path).unwrap());
+        let xml_path = path.with_extension("");
+        std::fs::write(&xml_path, &xml).unwrap();
+        validate(&xml_path);
+        assert_eq!(
+            field(&xml, "domain")[0],
+            parts[1],
+            "policy domain of {name}"
+        );
+        assert_eq!(field(&xml, "begin")[0], parts[2]);
+        assert_eq!(field(&xml, "end")[0], parts[3]);
+        assert_eq!(field(&xml, "org_name")[0], "Test Receiver");
+    }
+    let xml_of = |domain: &str| {
+        let (_, p) = files
+            .iter()
+            .find(|(n, _)| n.split('!').nth(1) == Some(domain))
+            .unwrap();
+        gunzip(&std::fs::read(p).unwrap())
+    };
+    let a = xml_of("a.example");
+    assert_eq!(records(&a), expected_a(), "{a}");
+    assert_eq!(field(&a, "p")[0], "reject");
+    let b = xml_of("b.example");
+    assert_eq!(
+        records(&b),
+        [rec("192.0.2.10", 2, "b.example", "fail", "pass", &[])]
+    );
+    assert!(
+        sink.messages.lock().unwrap().is_empty(),
+        "a dry run sends nothing"
+    );
+
+    // Send for real: a.example to itself, b.example to its authorized external address,
+    // c.example to nobody.
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(ok, "{text}");
+    assert!(sink.wait_for(2, 10).await, "{text}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.count(), 2, "{text}");
+    let envelopes = sink.envelopes.lock().unwrap().clone();
+    let mut rcpts: Vec<String> = envelopes.iter().flat_map(|e| e.1.clone()).collect();
+    rcpts.sort();
+    assert_eq!(rcpts, ["agg@rua.test", "dmarc@a.example"]);
+    assert!(envelopes
+        .iter()
+        .all(|e| e.0 == "dmarc-reports@receiver.test"));
+    for m in sink.messages.lock().unwrap().iter() {
+        let text = String::from_utf8_lossy(m);
+        assert!(text.contains("Subject: Report Domain: "), "{text}");
+        assert!(text.contains("Submitter: receiver.test"), "{text}");
+        assert!(text.contains("Content-Type: application/gzip"), "{text}");
+        // The attachment decodes to the same report as the dry run (same records).
+        let b64: String = text
+            .split("Content-Disposition: attachment")
+            .nth(1)
+            .unwrap()
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap()
+            .split("--")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let xml = gunzip(&b64_decode(&b64));
+        let domain = field(&xml, "domain")[0];
+        assert_eq!(records(&xml), records(&xml_of(domain)), "{domain}");
+        let id = field(&xml, "report_id")[0];
+        assert!(text.contains(&format!("Report-ID: <{id}>")), "{text}");
+    }
+    // Sending again finds nothing new: no duplicates.
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(ok && text.contains("no reports to send"), "{text}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.count(), 2);
+    let (_, show) = mailseal(&config_path, &["reports", "show"]);
+    assert!(show.contains("sent (attempts 1)"), "{show}");
+    assert!(show.contains("undeliverable"), "{show}");
+    d.stop().await;
+}
+
+fn b64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// A report that could not be delivered stays pending and goes out at the next run, with
+/// the same file name; the SMTP AUTH credentials come from the password file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_delivery_is_retried_with_auth() {
+    let dns = DnsServer::start(zones()).await;
+    let scratch = Scratch::new("reports-retry");
+    let store = scratch.0.join("reports.sqlite");
+    let pw = scratch.write("relay.password", "s3cret\n");
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // Nothing listens on this port yet.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let relay = format!(
+        "smtp_port = {port}\nsmtp_tls = \"opportunistic\"\nsmtp_user = \"reporter\"\nsmtp_password_file = \"relay.password\"\n"
+    );
+    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), &relay)).await;
+    for _ in 0..2 {
+        let out = deliver(
+            d.addr,
+            &env("192.0.2.10", "x@b.example"),
+            &msg("x@b.example", "hi"),
+        )
+        .await;
+        assert_eq!(out.status, Status::Continue);
+    }
+    flush(&d).await;
+    let config_path = d.scratch.0.join("mailseal.toml");
+    let until = until_arg();
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(!ok, "a failed delivery exits 1: {text}");
+    assert!(text.contains("connect to 127.0.0.1"), "{text}");
+    let first_name = text.lines().next().unwrap().to_string();
+
+    // The relay is back: the same report goes out.
+    let sink = Sink::start_on(port).await;
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(ok, "{text}");
+    assert_eq!(
+        text.lines().next().unwrap(),
+        first_name,
+        "same report, same file name"
+    );
+    assert!(sink.wait_for(1, 10).await);
+    let env = sink.envelopes.lock().unwrap()[0].clone();
+    assert_eq!(env.1, ["agg@rua.test"]);
+    let token = b64_decode(env.2.as_deref().expect("AUTH PLAIN used"));
+    assert_eq!(token, b"\0reporter\0s3cret");
+    d.stop().await;
+}
+
+/// A store that cannot be written loses report data, never mail: every message is answered
+/// at once with the usual verdict, and the loss is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_store_never_delays_or_fails_mail() {
+    let dns = DnsServer::start(zones()).await;
+    let scratch = Scratch::new("reports-broken");
+    // The store's parent is a regular file: it can never be created, even by root.
+    let blocker = scratch.write("not-a-dir", "x");
+    let store = blocker.join("reports.sqlite");
+    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), "")).await;
+    let before = lost();
+    let start = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let t = Instant::now();
+        let from = if i % 2 == 0 {
+            "a@a.example"
+        } else {
+            "b@b.example"
+        };
+        let out = deliver(d.addr, &env("192.0.2.10", from), &msg(from, "hi")).await;
+        assert_eq!(out.status, Status::Continue);
+        let ar = out.inserted("Authentication-Results");
+        assert!(ar[0].contains("spf=pass"), "{ar:?}");
+        slowest = slowest.max(t.elapsed());
+    }
+    flush(&d).await;
+    let elapsed = start.elapsed();
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest message took {slowest:?}"
+    );
+    assert_eq!(lost() - before, 20, "every lost record is counted");
+    eprintln!("20 messages with a broken store: {elapsed:?}, slowest {slowest:?}");
+    d.stop().await;
+}
+
+fn lost() -> u64 {
+    let text = mailseal::metrics::global().render();
+    text.lines()
+        .find(|l| l.starts_with("mailseal_report_records_total{outcome=\"lost\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A private PostgreSQL server on 127.0.0.1 (Debian's postgresql package), removed on drop.
+struct Postgres {
+    port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (apt-get install postgresql)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb");
+        let dir = std::env::temp_dir().join(format!("mailseal-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let pg = Postgres { port, dir, bin };
+        // PostgreSQL refuses to run as root: run it as the postgres user then.
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&pg.dir)
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let data = pg.dir.join("data");
+        pg.run(
+            root,
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        let opts = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            pg.dir.display()
+        );
+        pg.run(
+            root,
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                pg.dir.join("log").to_str().unwrap(),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        );
+        pg
+    }
+
+    fn run(&self, root: bool, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let out = if root {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&exe).args(args).output()
+        }
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let root = unsafe { libc::geteuid() } == 0;
+        let data = self.dir.join("data");
+        let exe = self.bin.join("pg_ctl");
+        let args = ["-D", data.to_str().unwrap(), "-m", "immediate", "stop"];
+        let _ = if root {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&exe).args(args).output()
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Two MX hosts share one PostgreSQL database: both record, both run `reports send` at the
+/// same time, and each policy domain gets exactly one report covering both hosts' mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_store_shared_by_two_hosts() {
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let dns = DnsServer::start(zones()).await;
+    let sink = Sink::start().await;
+    let relay = format!("smtp_port = {}\nsmtp_tls = \"none\"\n", sink.port);
+    let mx1 = Daemon::start_in(Scratch::new("pg-mx1"), &config(&dns, &pg.url(), &relay)).await;
+    let mx2 = Daemon::start_in(Scratch::new("pg-mx2"), &config(&dns, &pg.url(), &relay)).await;
+    // a.example traffic split across the two hosts; b.example only on mx2.
+    for (i, (ip, from, n)) in TRAFFIC.iter().enumerate() {
+        let d = if i % 2 == 0 { &mx1 } else { &mx2 };
+        for _ in 0..*n {
+            let out = deliver(d.addr, &env(ip, from), &msg(from, "hello")).await;
+            assert_eq!(out.status, Status::Continue);
+        }
+    }
+    flush(&mx1).await;
+    flush(&mx2).await;
+    let until = until_arg();
+    let c1 = mx1.scratch.0.join("mailseal.toml");
+    let c2 = mx2.scratch.0.join("mailseal.toml");
+    let (u1, u2) = (until.clone(), until.clone());
+    let t1 = std::thread::spawn(move || mailseal(&c1, &["reports", "send", "--until", &u1]));
+    let t2 = std::thread::spawn(move || mailseal(&c2, &["reports", "send", "--until", &u2]));
+    let (ok1, text1) = t1.join().unwrap();
+    let (ok2, text2) = t2.join().unwrap();
+    assert!(ok1 && ok2, "{text1}\n{text2}");
+    assert!(sink.wait_for(2, 10).await, "{text1}\n{text2}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.count(), 2, "one report per domain:\n{text1}\n{text2}");
+    for m in sink.messages.lock().unwrap().iter() {
+        let text = String::from_utf8_lossy(m);
+        let b64: String = text
+            .split("Content-Disposition: attachment")
+            .nth(1)
+            .unwrap()
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap()
+            .split("--")
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        let xml = gunzip(&b64_decode(&b64));
+        let path = mx1
+            .scratch
+            .0
+            .join(format!("{}.xml", field(&xml, "domain")[0]));
+        std::fs::write(&path, &xml).unwrap();
+        validate(&path);
+        if field(&xml, "domain")[0] == "a.example" {
+            assert_eq!(records(&xml), expected_a(), "{xml}");
+        }
+    }
+    let (ok, show) = mailseal(&mx1.scratch.0.join("mailseal.toml"), &["reports", "show"]);
+    assert!(
+        ok && show.contains("a.example") && show.contains("sent"),
+        "{show}"
+    );
+    mx1.stop().await;
+    mx2.stop().await;
+    drop(pg);
+}
