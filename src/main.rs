@@ -57,6 +57,25 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
                 c.signing.tables.rows.len(),
                 c.socket
             );
+            match &c.reports.store {
+                None => println!("DMARC reports: off (no [reports] store)"),
+                Some(store) => {
+                    println!(
+                        "DMARC reports: store {store}, {} sending, as {} <{}>",
+                        if c.reports.daily { "daily" } else { "manual" },
+                        c.reports.org_name,
+                        c.reports.email
+                    );
+                    if let mailseal::config::StoreSpec::Sqlite(p) = store {
+                        if p.parent().is_some_and(|d| !d.is_dir()) {
+                            eprintln!(
+                                "warning: {}: the directory does not exist; report data will be lost until it does",
+                                p.display()
+                            );
+                        }
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => {

@@ -49,6 +49,7 @@ fn shipped_example_config_parses_with_every_default() {
     assert_eq!(format!("{:?}", c.verify), format!("{:?}", empty.verify));
     assert_eq!(format!("{:?}", c.dmarc), format!("{:?}", empty.dmarc));
     assert_eq!(format!("{:?}", c.dns), format!("{:?}", empty.dns));
+    assert_eq!(format!("{:?}", c.reports), format!("{:?}", empty.reports));
     assert_eq!(c.signing.sign_headers, empty.signing.sign_headers);
     let (ok, text) = check_config(&s.0.join("mailseal.toml"));
     assert!(ok, "{text}");

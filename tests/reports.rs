@@ -675,3 +675,36 @@ async fn postgres_store_shared_by_two_hosts() {
     mx2.stop().await;
     drop(pg);
 }
+
+/// SIGTERM: evaluations still queued for the writer are stored before the daemon exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stores_what_is_queued() {
+    let dns = DnsServer::start(zones()).await;
+    let s = Scratch::new("reports-term");
+    let port = common::postfix::free_port();
+    let store = s.0.join("reports.sqlite");
+    let cfg = s.write(
+        "mailseal.toml",
+        &format!(
+            "socket = \"inet:{port}@127.0.0.1\"\n{}",
+            config(&dns, &store.display().to_string(), "")
+        ),
+    );
+    let mut d = common::process::Running::started(&cfg, &[]);
+    for _ in 0..5 {
+        let out = deliver(
+            ([127, 0, 0, 1], port).into(),
+            &env("192.0.2.10", "x@a.example"),
+            &msg("x@a.example", "hi"),
+        )
+        .await;
+        assert_eq!(out.status, Status::Continue);
+    }
+    d.signal(libc::SIGTERM);
+    let logs = tokio::task::spawn_blocking(move || d.wait_all_logs())
+        .await
+        .unwrap();
+    let spec = mailseal::config::StoreSpec::Sqlite(store);
+    let mut st = mailseal::report::store::Store::open(&spec).unwrap();
+    assert_eq!(st.count().unwrap(), 5, "{logs}");
+}

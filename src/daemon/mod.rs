@@ -136,16 +136,10 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
 /// PostgreSQL store do not all start at once; the store's lock keeps them from sending the
 /// same report twice anyway.
 async fn daily_reports(snapshots: watch::Receiver<Arc<Snapshot>>) {
-    let offset = {
-        let name = snapshots.borrow().config.authserv_id.clone();
-        let h = name
-            .bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
-        300 + (h % 900) as i64
-    };
+    let name = snapshots.borrow().config.authserv_id.clone();
     loop {
         let now = crate::report::now();
-        let next = crate::report::day_start(now) + 86_400 + offset;
+        let next = next_daily_run(now, &name);
         tokio::time::sleep(std::time::Duration::from_secs((next - now).max(1) as u64)).await;
         let snap = snapshots.borrow().clone();
         if !snap.config.reports.daily || snap.config.reports.store.is_none() {
@@ -172,6 +166,21 @@ async fn daily_reports(snapshots: watch::Receiver<Arc<Snapshot>>) {
     }
 }
 
+/// When the daily report run after `now` starts: 5 to 20 minutes past midnight UTC, the
+/// same minute every day for a given host name.
+pub fn next_daily_run(now: i64, host: &str) -> i64 {
+    let h = host
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+    let offset = 300 + (h % 900) as i64;
+    let today = crate::report::day_start(now) + offset;
+    if today > now {
+        today
+    } else {
+        today + 86_400
+    }
+}
+
 /// Send a state line to systemd when started with Type=notify (no-op otherwise).
 pub fn notify_systemd(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
@@ -192,5 +201,29 @@ pub fn notify_systemd(state: &str) {
     };
     if let Err(e) = result {
         tracing::debug!("sd_notify failed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_daily_run;
+
+    #[test]
+    fn daily_run_is_after_midnight_and_in_the_future() {
+        let midnight = 1_795_392_000; // 2026-11-23T00:00:00Z
+        for (now, host) in [
+            (midnight + 9 * 3600, "mx1.example.net"),
+            (midnight, "mx2.example.net"),
+            (midnight + 86_399, "a"),
+        ] {
+            let next = next_daily_run(now, host);
+            assert!(next > now && next - now <= 86_400, "{now} {host} {next}");
+            let past_midnight = next.rem_euclid(86_400);
+            assert!((300..1200).contains(&past_midnight), "{past_midnight}");
+            // Stable per host.
+            assert_eq!(next_daily_run(now, host), next);
+        }
+        // Right after midnight, today's run is still ahead.
+        assert!(next_daily_run(midnight + 1, "mx1.example.net") < midnight + 1200);
     }
 }
