@@ -122,3 +122,92 @@ async fn postfix_signs_smtp_and_sendmail_and_defers_when_mailseal_is_down() {
     drop(pf);
     daemon.stop().await;
 }
+
+/// DMARC aggregate reports leave through real Postfix, both by SMTP submission and by the
+/// sendmail command, and come out signed by mailseal itself (the report's From is
+/// example.com), so they pass DMARC at the receiver as RFC 9990 §2.5 requires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dmarc_reports_leave_through_postfix_signed() {
+    if !postfix_or_skip() {
+        return;
+    }
+    use common::dns::{DnsServer, Zones};
+    let z = Zones::default();
+    z.txt("a.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.a.example",
+        "v=DMARC1; p=none; rua=mailto:dmarc@a.example",
+    );
+    let dns = DnsServer::start(z).await;
+    let sink = Sink::start().await;
+    let scratch = Scratch::new("e2e-reports");
+    let store = scratch.0.join("reports.sqlite");
+    let base = format!(
+        "{}[dns]\nnameservers = [\"{}\"]\n[reports]\nstore = \"{}\"\n\
+         org_name = \"Example\"\nemail = \"dmarc-reports@example.com\"\n",
+        signing_config(&scratch),
+        dns.addr,
+        store.display()
+    );
+    let milter_port = postfix::free_port();
+    let daemon = Daemon::start_on(scratch, &base, milter_port).await;
+    let pf_dir = Scratch::new("e2e-reports-postfix");
+    let pf = Postfix::start(&pf_dir.0, milter_port, sink.port);
+    let until = (mailseal::report::now() + 60).to_string();
+    let send = |extra: &str| {
+        let cfg = daemon.scratch.write("send.toml", &format!("{base}{extra}"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailseal"))
+            .args(["reports", "send", "--until", &until, "-c"])
+            .arg(cfg)
+            .env("MAIL_CONFIG", pf.conf())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        text
+    };
+
+    // Inbound mail from a.example, then its report by SMTP to Postfix (from 127.0.0.1, an
+    // internal client: mailseal signs it on the way out).
+    inbound(&daemon, 3).await;
+    send(&format!(
+        "smtp_port = {}\nsmtp_tls = \"none\"\n",
+        pf.smtp_port
+    ));
+    assert!(sink.wait_for(1, 60).await, "{}", pf.log());
+    // More mail, and its report by the sendmail command.
+    inbound(&daemon, 1).await;
+    send("transport = \"sendmail\"\n");
+    assert!(sink.wait_for(2, 60).await, "{}", pf.log());
+    for m in sink.messages.lock().unwrap().iter() {
+        let text = String::from_utf8_lossy(m);
+        assert!(text.contains("Subject: Report Domain: a.example"), "{text}");
+        assert!(text.contains("To: <dmarc@a.example>"), "{text}");
+        assert_signed(m);
+    }
+    drop(pf);
+    daemon.stop().await;
+}
+
+/// `n` inbound messages from a.example through the milter, stored before returning.
+async fn inbound(daemon: &Daemon, n: usize) {
+    let env = Envelope {
+        client_ip: "192.0.2.10",
+        mail_from: "<x@a.example>".into(),
+        ..Default::default()
+    };
+    for i in 0..n {
+        let out = deliver(
+            daemon.addr,
+            &env,
+            &format!("From: <x@a.example>\r\nSubject: in {i}\r\n\r\nhi\r\n"),
+        )
+        .await;
+        assert_eq!(out.status, indymilter_test::Status::Continue);
+    }
+    let recorder = daemon.snapshots.borrow().reports.clone().unwrap();
+    let flushed =
+        tokio::task::spawn_blocking(move || recorder.flush(std::time::Duration::from_secs(10)));
+    assert!(flushed.await.unwrap());
+}
