@@ -2,18 +2,25 @@
 # End-to-end benchmark, side by side: smtp-source → a private Postfix → milter → smtp-sink,
 # the same messages for every setup, on TCP and unix milter sockets. Prints msg/s, milter
 # CPU seconds per 1000 messages (from /proc) and the milter's peak RSS, and ratios against
-# OpenDKIM. Run as root on Debian 12 (installs postfix and opendkim if missing):
-#   bash bench/run.sh [MESSAGES] [SESSIONS]
+# the peers from Debian:
+#   signing:   mailseal (RSA-2048; RSA + Ed25519) vs OpenDKIM
+#   verifying: mailseal (SPF + DKIM + DMARC) vs OpenDKIM + OpenDMARC (SPF self-validated),
+#              every lookup answered by knotd on 127.0.0.1:53 (the peers see it through a
+#              private /etc/resolv.conf in their own mount namespace)
+#   milter level: examples/loadgen.rs against mailseal and OpenDKIM (unix socket)
+# Run as root on Debian 12 (installs the peers if missing):
+#   bash bench/run.sh [MESSAGES] [SESSIONS]     (BENCH_ONLY=sign|verify|loadgen runs one part)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
 S=${2:-20}
 SIZE=4096
-for p in postfix opendkim; do
+ONLY=${BENCH_ONLY:-all}
+for p in postfix opendkim opendmarc knot publicsuffix bc; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p" >/dev/null
 done
-cargo build --release --ignore-rust-version --bin mailseal >/dev/null 2>&1
+cargo build --release --ignore-rust-version --bin mailseal --example loadgen >/dev/null 2>&1
 ms=$PWD/target/release/mailseal
 # OpenDKIM refuses files below world-writable directories such as /tmp.
 work=$(mktemp -d /var/lib/mailseal-bench.XXXXXX)
@@ -32,14 +39,20 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-stat_of() { # pid → "cpu_seconds hwm_kib"
-    local t; t=$(getconf CLK_TCK)
-    awk -v t="$t" '{print ($14+$15)/t}' "/proc/$1/stat" | tr '\n' ' '
-    awk '/VmHWM/{print $2}' "/proc/$1/status"
+stat_of() { # "pid [pid...]" → "cpu_seconds hwm_kib", summed over the processes
+    local t cpu=0 rss=0 p; t=$(getconf CLK_TCK)
+    for p in $1; do
+        cpu=$(echo "$cpu + $(awk -v t="$t" '{print ($14+$15)/t}' "/proc/$p/stat")" | bc -l)
+        rss=$((rss + $(awk '/VmHWM/{print $2}' "/proc/$p/status")))
+    done
+    echo "$cpu $rss"
 }
 
 sink_port=$(free_port)
-/usr/sbin/smtp-sink -u postfix 127.0.0.1:"$sink_port" 2000 >/dev/null 2>&1 &
+# The sink keeps what it receives (per second, removed after each run), so each run can show
+# what the milter did to the last message.
+mkdir -p "$work/dump"; chown postfix "$work/dump"
+/usr/sbin/smtp-sink -u postfix -S '@@MSG@@\n' -D "$work/dump/%H%M%S" 127.0.0.1:"$sink_port" 2000 >/dev/null 2>&1 &
 pids+=($!)
 
 # One Postfix instance; the milter line is switched per run (postfix reload).
@@ -61,17 +74,21 @@ script -qec "/usr/sbin/postfix -c $pf/etc start" /dev/null >/dev/null
 
 queue_empty() { [ -z "$(find "$pf/queue/incoming" "$pf/queue/active" "$pf/queue/deferred" "$pf/queue/maildrop" -type f 2>/dev/null | head -1)" ]; }
 
-# run NAME MILTER_SPEC [PID]
+# run NAME MILTER_SPEC ["PID..."] [MESSAGE_FILE]
 results=()
 run() {
-    local name=$1 spec=$2 pid=${3:-}
+    local name=$1 spec=$2 pid=${3:-} file=${4:-}
     render_postfix "$spec"
     /usr/sbin/postfix -c "$pf/etc" reload >/dev/null 2>&1
     sleep 1
     local before="0 0"
     [ -n "$pid" ] && before=$(stat_of "$pid")
     local t0; t0=$(date +%s.%N)
-    /usr/sbin/smtp-source -l $SIZE -m "$N" -s "$S" -f alice@example.com -t bob@example.org 127.0.0.1:"$smtp_port"
+    if [ -n "$file" ]; then
+        /usr/sbin/smtp-source -F "$file" -M client.example.com -m "$N" -s "$S" -f alice@example.com -t bob@example.org 127.0.0.1:"$smtp_port"
+    else
+        /usr/sbin/smtp-source -l $SIZE -m "$N" -s "$S" -f alice@example.com -t bob@example.org 127.0.0.1:"$smtp_port"
+    fi
     for _ in $(seq 1 600); do queue_empty && break; sleep 0.1; done
     local t1; t1=$(date +%s.%N)
     local rate; rate=$(echo "$N / ($t1 - $t0)" | bc -l)
@@ -82,8 +99,17 @@ run() {
         rss=${after##* }
     fi
     local deferred; deferred=$(find "$pf/queue/deferred" -type f | wc -l)
-    printf '%-40s %8.0f msg/s   CPU/1000: %6s s   peak RSS: %8s KiB   deferred: %s\n' \
+    printf '%-48s %8.0f msg/s   CPU/1000: %6s s   peak RSS: %8s KiB   deferred: %s\n' \
         "$name" "$rate" "$( [ "$cpu" = - ] && echo - || printf '%.2f' "$cpu")" "$rss" "$deferred"
+    # What the milter(s) did, from the last message the sink received.
+    local last; last=$(ls -t "$work/dump" | head -1)
+    if [ -n "$last" ]; then
+        local msg; msg=$(awk '/^@@MSG@@/{buf=""; next} {buf=buf"\n"$0} END{print buf}' "$work/dump/$last")
+        printf '%48s last message: %s DKIM-Signature(s); %s\n' "" \
+            "$(echo "$msg" | grep -c '^DKIM-Signature:' || true)" \
+            "$(echo "$msg" | grep -o '\b\(spf\|dkim\|dmarc\)=[a-z]*' | sort | uniq | tr '\n' ' ')"
+    fi
+    rm -rf "${work:?}/dump/"*
     results+=("$name|$rate|$cpu|$rss")
 }
 
@@ -131,41 +157,199 @@ CONF
 }
 start_opendkim() { /usr/sbin/opendkim -f -x "$1" >"$1.log" 2>&1 & pid=$!; pids+=("$pid"); sleep 1; }
 
+odv=$(opendkim -V | head -1 | awk '{print $NF}')
+dmv=$(opendmarc -V 2>&1 | head -1 | awk '{print $NF}')
 echo "== $N messages of ${SIZE} bytes, $S concurrent SMTP sessions, Postfix $(postconf -d -h mail_version)"
 run "Postfix, no milter" ""
 
+sockets() { # tag → sets mspec (mailseal/opendkim syntax) and pspec (Postfix syntax)
+    if [ "$sock" = tcp ]; then local p; p=$(free_port); mspec="inet:$p@127.0.0.1"; ospec=$mspec; pspec="inet:127.0.0.1:$p";
+    else mspec="unix:$work/$1.sock"; ospec="local:$work/$1.sock"; pspec="unix:$work/$1.sock"; fi
+}
+
+if [ "$ONLY" = all ] || [ "$ONLY" = sign ]; then
 for sock in tcp unix; do
-    if [ $sock = tcp ]; then p=$(free_port); mspec="inet:$p@127.0.0.1"; pspec="inet:127.0.0.1:$p";
-    else mspec="unix:$work/ms-$sock.sock"; pspec="unix:$work/ms-$sock.sock"; fi
+    sockets "ms-$sock"
     cfg=$(mk_mailseal "rsa-$sock" "$mspec" '*@example.com rsa\n' false)
     start_mailseal "$cfg"
     run "mailseal sign RSA-2048 ($sock)" "$pspec" "$pid"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 
-    if [ $sock = tcp ]; then p=$(free_port); mspec="inet:$p@127.0.0.1"; pspec="inet:127.0.0.1:$p";
-    else mspec="unix:$work/ms2-$sock.sock"; pspec="unix:$work/ms2-$sock.sock"; fi
+    sockets "ms2-$sock"
     cfg=$(mk_mailseal "dual-$sock" "$mspec" '*@example.com rsa\n*@example.com ed\n' true)
     start_mailseal "$cfg"
     run "mailseal sign RSA-2048 + Ed25519 ($sock)" "$pspec" "$pid"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 
-    if [ $sock = tcp ]; then p=$(free_port); ospec="inet:$p@127.0.0.1"; pspec="inet:127.0.0.1:$p";
-    else ospec="local:$work/od-$sock.sock"; pspec="unix:$work/od-$sock.sock"; fi
+    sockets "od-$sock"
     cfg=$(mk_opendkim "$ospec")
     start_opendkim "$cfg"
-    run "OpenDKIM $(opendkim -V | head -1 | awk '{print $NF}') sign RSA-2048 ($sock)" "$pspec" "$pid"
+    run "OpenDKIM $odv sign RSA-2048 ($sock)" "$pspec" "$pid"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 done
+fi
+
+# --- verifying: DNS on 127.0.0.1:53, a message signed once, then checked by each stack.
+if [ "$ONLY" = all ] || [ "$ONLY" = verify ]; then
+mkdir -p "$work/knot/zones" "$work/knot/db"
+pubkey=$(openssl pkey -in "$work/keys/rsa.pem" -pubout -outform DER 2>/dev/null | base64 -w0)
+cat >"$work/knot/zones/example.com.zone" <<ZONE
+\$ORIGIN example.com.
+\$TTL 3600
+@ SOA ns.example.com. hostmaster.example.com. 1 3600 600 86400 300
+@ NS ns.example.com.
+ns A 127.0.0.1
+@ TXT "v=spf1 ip4:127.0.0.1 -all"
+client TXT "v=spf1 ip4:127.0.0.1 -all"
+client A 127.0.0.1
+_dmarc TXT "v=DMARC1; p=reject"
+rsa._domainkey TXT "v=DKIM1; k=rsa; p=${pubkey:0:200}" "${pubkey:200}"
+ZONE
+# The DMARC tree walk also asks _dmarc.com: serve an empty com. so it gets NXDOMAIN.
+cat >"$work/knot/zones/com.zone" <<ZONE
+\$ORIGIN com.
+\$TTL 3600
+@ SOA ns.example.com. hostmaster.example.com. 1 3600 600 86400 300
+@ NS ns.example.com.
+ZONE
+cat >"$work/knot/knot.conf" <<CONF
+server:
+    listen: 127.0.0.1@53
+    rundir: $work/knot
+database:
+    storage: $work/knot/db
+template:
+  - id: default
+    storage: $work/knot/zones
+    file: "%s.zone"
+    zonefile-sync: -1
+    journal-content: none
+zone:
+  - domain: com
+  - domain: example.com
+CONF
+/usr/sbin/knotd -c "$work/knot/knot.conf" >"$work/knot/log" 2>&1 & pids+=($!)
+sleep 1
+echo "nameserver 127.0.0.1" >"$work/resolv.conf"
+# A peer daemon that resolves through 127.0.0.1 only (its own mount namespace).
+with_resolver() { unshare -m sh -c "mount --bind $work/resolv.conf /etc/resolv.conf && exec \"\$@\"" sh "$@"; }
+
+# The message: signed once by mailseal (rsa-sha256, relaxed/simple), identical for every run.
+msgdir=$work/ms-signer; mkdir -p "$msgdir"
+printf 'rsa example.com:rsa:%s\n' "$work/keys/rsa.pem" >"$msgdir/key.table"
+printf '*@example.com rsa\n' >"$msgdir/signing.table"
+printf 'mode = "s"\n[signing]\nkey_table = "key.table"\nsigning_table = "signing.table"\n' >"$msgdir/mailseal.toml"
+{
+    printf 'From: Alice <alice@example.com>\r\nTo: bob@example.org\r\nSubject: benchmark\r\n'
+    printf 'Date: Mon, 23 Nov 2026 10:00:00 +0000\r\nMessage-ID: <bench@example.com>\r\n\r\n'
+    for i in $(seq 1 52); do printf 'line %02d of the benchmark message body, about seventy bytes long....\r\n' "$i"; done
+} | "$ms" sign -c "$msgdir/mailseal.toml" | sed 's/$/\r/; s/\r\r$/\r/' >"$work/signed.eml"
+grep -q '^DKIM-Signature' "$work/signed.eml" || { echo "could not sign the benchmark message" >&2; exit 1; }
+
+mk_mailseal_verify() { # name socket
+    local d=$work/msv-$1
+    mkdir -p "$d"
+    cat >"$d/mailseal.toml" <<CONF
+socket = "$2"
+socket_mode = "0666"
+mode = "v"
+authserv_id = "mx.bench.test"
+log_level = "warn"
+[signing]
+internal_hosts = []
+[dns]
+nameservers = ["127.0.0.1:53"]
+CONF
+    echo "$d/mailseal.toml"
+}
+mk_opendkim_verify() { # socket
+    local d=$work/odv-$RANDOM
+    mkdir -p "$d"; chmod 700 "$d"
+    echo "192.0.2.255" >"$d/internal"
+    cat >"$d/opendkim.conf" <<CONF
+Socket $1
+UMask 000
+Mode v
+AuthservID mx.bench.test
+InternalHosts $d/internal
+Background no
+Syslog no
+PidFile $d/pid
+CONF
+    echo "$d/opendkim.conf"
+}
+mk_opendmarc() { # socket
+    local d=$work/dm-$RANDOM
+    mkdir -p "$d"; chmod 700 "$d"
+    echo "192.0.2.255" >"$d/ignore"
+    cat >"$d/opendmarc.conf" <<CONF
+Socket $1
+UMask 000
+AuthservID mx.bench.test
+TrustedAuthservIDs mx.bench.test
+IgnoreHosts $d/ignore
+SPFSelfValidate true
+SPFIgnoreResults true
+PublicSuffixList /usr/share/publicsuffix/public_suffix_list.dat
+RejectFailures false
+Background no
+Syslog false
+PidFile $d/pid
+CONF
+    echo "$d/opendmarc.conf"
+}
+
+for sock in tcp unix; do
+    sockets "msv-$sock"
+    cfg=$(mk_mailseal_verify "$sock" "$mspec")
+    start_mailseal "$cfg"
+    run "mailseal verify SPF+DKIM+DMARC ($sock)" "$pspec" "$pid" "$work/signed.eml"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+
+    sockets "odv-$sock"; od_spec=$ospec; od_pf=$pspec
+    sockets "dm-$sock"; dm_spec=$ospec; dm_pf=$pspec
+    cfg=$(mk_opendkim_verify "$od_spec")
+    with_resolver /usr/sbin/opendkim -f -x "$cfg" >"$cfg.log" 2>&1 & od_pid=$!; pids+=("$od_pid")
+    cfg=$(mk_opendmarc "$dm_spec")
+    with_resolver /usr/sbin/opendmarc -f -c "$cfg" >"$cfg.log" 2>&1 & dm_pid=$!; pids+=("$dm_pid")
+    sleep 1
+    run "OpenDKIM $odv + OpenDMARC $dmv verify ($sock)" "$od_pf, $dm_pf" "$od_pid $dm_pid" "$work/signed.eml"
+    kill "$od_pid" "$dm_pid"; wait "$od_pid" "$dm_pid" 2>/dev/null || true
+done
+# Check that each stack really verified: the sink is not kept, so look at one message.
+fi
+
+# --- milter level: the load generator against mailseal and OpenDKIM on a unix socket.
+if [ "$ONLY" = all ] || [ "$ONLY" = loadgen ]; then
+echo
+echo "== milter level (examples/loadgen.rs, unix socket, $((N * 5)) messages, 20 connections x 10 messages, 4 KB)"
+lg=$PWD/target/release/examples/loadgen
+cfg=$(mk_mailseal "lg" "unix:$work/lg.sock" '*@example.com rsa\n' false)
+start_mailseal "$cfg"
+echo "mailseal sign RSA-2048:"
+"$lg" --unix "$work/lg.sock" --messages $((N * 5)) --connections 20 --per-connection 10 --pid "$pid"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+cfg=$(mk_opendkim "local:$work/lgod.sock")
+start_opendkim "$cfg"
+echo "OpenDKIM $odv sign RSA-2048:"
+"$lg" --unix "$work/lgod.sock" --messages $((N * 5)) --connections 20 --per-connection 10 --pid "$pid"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+fi
 
 echo
 echo "== ratios (same run, same messages)"
 get() { for r in "${results[@]}"; do [ "${r%%|*}" = "$1" ] && echo "$r"; done; return 0; }
 ceiling=$(get "Postfix, no milter" | cut -d'|' -f2)
+ratio() { # label ours theirs
+    local a b; a=$(get "$2"); b=$(get "$3")
+    [ -n "$a" ] && [ -n "$b" ] || return 0
+    printf '%s: throughput %.2fx, CPU per message %.2fx, peak RSS %.2fx; %.0f%% of the no-milter ceiling\n' "$1" \
+        "$(echo "$(echo "$a" | cut -d'|' -f2) / $(echo "$b" | cut -d'|' -f2)" | bc -l)" \
+        "$(echo "$(echo "$a" | cut -d'|' -f3) / $(echo "$b" | cut -d'|' -f3)" | bc -l)" \
+        "$(echo "$(echo "$a" | cut -d'|' -f4) / $(echo "$b" | cut -d'|' -f4)" | bc -l)" \
+        "$(echo "100 * $(echo "$a" | cut -d'|' -f2) / $ceiling" | bc -l)"
+}
 for sock in tcp unix; do
-    od=$(get "OpenDKIM $(opendkim -V | head -1 | awk '{print $NF}') sign RSA-2048 ($sock)")
-    ms=$(get "mailseal sign RSA-2048 ($sock)")
-    od_rate=$(echo "$od" | cut -d'|' -f2); od_cpu=$(echo "$od" | cut -d'|' -f3)
-    ms_rate=$(echo "$ms" | cut -d'|' -f2); ms_cpu=$(echo "$ms" | cut -d'|' -f3)
-    printf 'signing RSA-2048 (%s): mailseal/OpenDKIM throughput %.2fx, CPU per message %.2fx of OpenDKIM; mailseal reaches %.0f%% of the no-milter ceiling\n' \
-        "$sock" "$(echo "$ms_rate / $od_rate" | bc -l)" "$(echo "$ms_cpu / $od_cpu" | bc -l)" "$(echo "100 * $ms_rate / $ceiling" | bc -l)"
+    ratio "signing RSA-2048 ($sock), mailseal vs OpenDKIM" "mailseal sign RSA-2048 ($sock)" "OpenDKIM $odv sign RSA-2048 ($sock)"
+    ratio "verifying ($sock), mailseal vs OpenDKIM + OpenDMARC" "mailseal verify SPF+DKIM+DMARC ($sock)" "OpenDKIM $odv + OpenDMARC $dmv verify ($sock)"
 done

@@ -43,6 +43,8 @@ pub struct Snapshot {
     /// Where DMARC evaluations go for aggregate reports (the daemon only; the command line
     /// tools record nothing).
     pub reports: Option<report::Recorder>,
+    /// Where DMARC failure reports go (`[reports] failure_reports`; the daemon only).
+    pub failures: Option<report::failure::FailureSender>,
 }
 
 impl Snapshot {
@@ -53,12 +55,24 @@ impl Snapshot {
             config,
             auth,
             reports: None,
+            failures: None,
         })
     }
 
     /// Record DMARC evaluations into `[reports] store`, reusing `running` when it writes to
-    /// the same store (a reload keeps the writer).
+    /// the same store (a reload keeps the writer), and send failure reports if configured.
+    /// Must run inside the tokio runtime.
     pub fn recording(mut self, running: Option<&report::Recorder>) -> Snapshot {
+        if self.config.reports.failure_reports {
+            match report::failure::FailureSender::start(
+                &self.config.reports,
+                &self.config.dns,
+                &self.config.authserv_id,
+            ) {
+                Ok(s) => self.failures = Some(s),
+                Err(e) => tracing::error!("failure reports are off: {e}"),
+            }
+        }
         self.reports = self
             .config
             .reports

@@ -76,6 +76,11 @@ const HELP: &[(&str, &str, &str)] = &[
         "Aggregate report deliveries by outcome (sent, failed, gave_up).",
     ),
     (
+        "mailseal_failure_reports_total",
+        "counter",
+        "DMARC failure reports by outcome (sent, failed, rate_limited, dropped).",
+    ),
+    (
         "mailseal_active_connections",
         "gauge",
         "Milter connections open now.",

@@ -708,3 +708,80 @@ async fn sigterm_stores_what_is_queued() {
     let mut st = mailseal::report::store::Store::open(&spec).unwrap();
     assert_eq!(st.count().unwrap(), 5, "{logs}");
 }
+
+/// Failure reports (RFC 9991, off by default): an ARF report per failing message to the
+/// `ruf=` address, headers only, at most `failure_rate` per domain per hour; never to an
+/// unauthorized external address, never for a passing message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_reports_are_arf_rate_limited_and_authorized() {
+    let z = zones();
+    z.txt("f.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.f.example",
+        "v=DMARC1; p=reject; ruf=mailto:ruf@f.example",
+    );
+    z.txt("g.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.g.example",
+        "v=DMARC1; p=reject; ruf=mailto:x@elsewhere.test",
+    );
+    let dns = DnsServer::start(z).await;
+    let sink = Sink::start().await;
+    let cfg = format!(
+        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
+         [reports]\norg_name = \"Test Receiver\"\nemail = \"dmarc-reports@receiver.test\"\n\
+         failure_reports = true\nfailure_rate = 2\nsmtp_port = {}\nsmtp_tls = \"none\"\n",
+        dns.addr, sink.port
+    );
+    let d = Daemon::start(&cfg).await;
+    // Passing mail: no report (fo=0, the default: only when DMARC fails).
+    let out = deliver(
+        d.addr,
+        &env("192.0.2.10", "ok@f.example"),
+        &msg("ok@f.example", "fine"),
+    )
+    .await;
+    assert_eq!(out.status, Status::Continue);
+    for i in 0..4 {
+        let out = deliver(
+            d.addr,
+            &env("198.51.100.7", "spoof@f.example"),
+            &msg("spoof@f.example", &format!("spoof {i}")),
+        )
+        .await;
+        assert_eq!(out.status, Status::Continue);
+    }
+    // g.example's destination is not authorized.
+    let out = deliver(
+        d.addr,
+        &env("198.51.100.7", "x@g.example"),
+        &msg("x@g.example", "g"),
+    )
+    .await;
+    assert_eq!(out.status, Status::Continue);
+    assert!(sink.wait_for(2, 10).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.count(), 2, "rate limit of 2 per hour");
+    let envs = sink.envelopes.lock().unwrap().clone();
+    assert!(envs.iter().all(|e| e.1 == ["ruf@f.example"]), "{envs:?}");
+    for m in sink.messages.lock().unwrap().iter() {
+        let text = String::from_utf8_lossy(m);
+        assert!(
+            text.contains("Content-Type: multipart/report; report-type=feedback-report"),
+            "{text}"
+        );
+        assert!(text.contains("Feedback-Type: auth-failure"), "{text}");
+        assert!(text.contains("Auth-Failure: dmarc"), "{text}");
+        assert!(text.contains("Source-IP: 198.51.100.7"), "{text}");
+        assert!(text.contains("Reported-Domain: f.example"), "{text}");
+        assert!(text.contains("Authentication-Results: mx.test;"), "{text}");
+        assert!(text.contains("dmarc=fail"), "{text}");
+        assert!(text.contains("Content-Type: text/rfc822-headers"), "{text}");
+        assert!(
+            text.contains("Subject: spoof "),
+            "the original header section: {text}"
+        );
+        assert!(!text.contains("Hello."), "never the body: {text}");
+    }
+    d.stop().await;
+}

@@ -303,6 +303,10 @@ pub struct Reports {
     pub max_attempts: u32,
     /// Evaluations waiting for the writer; past this they are dropped (and counted).
     pub queue: usize,
+    /// Send DMARC failure reports (RFC 9991) where `ruf=` asks for them.
+    pub failure_reports: bool,
+    /// Failure reports per policy domain per hour (ten times this over all domains).
+    pub failure_rate: u32,
 }
 
 impl Reports {
@@ -860,6 +864,8 @@ fn parse_reports(
         retention,
         max_attempts: r.max_attempts.max(1),
         queue: r.queue.max(1),
+        failure_reports: r.failure_reports,
+        failure_rate: r.failure_rate,
     }
 }
 

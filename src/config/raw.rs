@@ -83,6 +83,10 @@ pub struct RawReports {
     pub max_attempts: u32,
     #[serde(default = "d_report_queue")]
     pub queue: usize,
+    #[serde(default)]
+    pub failure_reports: bool,
+    #[serde(default = "d_failure_rate")]
+    pub failure_rate: u32,
 }
 
 impl Default for RawReports {
@@ -106,6 +110,8 @@ impl Default for RawReports {
             retention: d_retention(),
             max_attempts: d_max_attempts(),
             queue: d_report_queue(),
+            failure_reports: false,
+            failure_rate: d_failure_rate(),
         }
     }
 }
@@ -409,4 +415,7 @@ fn d_max_attempts() -> u32 {
 }
 fn d_report_queue() -> usize {
     10_000
+}
+fn d_failure_rate() -> u32 {
+    10
 }

@@ -297,6 +297,7 @@ impl Session {
                                 reply,
                                 summary: format!("outbound ({why}): signing failed: {e}"),
                                 report: None,
+                                failure: None,
                             });
                         }
                     }
@@ -309,6 +310,7 @@ impl Session {
                         signed.join(", ")
                     ),
                     report: None,
+                    failure: None,
                 })
             }
             Work::Verify {
@@ -326,6 +328,7 @@ impl Session {
                         reply,
                         summary: "inbound: client IP unknown, not verified".into(),
                         report: None,
+                        failure: None,
                     });
                 };
                 let Some(raw) = buffer else {
@@ -343,6 +346,9 @@ impl Session {
                 o.summary = format!("inbound from {ip}: {}", o.summary);
                 if let (Some(recorder), Some(e)) = (&self.snap.reports, o.report.take()) {
                     recorder.record(*e);
+                }
+                if let (Some(sender), Some(f)) = (&self.snap.failures, o.failure.take()) {
+                    sender.send(*f);
                 }
                 Some(o)
             }

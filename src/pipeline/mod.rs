@@ -138,6 +138,8 @@ pub struct Outcome {
     pub summary: String,
     /// What this message adds to DMARC aggregate reports, if anything.
     pub report: Option<Box<crate::report::Evaluation>>,
+    /// A DMARC failure report to send, if one is due.
+    pub failure: Option<Box<crate::report::failure::Failure>>,
 }
 
 #[cfg(test)]

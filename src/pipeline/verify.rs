@@ -172,6 +172,7 @@ pub fn oversize(config: &Config, headers: &HeaderBlock) -> Outcome {
         reply,
         summary: format!("verify skipped: {text}"),
         report: None,
+        failure: None,
     }
 }
 
@@ -223,6 +224,7 @@ fn timed_out(config: &Config, budget: Duration) -> Outcome {
         reply,
         summary: why,
         report: None,
+        failure: None,
     }
 }
 
@@ -249,6 +251,7 @@ async fn evaluate(
             reply: Reply::Continue,
             summary: "unparseable message, nothing verified".into(),
             report: None,
+            failure: None,
         };
     };
 
@@ -323,6 +326,7 @@ async fn evaluate(
     let mut reply = Reply::Continue;
     let mut disposition = Disposition::None;
     let mut report = None;
+    let mut failure: Option<crate::report::failure::Failure> = None;
     let dmarc_summary;
     let from_problem = match (from_fields, from_domains.len()) {
         (1, 1) => None,
@@ -423,7 +427,35 @@ async fn evaluate(
         if word == "pass" {
             dns_trouble.clear();
         }
-        if let Some(record) = dmarc.record().filter(|r| !r.rua.is_empty()) {
+        if let Some(record) = dmarc
+            .record()
+            .filter(|r| !r.ruf.is_empty() && config.reports.failure_reports)
+        {
+            if dmarc.failure_report().is_some() && wants_report(config, headers, dmarc.domain()) {
+                let raw = headers.raw();
+                failure = Some(crate::report::failure::Failure {
+                    arrival: crate::report::now(),
+                    source_ip: env.client_ip.to_string(),
+                    mail_from: env.mail_from.to_string(),
+                    header_from: dmarc.domain().to_string(),
+                    policy_domain: policy_domain(auth, dmarc.domain(), record).await,
+                    ruf: record.ruf.iter().map(|u| u.uri.clone()).collect(),
+                    auth_results: String::new(),
+                    dkim_aligned: matches!(dmarc.dkim_result(), DmarcResult::Pass),
+                    spf_aligned: matches!(dmarc.spf_result(), DmarcResult::Pass),
+                    delivery: match disposition {
+                        Disposition::Reject => "reject",
+                        Disposition::Quarantine => "policy",
+                        Disposition::None => "delivered",
+                    },
+                    headers: raw[..raw.len().min(crate::report::failure::MAX_HEADERS)].to_vec(),
+                });
+            }
+        }
+        if let Some(record) = dmarc
+            .record()
+            .filter(|r| !r.rua.is_empty() && config.reports.store.is_some())
+        {
             if wants_report(config, headers, dmarc.domain()) {
                 let why_not = override_reason(config, env, policy, testing);
                 report = Some(Box::new(
@@ -486,24 +518,29 @@ async fn evaluate(
             .inserts
             .push((0, "Received-SPF".into(), milter_value(&rs, "Received-SPF")));
     }
-    edits.inserts.push((0, AR_NAME.into(), ar.milter_value()));
+    let ar_value = ar.milter_value();
+    if let Some(f) = failure.as_mut() {
+        f.auth_results = ar_value.clone();
+    }
+    edits.inserts.push((0, AR_NAME.into(), ar_value));
     // A message the MTA will offer again is evaluated again: report it then.
     if matches!(reply, Reply::Tempfail { .. }) {
         report = None;
+        failure = None;
     }
     Outcome {
         edits,
         reply,
         summary,
         report,
+        failure: failure.map(Box::new),
     }
 }
 
-/// Record this message for aggregate reports? Only with a store configured, never for a
-/// report itself (loop protection) and never for a suppressed domain.
+/// Report on this message (aggregate or failure report)? Never on a report itself (loop
+/// protection) and never for a suppressed domain.
 fn wants_report(config: &Config, headers: &HeaderBlock, from_domain: &str) -> bool {
-    config.reports.store.is_some()
-        && !config.reports.suppressed(from_domain)
+    !config.reports.suppressed(from_domain)
         && !crate::report::is_report_message(
             headers.values("subject").next(),
             headers.values("content-type").next(),

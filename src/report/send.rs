@@ -155,13 +155,12 @@ fn unix(t: i64) -> std::time::SystemTime {
 /// Where a report may go, after the checks of RFC 9990 §3 and our loop rules. `Err` is a
 /// temporary DNS failure: try again at the next run.
 pub async fn destinations(
-    config: &Config,
+    rc: &crate::config::Reports,
     auth: &mail_auth::MessageAuthenticator,
     policy_domain: &str,
     rua: &[(String, usize)],
     notes: &mut Vec<String>,
 ) -> Result<Vec<(String, usize)>, String> {
-    let rc = &config.reports;
     let mut candidates = Vec::new();
     for (addr, max) in rua {
         let addr = addr.trim().to_ascii_lowercase();
@@ -254,13 +253,7 @@ pub fn run(
             if rc.suppressed(&domain) {
                 notes.push("suppressed domain: would not be sent".into());
             } else {
-                match rt.block_on(destinations(
-                    config,
-                    &auth,
-                    &domain,
-                    &policy.rua,
-                    &mut notes,
-                )) {
+                match rt.block_on(destinations(rc, &auth, &domain, &policy.rua, &mut notes)) {
                     Ok(d) => notes.extend(d.iter().map(|(a, _)| format!("would send to {a}"))),
                     Err(e) => notes.push(e),
                 }
@@ -344,7 +337,7 @@ fn deliver_one(
     }
     let built = build(config, r, &policy, &groups);
     let dests = match rt.block_on(destinations(
-        config,
+        rc,
         auth,
         &r.policy_domain,
         &policy.rua,

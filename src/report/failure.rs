@@ -1,0 +1,252 @@
+//! DMARC failure reports (RFC 9991, in the ARF format of RFC 5965 / RFC 6591). Off unless
+//! `[reports] failure_reports = true`.
+//!
+//! The verifier hands a [`Failure`] to a bounded queue; one task per configuration sends them
+//! off the milter path. At most `failure_rate` reports per policy domain per hour (and ten
+//! times that over all domains); only header fields are sent, never the body; destinations
+//! outside the policy domain must authorize it (`_report._dmarc`, as for aggregate reports).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::{Dns, Reports};
+
+/// One message that failed DMARC in a way its domain asked to hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub arrival: i64,
+    pub source_ip: String,
+    pub mail_from: String,
+    pub header_from: String,
+    /// Where the DMARC record was found (destinations are checked against it).
+    pub policy_domain: String,
+    pub ruf: Vec<String>,
+    /// Our Authentication-Results value for the message.
+    pub auth_results: String,
+    pub dkim_aligned: bool,
+    pub spf_aligned: bool,
+    /// RFC 6591 Delivery-Result: delivered, spam (quarantined) or reject.
+    pub delivery: &'static str,
+    /// The message's header section (CRLF), capped.
+    pub headers: Vec<u8>,
+}
+
+/// Largest header section copied into a report.
+pub const MAX_HEADERS: usize = 64 * 1024;
+const QUEUE: usize = 256;
+const WINDOW: Duration = Duration::from_secs(3600);
+
+/// Handle to the sending task.
+#[derive(Clone, Debug)]
+pub struct FailureSender {
+    tx: mpsc::Sender<Box<Failure>>,
+}
+
+impl FailureSender {
+    /// Start the sending task for this configuration (`helo`: our name towards the relay).
+    /// Must run inside the tokio runtime.
+    pub fn start(reports: &Reports, dns: &Dns, helo: &str) -> Result<FailureSender, String> {
+        let auth = crate::pipeline::dns::authenticator(dns)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(sender(
+            Arc::new(reports.clone()),
+            helo.to_string(),
+            auth,
+            rx,
+        ));
+        Ok(FailureSender { tx })
+    }
+
+    /// Queue a report; never waits. A full queue drops it (counted).
+    pub fn send(&self, f: Failure) {
+        if self.tx.try_send(Box::new(f)).is_err() {
+            count("dropped");
+        }
+    }
+}
+
+fn count(outcome: &str) {
+    crate::metrics::global().inc("mailseal_failure_reports_total", &[("outcome", outcome)]);
+}
+
+/// Per-domain and overall hourly limits.
+struct Limits {
+    per_domain: u32,
+    windows: HashMap<String, (Instant, u32)>,
+    total: (Instant, u32),
+}
+
+impl Limits {
+    fn allow(&mut self, domain: &str) -> bool {
+        let now = Instant::now();
+        if self.windows.len() > 10_000 {
+            self.windows
+                .retain(|_, (t, _)| now.duration_since(*t) < WINDOW);
+        }
+        let total_cap = self.per_domain.saturating_mul(10);
+        if now.duration_since(self.total.0) >= WINDOW {
+            self.total = (now, 0);
+        }
+        let w = self.windows.entry(domain.to_string()).or_insert((now, 0));
+        if now.duration_since(w.0) >= WINDOW {
+            *w = (now, 0);
+        }
+        if w.1 >= self.per_domain || self.total.1 >= total_cap {
+            return false;
+        }
+        w.1 += 1;
+        self.total.1 += 1;
+        true
+    }
+}
+
+async fn sender(
+    rc: Arc<Reports>,
+    helo: String,
+    auth: mail_auth::MessageAuthenticator,
+    mut rx: mpsc::Receiver<Box<Failure>>,
+) {
+    let mut limits = Limits {
+        per_domain: rc.failure_rate,
+        windows: HashMap::new(),
+        total: (Instant::now(), 0),
+    };
+    while let Some(f) = rx.recv().await {
+        if !limits.allow(&f.policy_domain) {
+            count("rate_limited");
+            continue;
+        }
+        let rua: Vec<(String, usize)> = f.ruf.iter().map(|a| (a.clone(), 0)).collect();
+        let mut notes = Vec::new();
+        let dests =
+            match super::send::destinations(&rc, &auth, &f.policy_domain, &rua, &mut notes).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!("failure report for {}: {e}", f.header_from);
+                    count("failed");
+                    continue;
+                }
+            };
+        for n in notes {
+            tracing::debug!("failure report for {}: {n}", f.header_from);
+        }
+        for (rcpt, _) in dests {
+            let msg = message(&rc, &f, &rcpt);
+            match super::smtp::submit(&rc.transport, &helo, &rc.email, &rcpt, &msg).await {
+                Ok(()) => {
+                    count("sent");
+                    tracing::info!(
+                        "failure report for {} from {} sent to {rcpt}",
+                        f.header_from,
+                        f.source_ip
+                    );
+                }
+                Err(e) => {
+                    count("failed");
+                    tracing::warn!("failure report for {} to {rcpt}: {e}", f.header_from);
+                }
+            }
+        }
+    }
+}
+
+/// The ARF message (RFC 5965 §2, RFC 6591 §3): a human part, the machine-readable
+/// `message/feedback-report`, and the original header section as `text/rfc822-headers`.
+pub fn message(rc: &Reports, f: &Failure, rcpt: &str) -> Vec<u8> {
+    let id = super::send::unique_id();
+    let boundary = format!("=_mailseal_ruf_{id}");
+    let date = super::rfc5322_date(super::now());
+    let arrival = super::rfc5322_date(f.arrival);
+    let name = rc.org_name.replace(['"', '\\', '\r', '\n'], "");
+    let one_line = |s: &str| s.replace(['\r', '\n'], " ");
+    let alignment = match (f.dkim_aligned, f.spf_aligned) {
+        (true, true) => "dkim, spf",
+        (true, false) => "dkim",
+        (false, true) => "spf",
+        (false, false) => "none",
+    };
+    let mut m = String::with_capacity(f.headers.len() + 2048);
+    m.push_str(&format!("From: \"{name}\" <{}>\r\n", rc.email));
+    m.push_str(&format!("To: <{rcpt}>\r\n"));
+    m.push_str(&format!(
+        "Subject: DMARC failure report for {} from {}\r\n",
+        f.header_from, f.source_ip
+    ));
+    m.push_str(&format!("Date: {date}\r\n"));
+    m.push_str(&format!("Message-ID: <{id}.ruf@{}>\r\n", rc.receiver()));
+    m.push_str("Auto-Submitted: auto-generated\r\n");
+    m.push_str("MIME-Version: 1.0\r\n");
+    m.push_str(&format!(
+        "Content-Type: multipart/report; report-type=feedback-report;\r\n boundary=\"{boundary}\"\r\n\r\n"
+    ));
+    m.push_str(&format!("--{boundary}\r\n"));
+    m.push_str("Content-Type: text/plain; charset=us-ascii\r\n\r\n");
+    m.push_str(&format!(
+        "A message claiming to be from {} failed DMARC at {}.\r\n\
+         It came from {} on {}. Only its header section is included.\r\n\r\n",
+        f.header_from,
+        rc.receiver(),
+        f.source_ip,
+        arrival
+    ));
+    m.push_str(&format!("--{boundary}\r\n"));
+    m.push_str("Content-Type: message/feedback-report\r\n\r\n");
+    m.push_str("Feedback-Type: auth-failure\r\n");
+    m.push_str(concat!(
+        "User-Agent: mailseal/",
+        env!("CARGO_PKG_VERSION"),
+        "\r\n"
+    ));
+    m.push_str("Version: 1\r\n");
+    m.push_str(&format!(
+        "Original-Mail-From: <{}>\r\n",
+        one_line(&f.mail_from)
+    ));
+    m.push_str(&format!("Arrival-Date: {arrival}\r\n"));
+    m.push_str(&format!("Source-IP: {}\r\n", f.source_ip));
+    m.push_str(&format!("Reported-Domain: {}\r\n", f.header_from));
+    m.push_str(&format!(
+        "Authentication-Results: {}\r\n",
+        f.auth_results.trim_start().replace('\n', "\r\n")
+    ));
+    m.push_str("Auth-Failure: dmarc\r\n");
+    m.push_str(&format!("Identity-Alignment: {alignment}\r\n"));
+    m.push_str(&format!("Delivery-Result: {}\r\n\r\n", f.delivery));
+    m.push_str(&format!("--{boundary}\r\n"));
+    m.push_str("Content-Type: text/rfc822-headers\r\n\r\n");
+    m.push_str(&String::from_utf8_lossy(&f.headers));
+    if !m.ends_with("\r\n") {
+        m.push_str("\r\n");
+    }
+    m.push_str(&format!("\r\n--{boundary}--\r\n"));
+    m.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hourly_limits_per_domain_and_overall() {
+        let mut l = Limits {
+            per_domain: 2,
+            windows: HashMap::new(),
+            total: (Instant::now(), 0),
+        };
+        assert!(l.allow("a.example"));
+        assert!(l.allow("a.example"));
+        assert!(!l.allow("a.example"));
+        assert!(l.allow("b.example"));
+        // Overall: ten times the per-domain limit.
+        let mut n = 3;
+        for i in 0..100 {
+            if l.allow(&format!("d{i}.example")) {
+                n += 1;
+            }
+        }
+        assert_eq!(n, 20);
+    }
+}
