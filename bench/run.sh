@@ -231,8 +231,9 @@ CONF
 /usr/sbin/knotd -c "$work/knot/knot.conf" >"$work/knot/log" 2>&1 & pids+=($!)
 sleep 1
 echo "nameserver 127.0.0.1" >"$work/resolv.conf"
-# A peer daemon that resolves through 127.0.0.1 only (its own mount namespace).
-with_resolver() { unshare -m sh -c "mount --bind $work/resolv.conf /etc/resolv.conf && exec \"\$@\"" sh "$@"; }
+# A peer daemon resolves through 127.0.0.1 only: started in its own mount namespace with a
+# private /etc/resolv.conf (unshare and sh exec, so $! is the daemon's pid).
+resolver_ns="mount --bind $work/resolv.conf /etc/resolv.conf && exec \"\$@\""
 
 # The message: signed once by mailseal (rsa-sha256, relaxed/simple), identical for every run.
 msgdir=$work/ms-signer; mkdir -p "$msgdir"
@@ -272,8 +273,8 @@ UMask 000
 Mode v
 AuthservID mx.bench.test
 InternalHosts $d/internal
+Nameservers 127.0.0.1
 Background no
-Syslog no
 PidFile $d/pid
 CONF
     echo "$d/opendkim.conf"
@@ -309,9 +310,9 @@ for sock in tcp unix; do
     sockets "odv-$sock"; od_spec=$ospec; od_pf=$pspec
     sockets "dm-$sock"; dm_spec=$ospec; dm_pf=$pspec
     cfg=$(mk_opendkim_verify "$od_spec")
-    with_resolver /usr/sbin/opendkim -f -x "$cfg" >"$cfg.log" 2>&1 & od_pid=$!; pids+=("$od_pid")
+    unshare -m sh -c "$resolver_ns" sh /usr/sbin/opendkim -f -x "$cfg" >"$cfg.log" 2>&1 & od_pid=$!; pids+=("$od_pid")
     cfg=$(mk_opendmarc "$dm_spec")
-    with_resolver /usr/sbin/opendmarc -f -c "$cfg" >"$cfg.log" 2>&1 & dm_pid=$!; pids+=("$dm_pid")
+    unshare -m sh -c "$resolver_ns" sh /usr/sbin/opendmarc -f -c "$cfg" >"$cfg.log" 2>&1 & dm_pid=$!; pids+=("$dm_pid")
     sleep 1
     run "OpenDKIM $odv + OpenDMARC $dmv verify ($sock)" "$od_pf, $dm_pf" "$od_pid $dm_pid" "$work/signed.eml"
     kill "$od_pid" "$dm_pid"; wait "$od_pid" "$dm_pid" 2>/dev/null || true
