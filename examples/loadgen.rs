@@ -100,6 +100,11 @@ async fn session(
         };
         let Ok(mut conn) = opened else {
             failures += 1;
+            // Bounded: a milter that refuses every connection ends the run.
+            if failures >= 100 {
+                eprintln!("giving up: 100 connections failed");
+                return failures;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
