@@ -364,19 +364,7 @@ async fn records_dry_run_schema_and_sending() {
         assert!(text.contains("Submitter: receiver.test"), "{text}");
         assert!(text.contains("Content-Type: application/gzip"), "{text}");
         // The attachment decodes to the same report as the dry run (same records).
-        let b64: String = text
-            .split("Content-Disposition: attachment")
-            .nth(1)
-            .unwrap()
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap()
-            .split("--")
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let xml = gunzip(&b64_decode(&b64));
+        let xml = attached_xml(&text);
         let domain = field(&xml, "domain")[0];
         assert_eq!(records(&xml), records(&xml_of(domain)), "{domain}");
         let id = field(&xml, "report_id")[0];
@@ -391,6 +379,23 @@ async fn records_dry_run_schema_and_sending() {
     assert!(show.contains("sent (attempts 1)"), "{show}");
     assert!(show.contains("undeliverable"), "{show}");
     d.stop().await;
+}
+
+/// The report XML attached (base64, gzip) to a report message.
+fn attached_xml(message: &str) -> String {
+    let b64: String = message
+        .split("Content-Disposition: attachment")
+        .nth(1)
+        .unwrap()
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap()
+        .split("--")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    gunzip(&b64_decode(&b64))
 }
 
 fn b64_decode(s: &str) -> Vec<u8> {
@@ -643,19 +648,7 @@ async fn postgres_store_shared_by_two_hosts() {
     assert_eq!(sink.count(), 2, "one report per domain:\n{text1}\n{text2}");
     for m in sink.messages.lock().unwrap().iter() {
         let text = String::from_utf8_lossy(m);
-        let b64: String = text
-            .split("Content-Disposition: attachment")
-            .nth(1)
-            .unwrap()
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap()
-            .split("--")
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        let xml = gunzip(&b64_decode(&b64));
+        let xml = attached_xml(&text);
         let path = mx1
             .scratch
             .0

@@ -427,42 +427,38 @@ async fn evaluate(
         if word == "pass" {
             dns_trouble.clear();
         }
-        if let Some(record) = dmarc
-            .record()
-            .filter(|r| !r.ruf.is_empty() && config.reports.failure_reports)
-        {
-            if dmarc.failure_report().is_some() && wants_report(config, headers, dmarc.domain()) {
-                let raw = headers.raw();
-                failure = Some(crate::report::failure::Failure {
-                    arrival: crate::report::now(),
-                    source_ip: env.client_ip.to_string(),
-                    mail_from: env.mail_from.to_string(),
-                    header_from: dmarc.domain().to_string(),
-                    policy_domain: policy_domain(auth, dmarc.domain(), record).await,
-                    ruf: record.ruf.iter().map(|u| u.uri.clone()).collect(),
-                    auth_results: String::new(),
-                    dkim_aligned: matches!(dmarc.dkim_result(), DmarcResult::Pass),
-                    spf_aligned: matches!(dmarc.spf_result(), DmarcResult::Pass),
-                    delivery: match disposition {
-                        Disposition::Reject => "reject",
-                        Disposition::Quarantine => "policy",
-                        Disposition::None => "delivered",
-                    },
-                    headers: raw[..raw.len().min(crate::report::failure::MAX_HEADERS)].to_vec(),
-                });
-            }
-        }
-        if let Some(record) = dmarc
-            .record()
-            .filter(|r| !r.rua.is_empty() && config.reports.store.is_some())
-        {
-            if wants_report(config, headers, dmarc.domain()) {
-                let why_not = override_reason(config, env, policy, testing);
-                report = Some(Box::new(
-                    evaluation(
-                        auth,
+        if let Some(record) = dmarc.record() {
+            let want_failure = config.reports.failure_reports
+                && !record.ruf.is_empty()
+                && dmarc.failure_report().is_some();
+            let want_aggregate = config.reports.store.is_some() && !record.rua.is_empty();
+            if (want_failure || want_aggregate) && wants_report(config, headers, dmarc.domain()) {
+                let policy_domain = policy_domain(auth, dmarc.domain(), record).await;
+                if want_failure {
+                    let raw = headers.raw();
+                    failure = Some(crate::report::failure::Failure {
+                        arrival: crate::report::now(),
+                        source_ip: env.client_ip.to_string(),
+                        mail_from: env.mail_from.to_string(),
+                        header_from: dmarc.domain().to_string(),
+                        policy_domain: policy_domain.clone(),
+                        ruf: record.ruf.iter().map(|u| u.uri.clone()).collect(),
+                        auth_results: String::new(),
+                        dkim_aligned: matches!(dmarc.dkim_result(), DmarcResult::Pass),
+                        spf_aligned: matches!(dmarc.spf_result(), DmarcResult::Pass),
+                        delivery: match disposition {
+                            Disposition::Reject => "reject",
+                            Disposition::Quarantine => "policy",
+                            Disposition::None => "delivered",
+                        },
+                        headers: raw[..raw.len().min(crate::report::failure::MAX_HEADERS)].to_vec(),
+                    });
+                }
+                if want_aggregate {
+                    report = Some(Box::new(evaluation(
                         &dmarc,
                         record,
+                        policy_domain,
                         EvalFacts {
                             env,
                             mail_from_domain: &mail_from_domain,
@@ -470,11 +466,10 @@ async fn evaluate(
                             dkim: &dkim_check,
                             refused: &refused,
                             disposition,
-                            reason: why_not,
+                            reason: override_reason(config, env, policy, testing),
                         },
-                    )
-                    .await,
-                ));
+                    )));
+                }
             }
         }
     }
@@ -589,10 +584,10 @@ struct EvalFacts<'a, 'x> {
 }
 
 /// What this message contributes to the aggregate report of its policy domain.
-async fn evaluation(
-    auth: &MessageAuthenticator,
+fn evaluation(
     dmarc: &mail_auth::DmarcOutput,
-    record: &std::sync::Arc<mail_auth::dmarc::DmarcRecord>,
+    record: &mail_auth::dmarc::DmarcRecord,
+    policy_domain: String,
     f: EvalFacts<'_, '_>,
 ) -> crate::report::Evaluation {
     use crate::report::{DkimAuth, Evaluation, Published};
@@ -632,7 +627,7 @@ async fn evaluation(
     Evaluation {
         received: crate::report::now(),
         source_ip: f.env.client_ip.to_string(),
-        policy_domain: policy_domain(auth, dmarc.domain(), record).await,
+        policy_domain,
         header_from: dmarc.domain().to_string(),
         envelope_from: f.mail_from_domain.to_string(),
         published: Published {

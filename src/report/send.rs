@@ -225,20 +225,7 @@ pub fn run(
             .unclaimed(opts.since, opts.until)
             .map_err(|e| e.to_string())?
         {
-            let r = ReportRow {
-                report_id: String::new(),
-                unique_id: unique_id(),
-                policy_domain: domain.clone(),
-                begin: day.max(opts.since),
-                end: (day + 86_400).min(opts.until),
-                status: "dry-run".into(),
-                attempts: 0,
-                last_error: None,
-            };
-            let r = ReportRow {
-                report_id: format!("{domain}.{}.{}@{receiver}", r.begin, r.unique_id),
-                ..r
-            };
+            let r = ReportRow::new(&domain, day, opts.since, opts.until, unique_id(), &receiver);
             let groups = store
                 .groups_unclaimed(&domain, r.begin, r.end)
                 .map_err(|e| e.to_string())?;

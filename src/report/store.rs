@@ -86,44 +86,11 @@ impl From<i64> for Val {
     }
 }
 
-const SQLITE_SCHEMA: &str = "
-PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
+/// The schema for both backends; `@ID@` is the auto-numbered key (SQLite's rowid alias or a
+/// PostgreSQL sequence). SQLite stores BIGINT as INTEGER.
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS dmarc_records (
-    id INTEGER PRIMARY KEY,
-    received INTEGER NOT NULL,
-    reporter TEXT NOT NULL,
-    policy_domain TEXT NOT NULL,
-    header_from TEXT NOT NULL,
-    envelope_from TEXT NOT NULL,
-    source_ip TEXT NOT NULL,
-    published TEXT NOT NULL,
-    disposition TEXT NOT NULL,
-    dkim_aligned TEXT NOT NULL,
-    spf_aligned TEXT NOT NULL,
-    reasons TEXT NOT NULL,
-    dkim TEXT NOT NULL,
-    spf TEXT NOT NULL,
-    report_id TEXT
-);
-CREATE INDEX IF NOT EXISTS dmarc_records_pending ON dmarc_records (report_id, policy_domain, received);
-CREATE TABLE IF NOT EXISTS dmarc_reports (
-    report_id TEXT PRIMARY KEY,
-    unique_id TEXT NOT NULL,
-    policy_domain TEXT NOT NULL,
-    begin_ts INTEGER NOT NULL,
-    end_ts INTEGER NOT NULL,
-    created INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    lease_until INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
-);
-";
-
-const POSTGRES_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS dmarc_records (
-    id BIGSERIAL PRIMARY KEY,
+    id @ID@ PRIMARY KEY,
     received BIGINT NOT NULL,
     reporter TEXT NOT NULL,
     policy_domain TEXT NOT NULL,
@@ -190,6 +157,30 @@ pub struct ReportRow {
     pub last_error: Option<String>,
 }
 
+impl ReportRow {
+    /// A new report for `domain`'s UTC `day`, clipped to `[since, until)`.
+    pub fn new(
+        domain: &str,
+        day: i64,
+        since: i64,
+        until: i64,
+        unique_id: String,
+        receiver: &str,
+    ) -> ReportRow {
+        let begin = day.max(since);
+        ReportRow {
+            report_id: format!("{domain}.{begin}.{unique_id}@{receiver}"),
+            unique_id,
+            policy_domain: domain.to_string(),
+            begin,
+            end: (day + 86_400).min(until),
+            status: "pending".into(),
+            attempts: 0,
+            last_error: None,
+        }
+    }
+}
+
 impl Store {
     /// Open (and create if needed) the store.
     pub fn open(spec: &StoreSpec) -> Result<Store> {
@@ -198,7 +189,11 @@ impl Store {
                 let conn = rusqlite::Connection::open(path)
                     .map_err(|e| StoreError(format!("sqlite {}: {e}", path.display())))?;
                 conn.busy_timeout(std::time::Duration::from_secs(5))?;
-                conn.execute_batch(SQLITE_SCHEMA)
+                let schema = format!(
+                    "PRAGMA journal_mode = WAL;\nPRAGMA synchronous = NORMAL;\n{}",
+                    SCHEMA.replace("@ID@", "INTEGER")
+                );
+                conn.execute_batch(&schema)
                     .map_err(|e| StoreError(format!("sqlite {}: {e}", path.display())))?;
                 Ok(Store::Sqlite(conn))
             }
@@ -208,7 +203,7 @@ impl Store {
                 // Two hosts creating the schema at once must not collide.
                 let mut tx = client.transaction()?;
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK])?;
-                tx.batch_execute(POSTGRES_SCHEMA)?;
+                tx.batch_execute(&SCHEMA.replace("@ID@", "BIGSERIAL"))?;
                 tx.commit()?;
                 Ok(Store::Postgres(Box::new(client)))
             }
@@ -361,29 +356,18 @@ impl Store {
         mut unique: impl FnMut() -> String,
     ) -> Result<Vec<ReportRow>> {
         self.transaction(|s| {
-            let groups = s.query(
-                "SELECT policy_domain, received - (received % 86400) AS day FROM dmarc_records \
-                 WHERE report_id IS NULL AND received >= $1 AND received < $2 \
-                 GROUP BY policy_domain, day ORDER BY policy_domain, day",
-                &[since.into(), until.into()],
-            )?;
             let mut out = Vec::new();
-            for g in groups {
-                let domain = g[0].text();
-                let day = g[1].int();
-                let end = (day + 86_400).min(until);
-                let begin = day.max(since);
-                let unique_id = unique();
-                let report_id = format!("{domain}.{begin}.{unique_id}@{receiver}");
+            for (domain, day) in s.unclaimed(since, until)? {
+                let r = ReportRow::new(&domain, day, since, until, unique(), receiver);
                 s.exec(
                     "INSERT INTO dmarc_reports (report_id, unique_id, policy_domain, begin_ts, \
                      end_ts, created, status, attempts) VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0)",
                     &[
-                        report_id.as_str().into(),
-                        unique_id.as_str().into(),
+                        r.report_id.as_str().into(),
+                        r.unique_id.as_str().into(),
                         domain.as_str().into(),
-                        begin.into(),
-                        end.into(),
+                        r.begin.into(),
+                        r.end.into(),
                         super::now().into(),
                     ],
                 )?;
@@ -391,22 +375,13 @@ impl Store {
                     "UPDATE dmarc_records SET report_id = $1 WHERE report_id IS NULL \
                      AND policy_domain = $2 AND received >= $3 AND received < $4",
                     &[
-                        report_id.as_str().into(),
+                        r.report_id.as_str().into(),
                         domain.as_str().into(),
-                        begin.into(),
-                        end.into(),
+                        r.begin.into(),
+                        r.end.into(),
                     ],
                 )?;
-                out.push(ReportRow {
-                    report_id,
-                    unique_id,
-                    policy_domain: domain,
-                    begin,
-                    end,
-                    status: "pending".into(),
-                    attempts: 0,
-                    last_error: None,
-                });
+                out.push(r);
             }
             Ok(out)
         })
