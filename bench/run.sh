@@ -10,6 +10,8 @@
 #   milter level: examples/loadgen.rs against mailseal (unix socket)
 # Run as root on Debian 12 (installs the peers if missing):
 #   bash bench/run.sh [MESSAGES] [SESSIONS]     (BENCH_ONLY=sign|verify|loadgen runs one part)
+#   BENCH_SOCKETS="unix" limits the signing part to one socket kind, BENCH_PEERS=0 skips its
+#   peers (quick A/B runs of mailseal alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
@@ -168,7 +170,7 @@ sockets() { # tag → sets mspec (mailseal/opendkim syntax) and pspec (Postfix s
 }
 
 if [ "$ONLY" = all ] || [ "$ONLY" = sign ]; then
-for sock in tcp unix; do
+for sock in ${BENCH_SOCKETS:-tcp unix}; do
     sockets "ms-$sock"
     cfg=$(mk_mailseal "rsa-$sock" "$mspec" '*@example.com rsa\n' false)
     start_mailseal "$cfg"
@@ -181,6 +183,7 @@ for sock in tcp unix; do
     run "mailseal sign RSA-2048 + Ed25519 ($sock)" "$pspec" "$pid"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 
+    [ "${BENCH_PEERS:-1}" = 1 ] || continue
     sockets "od-$sock"
     cfg=$(mk_opendkim "$ospec")
     start_opendkim "$cfg"

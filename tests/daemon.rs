@@ -249,7 +249,9 @@ async fn unix_socket_replaces_a_stale_one_and_has_the_configured_mode() {
     let cfg = s.write(
         "m.toml",
         &format!(
-            "socket = \"unix:{}\"\nsocket_mode = \"0600\"\nmode = \"s\"\n[signing]\n{signing}",
+            // threads = 0: the multi-threaded runtime (the other binary tests run the
+            // default single-threaded one).
+            "socket = \"unix:{}\"\nsocket_mode = \"0600\"\nmode = \"s\"\nthreads = 0\n[signing]\n{signing}",
             sock.display()
         ),
     );

@@ -223,6 +223,9 @@ pub struct Config {
     pub verify_enabled: bool,
     pub log_level: String,
     pub max_connections: usize,
+    /// Runtime threads serving milter connections: 1 = a single-threaded runtime (no
+    /// cross-thread wake-ups), 0 = one per CPU.
+    pub threads: usize,
     pub connection_timeout: Duration,
     /// On SIGTERM: how long messages in flight may take to finish.
     pub shutdown_timeout: Duration,
@@ -723,6 +726,7 @@ impl Config {
             verify_enabled,
             log_level: raw.log_level,
             max_connections: raw.max_connections,
+            threads: raw.threads,
             connection_timeout,
             shutdown_timeout,
             on_internal_error,

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub log_level: String,
     #[serde(default = "d_max_connections")]
     pub max_connections: usize,
+    #[serde(default = "d_threads")]
+    pub threads: usize,
     #[serde(default = "d_connection_timeout")]
     pub connection_timeout: String,
     #[serde(default = "d_on_internal_error")]
@@ -288,6 +290,9 @@ fn d_log_level() -> String {
 }
 fn d_max_connections() -> usize {
     200
+}
+fn d_threads() -> usize {
+    1
 }
 fn d_connection_timeout() -> String {
     "330s".into()

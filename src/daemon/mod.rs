@@ -41,6 +41,9 @@ fn reload(path: &Path, running: &Snapshot) -> Result<Snapshot, String> {
     for w in config.unsafe_file_warnings() {
         tracing::warn!("{w}");
     }
+    if config.threads != running.config.threads {
+        tracing::warn!("threads changed: restart mailseal to apply it");
+    }
     if config.metrics_listen != running.config.metrics_listen {
         tracing::warn!("[metrics] listen changed: restart mailseal to apply it");
     }
@@ -115,7 +118,8 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
         _ = reloader => Ok(()),
     };
     // Store what the report writer still holds.
-    if let Some(recorder) = tx.borrow().reports.clone() {
+    let recorder = tx.borrow().reports.clone();
+    if let Some(recorder) = recorder {
         let flushed =
             tokio::task::spawn_blocking(move || recorder.flush(std::time::Duration::from_secs(5)))
                 .await;
