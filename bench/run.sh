@@ -3,14 +3,17 @@
 # the same messages for every setup, on TCP and unix milter sockets. Prints msg/s, milter
 # CPU seconds per 1000 messages (from /proc) and the milter's peak RSS, and ratios against
 # the peers from Debian:
-#   signing:   mailseal (RSA-2048; RSA + Ed25519) vs OpenDKIM
+#   signing:   mailseal (RSA-2048; RSA + Ed25519) vs OpenDKIM and rspamd (proxy worker as
+#              milter, self-scan, dkim_signing the only module)
 #   verifying: mailseal (SPF + DKIM + DMARC) vs OpenDKIM + OpenDMARC (SPF self-validated),
-#              every lookup answered by knotd on 127.0.0.1:53 (the peers see it through a
-#              private /etc/resolv.conf in their own mount namespace)
+#              the same plus policyd-spf (real SPF, Postfix check_policy_service), and rspamd
+#              (dkim, spf, dmarc, milter_headers the only modules); every lookup answered by
+#              knotd on 127.0.0.1:53 (OpenDKIM, OpenDMARC and Postfix with its policyd-spf see
+#              it through a private /etc/resolv.conf in their own mount namespace)
 #   milter level: examples/loadgen.rs against mailseal (unix socket)
 # Run as root on Debian 12 (installs the peers if missing):
 #   bash bench/run.sh [MESSAGES] [SESSIONS]     (BENCH_ONLY=sign|verify|loadgen runs one part)
-#   BENCH_SOCKETS="unix" limits the signing part to one socket kind, BENCH_PEERS=0 skips its
+#   BENCH_SOCKETS="unix" limits signing and verifying to one socket kind, BENCH_PEERS=0 skips its
 #   peers (quick A/B runs of mailseal alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +21,7 @@ N=${1:-2000}
 S=${2:-20}
 SIZE=4096
 ONLY=${BENCH_ONLY:-all}
-for p in postfix opendkim opendmarc knot publicsuffix bc; do
+for p in postfix opendkim opendmarc rspamd postfix-policyd-spf-python knot publicsuffix bc; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p" >/dev/null
 done
@@ -61,7 +64,7 @@ pids+=($!)
 pf=$work/postfix
 mkdir -p "$pf/etc" "$pf/queue" "$pf/data"
 smtp_port=$(free_port)
-render_postfix() { # milter spec or empty
+render_postfix() { # milter spec or empty; "spf" to check SPF with policyd-spf
     for f in main.cf master.cf; do
         sed -e "s#@DIR@#$pf#g" -e "s#@SMTP_PORT@#$smtp_port#g" -e "s#@MILTER@#$1#g" \
             -e "s#@RELAY@#[127.0.0.1]:$sink_port#g" -e "s#@HOSTNAME@#mx.bench.test#g" "tests/e2e/$f" >"$pf/etc/$f"
@@ -69,36 +72,72 @@ render_postfix() { # milter spec or empty
     if [ -z "$1" ]; then sed -i -e '/^smtpd_milters/d' -e '/^non_smtpd_milters/d' "$pf/etc/main.cf"; fi
     # Benchmark settings: no fast-retry tuning needed, plenty of smtpd processes.
     echo "default_process_limit = 100" >>"$pf/etc/main.cf"
+    if [ "${2:-}" = spf ]; then
+        # As its README sets it up, except that 127.0.0.1 is checked rather than skipped.
+        printf 'debugLevel = 0\nTestOnly = 1\nHELO_reject = Fail\nMail_From_reject = Fail\nPermError_reject = False\nTempError_Defer = False\nskip_addresses = 192.0.2.255/32\nHeader_Type = AR\nAuthserv_Id = mx.bench.test\n' >"$pf/etc/policyd-spf.conf"
+        echo "policyd-spf unix - n n - 0 spawn user=nobody argv=/usr/bin/policyd-spf $pf/etc/policyd-spf.conf" >>"$pf/etc/master.cf"
+        printf 'policyd-spf_time_limit = 3600\nsmtpd_recipient_restrictions = check_policy_service unix:private/policyd-spf\n' >>"$pf/etc/main.cf"
+    fi
 }
 chown postfix:postfix "$pf/data"
 render_postfix ""
-script -qec "/usr/sbin/postfix -c $pf/etc start" /dev/null >/dev/null
+echo "nameserver 127.0.0.1" >"$work/resolv.conf"
+# A peer daemon resolves through 127.0.0.1 only: started in its own mount namespace with a
+# private /etc/resolv.conf (unshare and sh exec, so $! is the daemon's pid). Postfix too, for
+# the policyd-spf it spawns; Postfix itself looks nothing up here (no DNS, no peer names).
+resolver_ns="mount --bind $work/resolv.conf /etc/resolv.conf && exec \"\$@\""
+unshare -m sh -c "$resolver_ns" sh script -qec "/usr/sbin/postfix -c $pf/etc start" /dev/null >/dev/null
 
+# smtp_send MESSAGE_FILE|"" COUNT: send and wait (bounded) until the queue is empty.
+smtp_send() {
+    if [ -n "$1" ]; then
+        /usr/sbin/smtp-source -F "$1" -M client.example.com -m "$2" -s "$S" -f alice@example.com -t bob@example.org 127.0.0.1:"$smtp_port"
+    else
+        /usr/sbin/smtp-source -l $SIZE -m "$2" -s "$S" -f alice@example.com -t bob@example.org 127.0.0.1:"$smtp_port"
+    fi
+    for _ in $(seq 1 600); do queue_empty && break; sleep 0.1; done
+}
+spf_pids() { pgrep -d ' ' -f '^(/usr/bin/)?python3 /usr/bin/policyd-spf' || true; }
 queue_empty() { [ -z "$(find "$pf/queue/incoming" "$pf/queue/active" "$pf/queue/deferred" "$pf/queue/maildrop" -type f 2>/dev/null | head -1)" ]; }
 
-# run NAME MILTER_SPEC ["PID..."] [MESSAGE_FILE]
+# run NAME MILTER_SPEC ["PID..."] [MESSAGE_FILE] [spf]
+# With spf, Postfix also asks policyd-spf: Postfix spawns one per smtpd process, which then
+# lives as long as that smtpd. A warm-up batch first starts them (as the other daemons are
+# started before a run); what they spend in the run counts as the milters' CPU, and the sum
+# of their peaks as their RSS.
 results=()
 run() {
-    local name=$1 spec=$2 pid=${3:-} file=${4:-}
-    render_postfix "$spec"
+    local name=$1 spec=$2 pid=${3:-} file=${4:-} policy=${5:-}
+    render_postfix "$spec" "$policy"
     /usr/sbin/postfix -c "$pf/etc" reload >/dev/null 2>&1
     sleep 1
     local before="0 0"
+    declare -A spf_cpu=()
+    if [ "$policy" = spf ]; then
+        smtp_send "${file}" $((S * 10))
+        local p; for p in $(spf_pids); do spf_cpu[$p]=$(stat_of "$p" | cut -d' ' -f1); done
+    fi
     [ -n "$pid" ] && before=$(stat_of "$pid")
     local t0; t0=$(date +%s.%N)
-    if [ -n "$file" ]; then
-        /usr/sbin/smtp-source -F "$file" -M client.example.com -m "$N" -s "$S" -f alice@example.com -t bob@example.org 127.0.0.1:"$smtp_port"
-    else
-        /usr/sbin/smtp-source -l $SIZE -m "$N" -s "$S" -f alice@example.com -t bob@example.org 127.0.0.1:"$smtp_port"
-    fi
-    for _ in $(seq 1 600); do queue_empty && break; sleep 0.1; done
+    smtp_send "$file" "$N"
     local t1; t1=$(date +%s.%N)
     local rate; rate=$(echo "$N / ($t1 - $t0)" | bc -l)
     local cpu=- rss=-
     if [ -n "$pid" ]; then
         local after; after=$(stat_of "$pid")
-        cpu=$(echo "(${after%% *} - ${before%% *}) * 1000 / $N" | bc -l)
+        local spent; spent=$(echo "${after%% *} - ${before%% *}" | bc -l)
         rss=${after##* }
+        if [ "$policy" = spf ]; then
+            local sp n=0; sp=$(spf_pids)
+            [ -n "$sp" ] || { echo "no policyd-spf process ran" >&2; exit 1; }
+            for p in $sp; do
+                local st; st=$(stat_of "$p")
+                spent=$(echo "$spent + ${st%% *} - ${spf_cpu[$p]:-0}" | bc -l)
+                rss=$((rss + ${st##* })); n=$((n + 1))
+            done
+            echo "    ($n policyd-spf processes)"
+        fi
+        cpu=$(echo "$spent * 1000 / $N" | bc -l)
     fi
     local deferred; deferred=$(find "$pf/queue/deferred" -type f | wc -l)
     printf '%-48s %8.0f msg/s   CPU/1000: %6s s   peak RSS: %8s KiB   deferred: %s\n' \
@@ -159,7 +198,79 @@ CONF
 }
 start_opendkim() { /usr/sbin/opendkim -f -x "$1" >"$1.log" 2>&1 & pid=$!; pids+=("$pid"); sleep 1; }
 
+# rspamd: a private configuration with only the modules of the role, the proxy worker as
+# milter scanning by itself (no normal worker), DNS from 127.0.0.1:53. Its key copy and
+# socket belong to _rspamd.
+mk_rspamd() { # role (sign|verify) bind_socket → config path
+    local d=$work/rs-$1-$RANDOM
+    mkdir -p "$d/plugins" "$d/db"
+    # The dkim C module is loaded for both: dkim_signing signs through it. Signing: the
+    # client (127.0.0.1) is local, so rspamd signs and checks nothing. Verifying: checks run
+    # for local clients too (rspamd skips loopback clients whatever local_addrs says).
+    local mods local_addrs check
+    if [ "$1" = sign ]; then
+        mods="dkim_signing"; local_addrs='"127.0.0.0/8"'; check=false
+    else
+        mods="spf dmarc milter_headers"; local_addrs='[]'; check=true
+    fi
+    for m in $mods; do ln -s "/usr/share/rspamd/plugins/$m.lua" "$d/plugins/"; done
+    install -m 600 "$work/keys/rsa.pem" "$d/rsa.pem"
+    cat >"$d/rspamd.conf" <<CONF
+options {
+    pidfile = "$d/rspamd.pid";
+    dbdir = "$d/db";
+    hs_cache_dir = "$d/db";
+    filters = "dkim";
+    local_addrs = $local_addrs;
+    dns { nameserver = ["127.0.0.1:53"]; timeout = 1s; retransmits = 2; }
+}
+logging { type = "file"; filename = "$d/rspamd.log"; level = "error"; }
+modules { path = "$d/plugins"; }
+actions { reject = 1000; add_header = 999; greylist = 998; }
+worker "rspamd_proxy" {
+    bind_socket = "$2";
+    milter = yes;
+    timeout = 120s;
+    upstream "local" { default = yes; self_scan = yes; }
+    count = 1;
+}
+dkim { check_local = $check; check_authed = $check; }
+spf { check_local = $check; check_authed = $check; }
+dmarc { check_local = $check; check_authed = $check; }
+milter_headers { use = ["authentication-results"]; skip_local = false; skip_authenticated = false; }
+dkim_signing {
+    sign_local = true;
+    allow_hdrfrom_mismatch = true;
+    use_esld = false;
+    domain { example.com { selector = "rsa"; path = "$d/rsa.pem"; } }
+}
+CONF
+    chown -R _rspamd:_rspamd "$d"
+    echo "$d/rspamd.conf"
+}
+# Start rspamd (no fork); $pid is left holding the main process and its workers, once the
+# proxy listens (rspamd compiles its rules first: up to 60 s).
+start_rspamd() { # config socket_spec_for_postfix
+    /usr/bin/rspamd -f -c "$1" -u _rspamd -g _rspamd >"$1.out" 2>&1 &
+    local main=$! i
+    pids+=("$main")
+    for i in $(seq 1 600); do
+        case $2 in
+            unix:*) [ -S "${2#unix:}" ] && break ;;
+            *) ss -ltn | grep -q "${2#inet:}\b" && break ;;
+        esac
+        sleep 0.1
+    done
+    sleep 0.5
+    pid="$main $(pgrep -d ' ' -P "$main")"
+}
+stop_all() { # pids
+    local p; for p in $1; do kill "$p" 2>/dev/null || true; done
+    for p in $1; do wait "$p" 2>/dev/null || true; done
+}
+
 odv=$(opendkim -V | head -1 | awk '{print $NF}')
+rsv=$(/usr/bin/rspamd -v | head -1 | awk '{print $NF}')
 dmv=$(opendmarc -V 2>&1 | head -1 | awk '{print $NF}')
 echo "== $N messages of ${SIZE} bytes, $S concurrent SMTP sessions, Postfix $(postconf -d -h mail_version)"
 run "Postfix, no milter" ""
@@ -167,6 +278,9 @@ run "Postfix, no milter" ""
 sockets() { # tag → sets mspec (mailseal/opendkim syntax) and pspec (Postfix syntax)
     if [ "$sock" = tcp ]; then local p; p=$(free_port); mspec="inet:$p@127.0.0.1"; ospec=$mspec; pspec="inet:127.0.0.1:$p";
     else mspec="unix:$work/$1.sock"; ospec="local:$work/$1.sock"; pspec="unix:$work/$1.sock"; fi
+    # rspamd: "127.0.0.1:PORT" or "/path mode=0666" (in a directory _rspamd may write).
+    if [ "$sock" = tcp ]; then rspec="${pspec#inet:}"; rpspec=$pspec;
+    else mkdir -p "$work/rs-sock"; chown _rspamd "$work/rs-sock"; rspec="$work/rs-sock/$1.sock mode=0666"; rpspec="unix:$work/rs-sock/$1.sock"; fi
 }
 
 if [ "$ONLY" = all ] || [ "$ONLY" = sign ]; then
@@ -189,6 +303,12 @@ for sock in ${BENCH_SOCKETS:-tcp unix}; do
     start_opendkim "$cfg"
     run "OpenDKIM $odv sign RSA-2048 ($sock)" "$pspec" "$pid"
     kill "$pid"; wait "$pid" 2>/dev/null || true
+
+    sockets "rs-$sock"
+    cfg=$(mk_rspamd sign "$rspec")
+    start_rspamd "$cfg" "$rpspec"
+    run "rspamd $rsv sign RSA-2048 ($sock)" "$rpspec" "$pid"
+    stop_all "$pid"
 done
 fi
 
@@ -233,10 +353,6 @@ zone:
 CONF
 /usr/sbin/knotd -c "$work/knot/knot.conf" >"$work/knot/log" 2>&1 & pids+=($!)
 sleep 1
-echo "nameserver 127.0.0.1" >"$work/resolv.conf"
-# A peer daemon resolves through 127.0.0.1 only: started in its own mount namespace with a
-# private /etc/resolv.conf (unshare and sh exec, so $! is the daemon's pid).
-resolver_ns="mount --bind $work/resolv.conf /etc/resolv.conf && exec \"\$@\""
 
 # The message: signed once by mailseal (rsa-sha256, relaxed/simple), identical for every run.
 msgdir=$work/ms-signer; mkdir -p "$msgdir"
@@ -303,7 +419,7 @@ CONF
     echo "$d/opendmarc.conf"
 }
 
-for sock in tcp unix; do
+for sock in ${BENCH_SOCKETS:-tcp unix}; do
     sockets "msv-$sock"
     cfg=$(mk_mailseal_verify "$sock" "$mspec")
     start_mailseal "$cfg"
@@ -318,7 +434,16 @@ for sock in tcp unix; do
     unshare -m sh -c "$resolver_ns" sh /usr/sbin/opendmarc -f -c "$cfg" >"$cfg.log" 2>&1 & dm_pid=$!; pids+=("$dm_pid")
     sleep 1
     run "OpenDKIM $odv + OpenDMARC $dmv verify ($sock)" "$od_pf, $dm_pf" "$od_pid $dm_pid" "$work/signed.eml"
+    if [ "$sock" = tcp ]; then
+        run "OpenDKIM + OpenDMARC + policyd-spf verify ($sock)" "$od_pf, $dm_pf" "$od_pid $dm_pid" "$work/signed.eml" spf
+    fi
     kill "$od_pid" "$dm_pid"; wait "$od_pid" "$dm_pid" 2>/dev/null || true
+
+    sockets "rsv-$sock"
+    cfg=$(mk_rspamd verify "$rspec")
+    start_rspamd "$cfg" "$rpspec"
+    run "rspamd $rsv verify SPF+DKIM+DMARC ($sock)" "$rpspec" "$pid" "$work/signed.eml"
+    stop_all "$pid"
 done
 # Check that each stack really verified: the sink is not kept, so look at one message.
 fi
@@ -350,7 +475,10 @@ ratio() { # label ours theirs
         "$(echo "$(echo "$a" | cut -d'|' -f4) / $(echo "$b" | cut -d'|' -f4)" | bc -l)" \
         "$(echo "100 * $(echo "$a" | cut -d'|' -f2) / $ceiling" | bc -l)"
 }
-for sock in tcp unix; do
+for sock in ${BENCH_SOCKETS:-tcp unix}; do
     ratio "signing RSA-2048 ($sock), mailseal vs OpenDKIM" "mailseal sign RSA-2048 ($sock)" "OpenDKIM $odv sign RSA-2048 ($sock)"
+    ratio "signing RSA-2048 ($sock), mailseal vs rspamd" "mailseal sign RSA-2048 ($sock)" "rspamd $rsv sign RSA-2048 ($sock)"
     ratio "verifying ($sock), mailseal vs OpenDKIM + OpenDMARC" "mailseal verify SPF+DKIM+DMARC ($sock)" "OpenDKIM $odv + OpenDMARC $dmv verify ($sock)"
+    ratio "verifying ($sock), mailseal vs OpenDKIM + OpenDMARC + policyd-spf" "mailseal verify SPF+DKIM+DMARC ($sock)" "OpenDKIM + OpenDMARC + policyd-spf verify ($sock)"
+    ratio "verifying ($sock), mailseal vs rspamd" "mailseal verify SPF+DKIM+DMARC ($sock)" "rspamd $rsv verify SPF+DKIM+DMARC ($sock)"
 done
