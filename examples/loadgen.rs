@@ -98,16 +98,27 @@ async fn session(
             Some(p) => builder.open_unix(p).await,
             None => builder.open_tcp(args.addr).await,
         };
-        let Ok(mut conn) = opened else {
-            failures += 1;
-            // Bounded: a milter that refuses every connection ends the run.
-            if failures >= 100 {
-                eprintln!("giving up: 100 connections failed");
-                return failures;
+        // Bounded: a milter that fails every connection ends the run.
+        let failed = |failures: &mut usize, what: &str, e: &dyn std::fmt::Display| {
+            if *failures == 0 {
+                eprintln!("first failure: {what}: {e}");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
+            *failures += 1;
+            *failures >= 100
         };
+        let mut conn = match opened {
+            Ok(c) => c,
+            Err(e) => {
+                if failed(&mut failures, "connection", &e) {
+                    eprintln!("giving up: 100 failures");
+                    return failures;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // Stages the milter negotiated away are not sent, as Postfix does.
+        let opts = conn.negotiated_opts();
         let ip: std::net::IpAddr = if args.inbound {
             "192.0.2.10"
         } else {
@@ -121,10 +132,21 @@ async fn session(
                 [("j", "mx.test"), ("{daemon_name}", "smtpd")],
             )
             .await;
-        if conn.connect("client.example", (ip, 40000)).await.is_err()
-            || conn.helo("client.example").await.is_err()
-        {
-            failures += 1;
+        let greeted = async {
+            if !opts.contains(ProtoOpts::NO_CONNECT) {
+                conn.connect("client.example", (ip, 40000)).await?;
+            }
+            if !opts.contains(ProtoOpts::NO_HELO) {
+                conn.helo("client.example").await?;
+            }
+            Ok::<_, indymilter_test::TestError>(())
+        }
+        .await;
+        if let Err(e) = greeted {
+            if failed(&mut failures, "connect/HELO", &e) {
+                eprintln!("giving up: 100 failures");
+                return failures;
+            }
             continue;
         }
         for _ in 0..args.per_connection {
@@ -134,8 +156,16 @@ async fn session(
             }
             let t = Instant::now();
             let ok = async {
-                conn.macros(MacroStage::Mail, [("i", format!("Q{n:08X}"))]).await.ok()?;
-                conn.mail([format!("<{}>", args.from)]).await.ok()?;
+                conn.macros(MacroStage::Mail, [("i", format!("Q{n:08X}"))]).await?;
+                if !opts.contains(ProtoOpts::NO_MAIL) {
+                    conn.mail([format!("<{}>", args.from)]).await?;
+                }
+                if !opts.contains(ProtoOpts::NO_RCPT) {
+                    conn.rcpt(["<bob@example.org>"]).await?;
+                }
+                if !opts.contains(ProtoOpts::NO_DATA) {
+                    conn.data().await?;
+                }
                 for (h, v) in [
                     ("Received", " from client.example (client.example [192.0.2.10])\n\tby mx.test (Postfix) with ESMTPS id Q1\n\tfor <bob@example.org>; Mon, 23 Nov 2026 10:00:00 +0000".to_string()),
                     ("From", format!(" Alice <{}>", args.from)),
@@ -146,22 +176,41 @@ async fn session(
                     ("MIME-Version", " 1.0".into()),
                     ("Content-Type", " text/plain; charset=utf-8".into()),
                 ] {
-                    conn.header(h, v).await.ok()?;
+                    if !opts.contains(ProtoOpts::NO_HEADER) {
+                        conn.header(h, v).await?;
+                    }
                 }
-                let st = conn.eoh().await.ok()?;
-                if st == Status::Continue {
-                    conn.body(body.as_ref().clone()).await.ok()?;
-                    let (_, st) = conn.eom().await.ok()?;
-                    (st == Status::Continue).then_some(())
+                let st = if opts.contains(ProtoOpts::NO_EOH) {
+                    Status::Continue
                 } else {
-                    (st == Status::Accept).then_some(())
+                    conn.eoh().await?
+                };
+                if st == Status::Continue {
+                    if !opts.contains(ProtoOpts::NO_BODY) {
+                        conn.body(body.as_ref().clone()).await?;
+                    }
+                    let (_, st) = conn.eom().await?;
+                    Ok(st)
+                } else {
+                    Ok(st)
                 }
             }
             .await;
             match ok {
-                Some(()) => lat.lock().unwrap().push(t.elapsed().as_micros() as u32),
-                None => {
-                    failures += 1;
+                Ok(Status::Continue | Status::Accept) => {
+                    lat.lock().unwrap().push(t.elapsed().as_micros() as u32)
+                }
+                Ok(st) => {
+                    let e = format!("answered {st:?}");
+                    if failed(&mut failures, "message", &e) {
+                        return failures;
+                    }
+                    break;
+                }
+                Err::<_, indymilter_test::TestError>(e) => {
+                    if failed(&mut failures, "message", &e) {
+                        return failures;
+                    }
                     break;
                 }
             }
