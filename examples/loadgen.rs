@@ -185,15 +185,13 @@ async fn session(
                 } else {
                     conn.eoh().await?
                 };
-                if st == Status::Continue {
-                    if !opts.contains(ProtoOpts::NO_BODY) {
-                        conn.body(body.as_ref().clone()).await?;
-                    }
-                    let (_, st) = conn.eom().await?;
-                    Ok(st)
-                } else {
-                    Ok(st)
+                if st != Status::Continue {
+                    return Ok(st);
                 }
+                if !opts.contains(ProtoOpts::NO_BODY) {
+                    conn.body(body.as_ref().clone()).await?;
+                }
+                Ok(conn.eom().await?.1)
             }
             .await;
             match ok {

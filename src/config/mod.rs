@@ -212,6 +212,9 @@ pub struct Dns {
     pub cache_size: usize,
 }
 
+/// Most runtime threads `threads` may ask for: beyond it is a typo, not a tuning.
+pub const MAX_THREADS: usize = 256;
+
 /// A validated configuration. Immutable; a reload builds a new one.
 #[derive(Debug)]
 pub struct Config {
@@ -501,6 +504,16 @@ impl Config {
                 path: path.to_path_buf(),
                 key: "authserv_id",
                 msg: format!("{authserv_id:?} is not a valid authserv-id"),
+            });
+        }
+        if raw.threads > MAX_THREADS {
+            errors.push(ConfigError::Value {
+                path: path.to_path_buf(),
+                key: "threads",
+                msg: format!(
+                    "{} threads: at most {MAX_THREADS} (0 = one per CPU, 1 = the default)",
+                    raw.threads
+                ),
             });
         }
         if raw.max_connections == 0 {
@@ -932,6 +945,21 @@ mod tests {
             }
         );
         assert_eq!(c.verify.on_dns_error, FailAction::Tempfail);
+        assert_eq!(c.threads, 1);
+    }
+
+    #[test]
+    fn threads_zero_is_one_per_cpu_and_huge_is_refused() {
+        let p = Path::new("/x/m.toml");
+        assert_eq!(Config::from_toml(p, "threads = 0\n").unwrap().threads, 0);
+        assert_eq!(
+            Config::from_toml(p, "threads = 256\n").unwrap().threads,
+            256
+        );
+        let e = Config::from_toml(p, "threads = 100000\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("threads") && e.contains("at most 256"), "{e}");
     }
 
     #[test]
