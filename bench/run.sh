@@ -15,6 +15,7 @@
 #   bash bench/run.sh [MESSAGES] [SESSIONS]     (BENCH_ONLY=sign|verify|loadgen runs one part)
 #   BENCH_SOCKETS="unix" limits signing and verifying to one socket kind, BENCH_PEERS=0 runs
 #   mailseal alone (quick A/B runs; scripts/test.sh runs a short one of these as a smoke test).
+#   BENCH_MAILSEAL=/path/to/mailseal benchmarks another build (A/B against the tree's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
@@ -30,7 +31,7 @@ for p in "${pkgs[@]}"; do
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p" >/dev/null
 done
 cargo build --release --ignore-rust-version --bin mailseal --example loadgen >/dev/null 2>&1
-ms=$PWD/target/release/mailseal
+ms=${BENCH_MAILSEAL:-$PWD/target/release/mailseal}
 # OpenDKIM refuses files below world-writable directories such as /tmp.
 work=$(mktemp -d /var/lib/mailseal-bench.XXXXXX)
 chmod 755 "$work"
