@@ -290,8 +290,11 @@ run "Postfix, no milter" ""
 sockets() { # tag → sets mspec (mailseal/opendkim syntax) and pspec (Postfix syntax)
     if [ "$sock" = tcp ]; then local p; p=$(free_port); mspec="inet:$p@127.0.0.1"; ospec=$mspec; pspec="inet:127.0.0.1:$p";
     else mspec="unix:$work/$1.sock"; ospec="local:$work/$1.sock"; pspec="unix:$work/$1.sock"; fi
-    # rspamd: "127.0.0.1:PORT" or "/path mode=0666" (in a directory _rspamd may write).
-    if [ "$sock" = tcp ]; then rspec="${pspec#inet:}"; rpspec=$pspec;
+}
+# rspamd's own socket syntax: tag → rspec ("127.0.0.1:PORT" or "/path mode=0666", in a
+# directory _rspamd may write) and rpspec (Postfix syntax).
+rspamd_sockets() {
+    if [ "$sock" = tcp ]; then local p; p=$(free_port); rspec="127.0.0.1:$p"; rpspec="inet:127.0.0.1:$p";
     else mkdir -p "$work/rs-sock"; chown _rspamd "$work/rs-sock"; rspec="$work/rs-sock/$1.sock mode=0666"; rpspec="unix:$work/rs-sock/$1.sock"; fi
 }
 
@@ -316,7 +319,7 @@ for sock in ${BENCH_SOCKETS:-tcp unix}; do
     run "OpenDKIM $odv sign RSA-2048 ($sock)" "$pspec" "$pid"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 
-    sockets "rs-$sock"
+    rspamd_sockets "rs-$sock"
     cfg=$(mk_rspamd sign "$rspec")
     start_rspamd "$cfg" "$rpspec"
     run "rspamd $rsv sign RSA-2048 ($sock)" "$rpspec" "$pid"
@@ -452,7 +455,7 @@ for sock in ${BENCH_SOCKETS:-tcp unix}; do
     fi
     kill "$od_pid" "$dm_pid"; wait "$od_pid" "$dm_pid" 2>/dev/null || true
 
-    sockets "rsv-$sock"
+    rspamd_sockets "rsv-$sock"
     cfg=$(mk_rspamd verify "$rspec")
     start_rspamd "$cfg" "$rpspec"
     run "rspamd $rsv verify SPF+DKIM+DMARC ($sock)" "$rpspec" "$pid" "$work/signed.eml"

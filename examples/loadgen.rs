@@ -86,6 +86,14 @@ async fn session(
     body: Arc<Vec<u8>>,
 ) -> usize {
     let mut failures = 0;
+    // Bounded: a milter that fails every connection ends the run.
+    let failed = |failures: &mut usize, what: &str, e: &dyn std::fmt::Display| {
+        if *failures == 0 {
+            eprintln!("first failure: {what}: {e}");
+        }
+        *failures += 1;
+        *failures >= 100
+    };
     loop {
         if next.load(Ordering::Relaxed) >= args.messages {
             return failures;
@@ -97,14 +105,6 @@ async fn session(
         let opened = match &args.unix {
             Some(p) => builder.open_unix(p).await,
             None => builder.open_tcp(args.addr).await,
-        };
-        // Bounded: a milter that fails every connection ends the run.
-        let failed = |failures: &mut usize, what: &str, e: &dyn std::fmt::Display| {
-            if *failures == 0 {
-                eprintln!("first failure: {what}: {e}");
-            }
-            *failures += 1;
-            *failures >= 100
         };
         let mut conn = match opened {
             Ok(c) => c,
