@@ -3,8 +3,9 @@
 //! Verification needs the whole message in memory. Each message is capped by
 //! `[limits] max_message_size`; this budget caps the sum over all messages in flight
 //! (`[limits] max_buffered_total`), so memory stays bounded whatever the number of concurrent
-//! connections. A message that does not fit is handled as oversize (`on_oversize`), never by
-//! growing without bound.
+//! connections. Bytes are charged as they arrive, never as the client announces them. A
+//! message whose body does not fit is verified without it (its signatures "not evaluated"),
+//! never by growing without bound.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -44,7 +45,7 @@ pub fn in_use() -> usize {
     IN_USE.load(Ordering::Relaxed)
 }
 
-/// A message buffer whose capacity is charged to the process-wide budget.
+/// A message buffer whose bytes are charged to the process-wide budget as they arrive.
 #[derive(Debug)]
 pub struct Buffer {
     data: Vec<u8>,
@@ -53,18 +54,19 @@ pub struct Buffer {
 }
 
 impl Buffer {
-    /// A buffer with room for `want` bytes, if the budget allows (else a smaller start).
-    pub fn new(want: usize, total_limit: usize) -> Option<Buffer> {
-        let mut b = Buffer {
-            data: Vec::new(),
+    /// An empty buffer. `size_hint` (the client's SIZE=, which the client chooses) only sizes
+    /// the first allocation, and only when that much of the budget is free: it is never
+    /// charged, so announcing sizes cannot take room from other messages.
+    pub fn new(size_hint: usize, total_limit: usize) -> Buffer {
+        let mut data = Vec::new();
+        if size_hint <= total_limit.saturating_sub(in_use()) {
+            let _ = data.try_reserve_exact(size_hint);
+        }
+        Buffer {
+            data,
             charged: 0,
             total_limit,
-        };
-        if !b.charge(want) && !b.charge(want.min(64 * 1024)) {
-            return None;
         }
-        b.data.reserve_exact(b.charged);
-        Some(b)
     }
 
     fn charge(&mut self, extra: usize) -> bool {
@@ -83,17 +85,14 @@ impl Buffer {
         }
     }
 
-    /// Append, growing the charge first. False (and nothing appended) when the budget is
-    /// exhausted.
+    /// Append, charging the bytes first. False (and nothing appended) when the budget is
+    /// exhausted or memory cannot be had.
     pub fn extend(&mut self, bytes: &[u8]) -> bool {
-        let needed = self.data.len() + bytes.len();
-        if needed > self.charged {
-            // Grow the charge geometrically, like Vec does, but never past what is needed x2.
-            let extra = (needed - self.charged).max(self.charged.min(8 << 20));
-            if !self.charge(extra) && !self.charge(needed - self.charged) {
-                return false;
-            }
-            self.data.reserve_exact(self.charged - self.data.len());
+        if !self.charge(bytes.len()) {
+            return false;
+        }
+        if self.data.try_reserve(bytes.len()).is_err() {
+            return false;
         }
         self.data.extend_from_slice(bytes);
         true
@@ -125,9 +124,9 @@ mod tests {
     #[test]
     fn budget_is_enforced_and_released() {
         let limit = in_use() + 1000;
-        let mut a = Buffer::new(100, limit).unwrap();
+        let mut a = Buffer::new(100, limit);
         assert!(a.extend(&[1u8; 600]));
-        let mut b = Buffer::new(100, limit).unwrap();
+        let mut b = Buffer::new(100, limit);
         assert!(!b.extend(&[2u8; 600]), "over the total");
         assert!(b.extend(&[2u8; 100]));
         assert_eq!(a.len(), 600);
@@ -136,5 +135,12 @@ mod tests {
             b.extend(&[2u8; 600]),
             "room again after the first buffer is gone"
         );
+        drop(b);
+        // Size hints are never charged: fifty buffers announcing a gigabyte take nothing.
+        let limit = in_use() + 1000;
+        let held: Vec<Buffer> = (0..50).map(|_| Buffer::new(1 << 30, limit)).collect();
+        let mut c = Buffer::new(0, limit);
+        assert!(c.extend(&[0u8; 900]), "announced sizes took the budget");
+        drop(held);
     }
 }

@@ -67,7 +67,7 @@ impl Snapshot {
             match report::failure::FailureSender::start(
                 &self.config.reports,
                 &self.config.dns,
-                &self.config.authserv_id,
+                &self.config.host_name,
             ) {
                 Ok(s) => self.failures = Some(s),
                 Err(e) => tracing::error!("failure reports are off: {e}"),
@@ -82,7 +82,7 @@ impl Snapshot {
                 Some(r) if r.spec() == spec => r.clone(),
                 _ => report::Recorder::start(
                     spec.clone(),
-                    self.config.authserv_id.clone(),
+                    self.config.host_name.clone(),
                     self.config.reports.queue,
                 ),
             });

@@ -8,13 +8,52 @@
 
 use std::ops::Range;
 
+/// Fields kept past the header cap, whatever it costs (within [`MAX_KEPT_PAST_CAP`]): what
+/// DMARC needs (From, DKIM-Signature) and what we must be able to delete
+/// (Authentication-Results). The cap bounds memory, never the verdict.
+const KEPT_PAST_CAP: [&str; 3] = ["From", "DKIM-Signature", "Authentication-Results"];
+
+/// Past the cap, at most this many of the fields above (and at most `max_header_size` more
+/// bytes); a message with more is refused ([`HeaderBlock::overrun`]).
+pub const MAX_KEPT_PAST_CAP: usize = 100;
+
+/// How many distinct names of dropped fields are remembered; past that every name counts as
+/// possibly dropped.
+const MAX_DROPPED_NAMES: usize = 64;
+
 /// The header section, stored once as its wire bytes with field offsets into them.
-#[derive(Debug, Default)]
+///
+/// Up to the caps (`max_header_size` bytes, `max_headers` fields) every field is kept. Past
+/// them only From, DKIM-Signature and Authentication-Results fields are kept, in their place;
+/// the others are counted and their names remembered, so a signature over a dropped field is
+/// known to be unverifiable rather than taken for a failure.
+#[derive(Debug)]
 pub struct HeaderBlock {
     raw: Vec<u8>,
     fields: Vec<Field>,
-    /// Set when a cap was hit: fields after it were not stored.
-    pub truncated: bool,
+    /// The caps were reached: later fields go through the past-the-cap rule.
+    at_cap: bool,
+    dropped: usize,
+    /// Lower-case names of dropped fields; `None` once there were too many to list.
+    dropped_names: Option<Vec<Vec<u8>>>,
+    kept_past_cap: usize,
+    bytes_past_cap: usize,
+    overrun: bool,
+}
+
+impl Default for HeaderBlock {
+    fn default() -> Self {
+        HeaderBlock {
+            raw: Vec::new(),
+            fields: Vec::new(),
+            at_cap: false,
+            dropped: 0,
+            dropped_names: Some(Vec::new()),
+            kept_past_cap: 0,
+            bytes_past_cap: 0,
+            overrun: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -33,7 +72,7 @@ pub struct HeaderLimits {
 impl HeaderBlock {
     /// Append one field. `leading_space` says whether the MTA sent the value verbatim
     /// (SMFIP_HDR_LEADSPC); without it the MTA removed one space, which we put back.
-    /// Returns false (and marks the block truncated) when a limit is reached.
+    /// Returns false when the field was not kept (past the cap, see the type's docs).
     pub fn push(
         &mut self,
         name: &[u8],
@@ -41,14 +80,33 @@ impl HeaderBlock {
         leading_space: bool,
         limits: HeaderLimits,
     ) -> bool {
-        if self.truncated {
+        if self.overrun {
             return false;
         }
         let extra = value.iter().filter(|&&b| b == b'\n').count();
         let needed = name.len() + 1 + usize::from(!leading_space) + value.len() + extra + 2;
-        if self.fields.len() >= limits.max_fields || self.raw.len() + needed > limits.max_bytes {
-            self.truncated = true;
-            return false;
+        if !self.at_cap
+            && (self.fields.len() >= limits.max_fields
+                || self.raw.len() + needed > limits.max_bytes)
+        {
+            self.at_cap = true;
+        }
+        if self.at_cap {
+            if !KEPT_PAST_CAP
+                .iter()
+                .any(|k| name.eq_ignore_ascii_case(k.as_bytes()))
+            {
+                self.drop_field(name);
+                return false;
+            }
+            if self.kept_past_cap >= MAX_KEPT_PAST_CAP
+                || self.bytes_past_cap + needed > limits.max_bytes
+            {
+                self.overrun = true;
+                return false;
+            }
+            self.kept_past_cap += 1;
+            self.bytes_past_cap += needed;
         }
         let start = self.raw.len();
         self.raw.extend_from_slice(name);
@@ -75,7 +133,21 @@ impl HeaderBlock {
         true
     }
 
-    /// The header section in wire form, without the blank line that ends it.
+    fn drop_field(&mut self, name: &[u8]) {
+        self.dropped += 1;
+        let lower = name.to_ascii_lowercase();
+        if let Some(names) = &mut self.dropped_names {
+            if !names.contains(&lower) {
+                if names.len() >= MAX_DROPPED_NAMES {
+                    self.dropped_names = None;
+                } else {
+                    names.push(lower);
+                }
+            }
+        }
+    }
+
+    /// The header section in wire form (the fields kept), without the blank line that ends it.
     pub fn raw(&self) -> &[u8] {
         &self.raw
     }
@@ -86,6 +158,32 @@ impl HeaderBlock {
 
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
+    }
+
+    /// Every field was kept.
+    pub fn is_complete(&self) -> bool {
+        self.dropped == 0 && !self.overrun
+    }
+
+    /// How many fields past the cap were not kept.
+    pub fn dropped(&self) -> usize {
+        self.dropped
+    }
+
+    /// Whether a field called `name` may have been dropped.
+    pub fn may_have_dropped(&self, name: &str) -> bool {
+        self.dropped > 0
+            && self.dropped_names.as_ref().is_none_or(|names| {
+                names
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            })
+    }
+
+    /// More From, DKIM-Signature or Authentication-Results fields past the cap than can be
+    /// kept: the message cannot be judged or cleaned and must be refused.
+    pub fn overrun(&self) -> bool {
+        self.overrun
     }
 
     /// (name, value) pairs in order; values in wire form (CRLF folding, leading space kept).
@@ -123,12 +221,97 @@ pub fn envelope_address(arg: &[u8]) -> String {
     s.trim().to_string()
 }
 
-/// The domain part of an address, lower-cased.
+/// A domain as DMARC and the tables compare it: one trailing dot dropped, lower case, U-labels
+/// turned into A-labels (IDNA). An error says why it is not a domain name (empty label, a
+/// label over 63 octets, a name over 253, characters no host name has, an address literal).
+pub fn normalize_domain(domain: &str) -> Result<String, String> {
+    let d = domain.trim();
+    let d = d.strip_suffix('.').unwrap_or(d);
+    if d.is_empty() {
+        return Err("empty domain".into());
+    }
+    if d.starts_with('[') {
+        return Err(format!("{d:?} is an address literal, not a domain name"));
+    }
+    let ascii = if d.is_ascii() {
+        d.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(d).map_err(|_| format!("{d:?} is not a valid IDN domain name"))?
+    };
+    if ascii.len() > 253 {
+        return Err(format!("domain {ascii:?} is longer than 253 octets"));
+    }
+    for label in ascii.split('.') {
+        if label.is_empty() {
+            return Err(format!("domain {ascii:?} has an empty label"));
+        }
+        if label.len() > 63 {
+            return Err(format!(
+                "domain {ascii:?} has a label longer than 63 octets"
+            ));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "domain {ascii:?} has characters no domain name has"
+            ));
+        }
+    }
+    Ok(ascii)
+}
+
+/// The domain part of an address, normalised ([`normalize_domain`]); `None` when there is
+/// none or it is not a domain name.
 pub fn domain_of(address: &str) -> Option<String> {
     address
         .rsplit_once('@')
-        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
-        .filter(|d| !d.is_empty())
+        .and_then(|(_, d)| normalize_domain(d).ok())
+}
+
+/// The author of a message as DMARC sees it (RFC 9989 §4.6): the domain of the RFC 5322 From
+/// address, normalised once and used in that form for the DMARC lookup, alignment, the
+/// Authentication-Results field and the reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Author {
+    /// One From field whose addresses share one domain.
+    Domain(String),
+    /// An address whose domain is not a domain name.
+    Invalid(String),
+    /// No From field.
+    Missing,
+    /// A From field without a usable address.
+    NoAddress,
+    /// Several From fields, or addresses with different domains; the first domain given.
+    Several(String),
+}
+
+impl Author {
+    /// Find the author in a header section.
+    pub fn of(headers: &HeaderBlock) -> Author {
+        let (fields, addresses) = from_addresses(headers);
+        if fields == 0 {
+            return Author::Missing;
+        }
+        let mut domains: Vec<String> = Vec::with_capacity(addresses.len());
+        let mut unusable = false;
+        for a in &addresses {
+            match a.rsplit_once('@').map(|(_, d)| normalize_domain(d)) {
+                Some(Ok(d)) => domains.push(d),
+                Some(Err(why)) if domains.is_empty() => return Author::Invalid(why),
+                _ => unusable = true,
+            }
+        }
+        let Some(first) = domains.first().cloned() else {
+            return Author::NoAddress;
+        };
+        if fields > 1 || unusable || domains.iter().any(|d| *d != first) {
+            Author::Several(first)
+        } else {
+            Author::Domain(first)
+        }
+    }
 }
 
 /// Every mailbox address in the From field(s) of a header section.
@@ -194,20 +377,98 @@ mod tests {
     }
 
     #[test]
-    fn limits_truncate() {
+    fn past_the_cap_only_what_dmarc_needs_is_kept() {
         let mut h = HeaderBlock::default();
         let lim = HeaderLimits {
-            max_bytes: 30,
+            max_bytes: 60,
             max_fields: 2,
         };
         assert!(h.push(b"A", b" 1", true, lim));
         assert!(h.push(b"B", b" 2", true, lim));
-        assert!(!h.push(b"C", b" 3", true, lim));
-        assert!(h.truncated);
-        assert_eq!(h.len(), 2);
+        assert!(h.is_complete());
+        assert!(!h.push(b"Subject", b" 3", true, lim));
+        assert!(h.push(b"from", b" <a@example.com>", true, lim));
+        assert!(h.push(b"Authentication-Results", b" mx; none", true, lim));
+        assert!(
+            !h.push(b"B", b" 4", true, lim),
+            "the cap, once reached, stays"
+        );
+        assert_eq!(h.len(), 4);
+        assert_eq!(h.dropped(), 2);
+        assert!(!h.is_complete() && !h.overrun());
+        assert!(h.may_have_dropped("SUBJECT") && h.may_have_dropped("b"));
+        assert!(!h.may_have_dropped("From") && !h.may_have_dropped("To"));
+        // Past the cap, the kept fields have a byte budget of their own.
+        assert!(!h.push(b"From", &[b'x'; 64], true, lim));
+        assert!(h.overrun());
+        assert!(!h.push(b"From", b" <b@example.com>", true, lim));
+
         let mut h = HeaderBlock::default();
-        assert!(!h.push(b"Big", &[b'x'; 64], true, lim));
-        assert!(h.is_empty());
+        for i in 0..super::MAX_KEPT_PAST_CAP {
+            assert!(h.push(
+                b"Authentication-Results",
+                format!(" x{i}; none").as_bytes(),
+                true,
+                HeaderLimits {
+                    max_bytes: 1 << 20,
+                    max_fields: 0
+                }
+            ));
+        }
+        assert!(!h.overrun());
+        assert!(!h.push(
+            b"From",
+            b" a@b.example",
+            true,
+            HeaderLimits {
+                max_bytes: 1 << 20,
+                max_fields: 0
+            }
+        ));
+        assert!(h.overrun());
+    }
+
+    #[test]
+    fn many_dropped_names_count_as_all() {
+        let mut h = HeaderBlock::default();
+        let lim = HeaderLimits {
+            max_bytes: 1 << 20,
+            max_fields: 0,
+        };
+        for i in 0..100 {
+            h.push(format!("X-{i}").as_bytes(), b" v", true, lim);
+        }
+        assert!(h.may_have_dropped("Subject"));
+    }
+
+    #[test]
+    fn authors() {
+        let author = |fields: &[&str]| {
+            let mut h = HeaderBlock::default();
+            for f in fields {
+                h.push(b"From", f.as_bytes(), true, L);
+            }
+            Author::of(&h)
+        };
+        assert_eq!(
+            author(&[" <ceo@Example.COM.>"]),
+            Author::Domain("example.com".into())
+        );
+        assert_eq!(
+            author(&[" Staff: ceo@example.com, cfo@example.com;"]),
+            Author::Domain("example.com".into())
+        );
+        assert_eq!(author(&[]), Author::Missing);
+        assert_eq!(author(&[" undisclosed"]), Author::NoAddress);
+        assert!(matches!(author(&[" <a@example..com>"]), Author::Invalid(_)));
+        assert_eq!(
+            author(&[" a@x.example, b@y.example"]),
+            Author::Several("x.example".into())
+        );
+        assert_eq!(
+            author(&[" a@x.example", " a@x.example"]),
+            Author::Several("x.example".into())
+        );
     }
 
     #[test]
@@ -220,6 +481,21 @@ mod tests {
         assert_eq!(envelope_address(b"<>"), "");
         assert_eq!(domain_of("a@Example.COM."), Some("example.com".into()));
         assert_eq!(domain_of("postmaster"), None);
+        assert_eq!(domain_of("a@example.com.."), None);
+        assert_eq!(
+            domain_of("a@exämple.com"),
+            Some("xn--exmple-cua.com".into())
+        );
+        for bad in [
+            ".example.com",
+            "example..com",
+            "",
+            "[192.0.2.1]",
+            "ex ample.com",
+        ] {
+            assert!(normalize_domain(bad).is_err(), "{bad}");
+        }
+        assert!(normalize_domain(&format!("{}.com", "a".repeat(64))).is_err());
     }
 
     #[test]

@@ -13,11 +13,12 @@ use std::time::Duration;
 use common::dns::{DnsServer, Rr, Zones};
 use mail_auth::dmarc::DmarcRecord;
 use mail_auth::dns::TxtRecordParser;
-use mail_auth::{AuthenticatedMessage, MessageAuthenticator, SpfOutput, SpfResult};
+use mail_auth::{AuthenticatedMessage, MessageAuthenticator, SpfOutput};
 use mailseal::config::Dns;
-use mailseal::pipeline::verify::{
-    arc_word, check_dkim, check_spf, dkim_result_words, refuse_signatures, spf_result_word,
-};
+use mailseal::message::{normalize_domain, HeaderBlock};
+use mailseal::pipeline::verify::dkim::{check_all, malformed, Limits};
+use mailseal::pipeline::verify::dmarc::{discover, judge, Check, Discovery, Outcome};
+use mailseal::pipeline::verify::{arc_word, check_spf, spf_result_word};
 use serde_json::Value;
 
 /// Cases that fail, with the reason. Kept in step with the README's conformance section.
@@ -47,7 +48,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("rfc7208/a-null", "a name that is not a valid DNS name: the resolver refuses to query it and mail-auth reports temperror instead of permerror/fail (RFC 7208 §4.8)"),
     ("rfc7208/a-numeric", "mail-auth's SPF parser accepts this malformed record or term instead of returning permerror (RFC 7208 §4.6)"),
     ("rfc7208/a-numeric-toplabel", "mail-auth's SPF parser accepts this malformed record or term instead of returning permerror (RFC 7208 §4.6)"),
-    ("rfc7208/a-dash-in-toplabel", "mail-auth rejects a top label with a dash that RFC 7208 allows"),
     ("rfc7208/a-bad-toplabel", "a name that is not a valid DNS name: the resolver refuses to query it and mail-auth reports temperror instead of permerror/fail (RFC 7208 §4.8)"),
     ("rfc7208/a-only-toplabel", "mail-auth's SPF parser accepts this malformed record or term instead of returning permerror (RFC 7208 §4.6)"),
     ("rfc7208/a-only-toplabel-trailing-dot", "mail-auth's SPF parser accepts this malformed record or term instead of returning permerror (RFC 7208 §4.6)"),
@@ -103,8 +103,13 @@ const KNOWN: &[(&str, &str)] = &[
     ("opendmarc/parse/14", "RFC 9989 removed rf=, ri= and pct=; unknown tags are ignored, so the record is valid (OpenDMARC implements RFC 7489)"),
     ("opendmarc/parse/15", "RFC 9989 makes p= optional (treated as none when rua= is present); OpenDMARC implements RFC 7489"),
     ("opendmarc/parse/19", "RFC 9989 removed rf=, ri= and pct=; unknown tags are ignored, so the record is valid (OpenDMARC implements RFC 7489)"),
-    ("opendmarc/alignment/5", "a From domain with leading or trailing dots is not a valid domain; OpenDMARC strips the dots, mailseal does not"),
-    ("opendmarc/alignment/6", "a From domain with leading or trailing dots is not a valid domain; OpenDMARC strips the dots, mailseal does not"),
+];
+
+/// Cases where mailseal deliberately answers otherwise than the suite, with the answer it
+/// gives (checked like any other) and why.
+const DISPUTED: &[(&str, &str, &str)] = &[
+    ("opendmarc/alignment/5", "permerror", "hardened on purpose: \".mac.com.\" has a leading dot and is not a domain name (RFC 5322 §3.4.1, RFC 1035 §2.3.1), so there is no author domain: dmarc=permerror (RFC 9989 §4.6), rejected under enforce; OpenDMARC strips the dots, which lets a malformed From pass as mac.com"),
+    ("opendmarc/alignment/6", "permerror", "hardened on purpose: \"....mac.com....\" has empty labels and is not a domain name (RFC 5322 §3.4.1, RFC 1035 §2.3.1): dmarc=permerror (RFC 9989 §4.6), rejected under enforce; OpenDMARC strips the dots"),
 ];
 
 fn conformance(file: &str) -> Option<Vec<Value>> {
@@ -247,12 +252,20 @@ async fn verification_conformance() {
             }
             let auth = resolver(&dns);
             let raw = case["message"].as_str().unwrap().as_bytes();
+            let complete = HeaderBlock::default();
+            let limits = Limits {
+                max_signatures: 10,
+                headers: &complete,
+                body_missing: None,
+                exact_headers: true,
+            };
             let words: Vec<&str> = match AuthenticatedMessage::parse(raw) {
-                Some(mut msg) => {
-                    let refused = refuse_signatures(&mut msg, 10);
-                    let out = check_dkim(&auth, &msg, refused.len()).await;
-                    dkim_result_words(&out, &refused)
-                }
+                Some(msg) => check_all(&auth, &msg, None, limits)
+                    .await
+                    .iter()
+                    .map(|r| r.result)
+                    .chain(std::iter::repeat_n("permerror", malformed(&msg)))
+                    .collect(),
                 None => Vec::new(),
             };
             let words = if words.is_empty() {
@@ -347,27 +360,38 @@ async fn verification_conformance() {
                     }
                 }
                 let auth = resolver(&dns);
-                let raw = format!("From: <user@{a}>\r\nSubject: x\r\n\r\nbody\r\n");
-                let aligned = match AuthenticatedMessage::parse(raw.as_bytes()) {
-                    Some(msg) => {
-                        let spf = SpfOutput::new(b.to_string()).with_result(SpfResult::Pass);
-                        let out = auth
-                            .verify_dmarc(mail_auth::dmarc::verify::DmarcParameters::new(
-                                &msg,
-                                &[],
-                                b,
-                                &spf,
-                            ))
-                            .await;
-                        matches!(out.spf_result(), mail_auth::DmarcResult::Pass)
-                    }
-                    None => false,
+                // The From domain as mailseal reads it, then SPF passing for domain_b.
+                let answer = match normalize_domain(a) {
+                    Ok(author) => match discover(&auth, &author).await {
+                        Discovery::Found(found) => {
+                            let b = normalize_domain(b).unwrap_or_else(|_| b.to_string());
+                            let v =
+                                judge(&auth, &found, &author, Some((&b, Check::Pass)), &[]).await;
+                            if v.outcome == Outcome::Pass {
+                                "aligned"
+                            } else {
+                                "not_aligned"
+                            }
+                        }
+                        _ => "not_aligned",
+                    },
+                    Err(_) => "permerror",
                 };
-                let want = case["expected"].as_str().unwrap() == "aligned";
-                if aligned == want {
+                let want = match DISPUTED.iter().find(|(d, _, _)| *d == id) {
+                    Some((_, ours, why)) => {
+                        eprintln!(
+                            "disputed {id}: the suite expects {}, mailseal answers {ours}: {why}",
+                            case["expected"]
+                        );
+                        *ours
+                    }
+                    None => case["expected"].as_str().unwrap(),
+                };
+                // A From domain that is not a domain name never aligns (permerror).
+                if answer == want || (answer == "permerror" && want == "not_aligned") {
                     Ok(())
                 } else {
-                    Err(format!("aligned={aligned}"))
+                    Err(format!("{answer}, expected {want}"))
                 }
             }
             k => panic!("kind {k}"),

@@ -53,6 +53,7 @@ async fn dns_down_slow_and_truncating() {
 
     let z = Zones::default();
     z.add("slow.example", Rr::Timeout);
+    z.add("_dmarc.slow.example", Rr::Timeout);
     // A large SPF record only reachable over TCP.
     z.add("big.example", Rr::TruncateUdp);
     let ips: Vec<String> = (1..=40).map(|i| format!("ip4:198.51.100.{i}")).collect();
@@ -61,7 +62,8 @@ async fn dns_down_slow_and_truncating() {
         &format!("v=spf1 {} ip4:192.0.2.10 -all", ips.join(" ")),
     );
     let dns = DnsServer::start(z).await;
-    // Slow: every lookup for the sender times out; the whole check is bounded by [verify] timeout.
+    // Slow: every lookup for the sender (its DMARC policy too) times out; the whole check is
+    // bounded by [verify] timeout.
     let d = Daemon::start(&verify_cfg(
         &dns.addr.to_string(),
         "[verify]\ntimeout = \"3s\"\n",

@@ -127,6 +127,17 @@ fn keygen_writes_safe_keys_that_sign_and_never_overwrites() {
     assert_eq!(dkim_check(&o.stdout, &records), vec![true, true]);
 }
 
+/// The public half of an RSA key file as a PKCS#1 RSAPublicKey (DER).
+fn pkcs1_public(key: &Path) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(["rsa", "-RSAPublicKey_out", "-outform", "DER", "-in"])
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testkey_reports_each_state_and_exits_1_on_problems() {
     let k = keys();
@@ -139,6 +150,12 @@ async fn testkey_reports_each_state_and_exits_1_on_problems() {
         &format!("{}; t=y", k.rsa.record),
     );
     zones.txt("weak._domainkey.example.com", &k.rsa512.record);
+    // Only the tail of the key (the exponent), and the key as a bare PKCS#1 RSAPublicKey.
+    zones.txt("tail._domainkey.example.com", "v=DKIM1; k=rsa; p=AQAB");
+    zones.txt(
+        "pkcs1._domainkey.example.com",
+        &format!("v=DKIM1; k=rsa; p={}", b64(&pkcs1_public(&k.rsa.path))),
+    );
     let dns = DnsServer::start(zones).await;
     let s = Scratch::new("testkey");
     let all = [
@@ -148,6 +165,8 @@ async fn testkey_reports_each_state_and_exits_1_on_problems() {
         ("k-missing", "example.com", "nothere", &k.rsa.path),
         ("k-test", "example.com", "tst", &k.rsa.path),
         ("k-weak", "example.com", "weak", &k.rsa.path),
+        ("k-tail", "example.com", "tail", &k.rsa.path),
+        ("k-pkcs1", "example.com", "pkcs1", &k.rsa.path),
         ("k-any", "%", "x", &k.rsa.path),
     ];
     let rows: Vec<(&str, &str, &str, &Path)> = all
@@ -175,6 +194,8 @@ async fn testkey_reports_each_state_and_exits_1_on_problems() {
         ("missing", "k-missing"),
         ("testing", "k-test"),
         ("weak", "k-weak"),
+        ("mismatch", "k-tail"),
+        ("ok", "k-pkcs1"),
         ("skipped", "k-any"),
     ] {
         assert!(

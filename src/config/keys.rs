@@ -257,12 +257,32 @@ pub fn rsa_public_key_bits(der: &[u8]) -> Option<usize> {
 
 /// Whether a published `p=` value is the public half of `key`. An RSA key may be published
 /// as SubjectPublicKeyInfo (usual) or as a bare PKCS#1 RSAPublicKey (older tools).
+/// Both are compared whole: a record holding only part of the key (its exponent, say) is a
+/// mismatch.
 pub fn public_key_matches(key: &LoadedKey, published: &[u8]) -> bool {
     match key.kind {
         KeyKind::Ed25519 => published == key.public.as_slice(),
         KeyKind::Rsa { .. } => {
             published == key.public.as_slice()
-                || (!published.is_empty() && key.public.ends_with(published))
+                || spki_rsa_public_key(&key.public).is_some_and(|pkcs1| published == pkcs1)
         }
+    }
+}
+
+/// The PKCS#1 RSAPublicKey inside an RSA SubjectPublicKeyInfo:
+/// SEQUENCE { AlgorithmIdentifier, BIT STRING { 0x00, RSAPublicKey } }.
+fn spki_rsa_public_key(spki: &[u8]) -> Option<&[u8]> {
+    let (0x30, body, _) = der_tlv(spki)? else {
+        return None;
+    };
+    let (0x30, _, rest) = der_tlv(body)? else {
+        return None;
+    };
+    let (0x03, bits, _) = der_tlv(rest)? else {
+        return None;
+    };
+    match bits.split_first() {
+        Some((0, key)) => Some(key),
+        _ => None,
     }
 }

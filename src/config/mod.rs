@@ -177,11 +177,8 @@ pub struct Signing {
 }
 
 impl Signing {
+    /// `ip` as the session holds it: IPv4-mapped addresses already made IPv4 at connect.
     pub fn is_internal(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
         self.internal_hosts.iter().any(|net| net.contains(&ip))
     }
 }
@@ -202,6 +199,10 @@ pub struct Dmarc {
     pub multiple_from: MultipleFrom,
     pub never_reject: Vec<IpNet>,
     pub never_reject_authenticated: bool,
+    /// Enforcing, but the DMARC verdict cannot be known (an aligned signature could not be
+    /// checked: its fields or body were not kept): tempfail (451 4.7.1) or reject (550 5.7.1).
+    /// Never accept: that would let padding decide the verdict.
+    pub on_unverifiable: FailAction,
 }
 
 #[derive(Debug, Clone)]
@@ -221,7 +222,12 @@ pub struct Config {
     pub path: PathBuf,
     pub socket: SocketSpec,
     pub socket_mode: u32,
-    pub authserv_id: String,
+    /// The configured authserv-id. Unset: each connection uses the MTA's `$myhostname`
+    /// (macro `j`), else this host's fully qualified name ([`Config::authserv_id_for`]).
+    pub authserv_id: Option<String>,
+    /// This host's name towards others (report HELO, reporter name, log): the authserv-id
+    /// or the host's fully qualified name.
+    pub host_name: String,
     pub sign: bool,
     pub verify_enabled: bool,
     pub log_level: String,
@@ -418,6 +424,73 @@ pub fn writable_by_others(path: &Path) -> Option<String> {
     None
 }
 
+/// Whether `id` can name us in Authentication-Results: a domain name (RFC 8601 §2.5), so it
+/// holds a dot when we verify; no whitespace or `;` in any case.
+fn check_authserv_id(id: &str, verifying: bool) -> Result<(), String> {
+    if id.is_empty() || id.contains(|c: char| c.is_whitespace() || c == ';' || c == '"') {
+        return Err(format!("{id:?} is not a valid authserv-id"));
+    }
+    if verifying && !id.trim_end_matches('.').contains('.') {
+        return Err(format!(
+            "{id:?} is not a domain name; RFC 8601 §2.5 wants this host's fully qualified name, e.g. mx.example.net"
+        ));
+    }
+    Ok(())
+}
+
+/// A name the MTA or the system gives us, usable as an authserv-id: a domain name with a dot.
+fn usable_host_name(name: &str) -> Option<String> {
+    let n = name.trim().trim_end_matches('.');
+    (check_authserv_id(n, true).is_ok() && n.len() <= 253).then(|| n.to_ascii_lowercase())
+}
+
+/// This host's fully qualified name, as the resolver gives it (getaddrinfo's canonical name
+/// of the host name), when it has a dot.
+pub fn system_fqdn() -> Option<String> {
+    let host = std::ffi::CString::new(system_hostname()).ok()?;
+    let hints = libc::addrinfo {
+        ai_flags: libc::AI_CANONNAME,
+        ai_family: libc::AF_UNSPEC,
+        ai_socktype: libc::SOCK_STREAM,
+        ai_protocol: 0,
+        ai_addrlen: 0,
+        ai_addr: std::ptr::null_mut(),
+        ai_canonname: std::ptr::null_mut(),
+        ai_next: std::ptr::null_mut(),
+    };
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: valid C strings and hints; the result list is freed below.
+    let rc = unsafe { libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &hints, &mut res) };
+    if rc != 0 || res.is_null() {
+        return usable_host_name(&system_hostname());
+    }
+    // SAFETY: getaddrinfo succeeded, so `res` points to a list whose first entry carries the
+    // canonical name (AI_CANONNAME) or null.
+    let canon = unsafe {
+        let c = (*res).ai_canonname;
+        let name =
+            (!c.is_null()).then(|| std::ffi::CStr::from_ptr(c).to_string_lossy().into_owned());
+        libc::freeaddrinfo(res);
+        name
+    };
+    canon
+        .as_deref()
+        .and_then(usable_host_name)
+        .or_else(|| usable_host_name(&system_hostname()))
+}
+
+impl Config {
+    /// The authserv-id for one connection: the configured one, else the MTA's host name
+    /// (macro `j`) when it is a domain name, else this host's fully qualified name. `None`
+    /// when there is none: such a connection cannot stamp results and tempfails inbound mail.
+    pub fn authserv_id_for(&self, mta_host_name: Option<&str>) -> Option<String> {
+        self.authserv_id
+            .clone()
+            .or_else(|| mta_host_name.and_then(usable_host_name))
+            .or_else(|| usable_host_name(&self.host_name))
+    }
+}
+
 pub fn system_hostname() -> String {
     gethostname::gethostname()
         .into_string()
@@ -498,14 +571,20 @@ impl Config {
             },
             (false, false)
         );
-        let authserv_id = raw.authserv_id.clone().unwrap_or_else(system_hostname);
-        if authserv_id.is_empty() || authserv_id.contains(|c: char| c.is_whitespace() || c == ';') {
-            errors.push(ConfigError::Value {
-                path: path.to_path_buf(),
-                key: "authserv_id",
-                msg: format!("{authserv_id:?} is not a valid authserv-id"),
-            });
+        let authserv_id = raw.authserv_id.clone();
+        if let Some(id) = &authserv_id {
+            if let Err(msg) = check_authserv_id(id, verify_enabled) {
+                errors.push(ConfigError::Value {
+                    path: path.to_path_buf(),
+                    key: "authserv_id",
+                    msg,
+                });
+            }
         }
+        let host_name = authserv_id
+            .clone()
+            .or_else(system_fqdn)
+            .unwrap_or_else(system_hostname);
         if raw.threads > MAX_THREADS {
             errors.push(ConfigError::Value {
                 path: path.to_path_buf(),
@@ -697,6 +776,15 @@ impl Config {
                 Vec::new()
             ),
             never_reject_authenticated: d.never_reject_authenticated,
+            on_unverifiable: check!(
+                "dmarc.on_unverifiable",
+                match d.on_unverifiable.as_str() {
+                    "tempfail" => Ok(FailAction::Tempfail),
+                    "reject" => Ok(FailAction::Reject),
+                    v => Err(format!("expected tempfail or reject, found {v:?}")),
+                },
+                FailAction::Tempfail
+            ),
         };
 
         let n = &raw.dns;
@@ -735,6 +823,7 @@ impl Config {
             socket,
             socket_mode,
             authserv_id,
+            host_name,
             sign,
             verify_enabled,
             log_level: raw.log_level,
@@ -988,14 +1077,15 @@ mod tests {
     }
 
     #[test]
-    fn internal_hosts_match_mapped_v4() {
+    fn internal_hosts_match_canonical_v4() {
         let c = Config::from_toml(
             Path::new("/x/m.toml"),
             "[signing]\ninternal_hosts = [\"10.0.0.0/8\"]\n",
         )
         .unwrap();
         assert!(c.signing.is_internal("10.1.2.3".parse().unwrap()));
-        assert!(c.signing.is_internal("::ffff:10.1.2.3".parse().unwrap()));
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert!(c.signing.is_internal(mapped.to_canonical()));
         assert!(!c.signing.is_internal("192.0.2.1".parse().unwrap()));
     }
 }

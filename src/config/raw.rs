@@ -238,6 +238,8 @@ pub struct RawDmarc {
     pub never_reject: Vec<String>,
     #[serde(default = "d_true")]
     pub never_reject_authenticated: bool,
+    #[serde(default = "d_on_unverifiable")]
+    pub on_unverifiable: String,
 }
 
 impl Default for RawDmarc {
@@ -248,6 +250,7 @@ impl Default for RawDmarc {
             multiple_from: d_multiple_from(),
             never_reject: Vec::new(),
             never_reject_authenticated: true,
+            on_unverifiable: d_on_unverifiable(),
         }
     }
 }
@@ -363,6 +366,9 @@ pub fn d_sign_headers() -> Vec<String> {
 }
 fn d_oversign_headers() -> Vec<String> {
     vec!["From".into()]
+}
+fn d_on_unverifiable() -> String {
+    "tempfail".into()
 }
 fn d_on_signing_error() -> String {
     "tempfail".into()

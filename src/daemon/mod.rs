@@ -62,7 +62,7 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", cfg.socket))?;
     tracing::info!(
         socket = %cfg.socket,
-        authserv_id = %cfg.authserv_id,
+        host_name = %cfg.host_name,
         keys = cfg.signing.tables.keys.len(),
         "mailseal {} listening",
         env!("CARGO_PKG_VERSION")
@@ -140,7 +140,7 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
 /// PostgreSQL store do not all start at once; the store's lock keeps them from sending the
 /// same report twice anyway.
 async fn daily_reports(snapshots: watch::Receiver<Arc<Snapshot>>) {
-    let name = snapshots.borrow().config.authserv_id.clone();
+    let name = snapshots.borrow().config.host_name.clone();
     loop {
         let now = crate::report::now();
         let next = next_daily_run(now, &name);

@@ -62,17 +62,30 @@ pub fn authserv_id_of(value: &[u8]) -> Option<String> {
     (end > 0).then(|| String::from_utf8_lossy(&s[..end]).into_owned())
 }
 
-/// Delete every Authentication-Results field that claims our authserv-id (compared without
-/// regard to case); other hosts' fields stay.
+/// Whether an Authentication-Results value claims `authserv_id`: its id compared without
+/// regard to case, after CFWS and comments, quoted or not, with or without a version token
+/// and with or without one trailing dot (RFC 8601 §2.5, §5).
+pub fn claims(value: &[u8], authserv_id: &str) -> bool {
+    let norm = |s: &str| s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+    authserv_id_of(value).is_some_and(|id| norm(&id) == norm(authserv_id))
+}
+
+/// Delete every Authentication-Results field that claims our authserv-id; other hosts'
+/// fields stay. Returns how many were found.
 pub fn remove_forged(headers: &HeaderBlock, authserv_id: &str, edits: &mut Edits) -> usize {
     let mut removed = 0;
     for (i, value) in headers.values(NAME).enumerate() {
-        if authserv_id_of(value).is_some_and(|id| id.eq_ignore_ascii_case(authserv_id)) {
+        if claims(value, authserv_id) {
             edits.deletes.push((NAME.to_string(), i as i32 + 1));
             removed += 1;
         }
     }
     removed
+}
+
+/// Whether any Authentication-Results field claims our authserv-id.
+pub fn has_forged(headers: &HeaderBlock, authserv_id: &str) -> bool {
+    headers.values(NAME).any(|v| claims(v, authserv_id))
 }
 
 /// Is this a valid RFC 8601 pvalue token (no quoting needed)?
@@ -260,12 +273,24 @@ mod tests {
             true,
             lim,
         );
+        h.push(
+            b"Authentication-Results",
+            b" \"MX.example.net.\" 1; dmarc=pass",
+            true,
+            lim,
+        );
         let mut e = Edits::default();
-        assert_eq!(remove_forged(&h, "mx.example.net", &mut e), 2);
+        assert_eq!(remove_forged(&h, "mx.example.net", &mut e), 3);
         assert_eq!(
             e.deletes,
-            vec![(NAME.to_string(), 2), (NAME.to_string(), 4)]
+            vec![
+                (NAME.to_string(), 2),
+                (NAME.to_string(), 4),
+                (NAME.to_string(), 5)
+            ]
         );
+        assert!(has_forged(&h, "mx.example.net."));
+        assert!(!has_forged(&h, "mx.example.org"));
     }
 
     #[test]

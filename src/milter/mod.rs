@@ -152,12 +152,17 @@ async fn negotiate(
 
 async fn connect(cx: &mut Context<Session>, hostname: CString, info: SocketInfo) -> Status {
     let from_macro = macro_str(&cx.macros, c"{client_addr}").and_then(|a| a.parse::<IpAddr>().ok());
+    let mta_host = macro_str(&cx.macros, c"j").map(str::to_string);
     let session = session!(cx, "no session at connect");
-    session.client_name = hostname.to_string_lossy().into_owned();
-    session.client_ip = match info {
+    let ip = match info {
         SocketInfo::Inet(sa) => Some(sa.ip()),
         _ => from_macro,
     };
+    session.set_client(
+        ip,
+        hostname.to_string_lossy().into_owned(),
+        mta_host.as_deref(),
+    );
     session.answer(ProtoOpts::NOREPLY_CONNECT)
 }
 
@@ -231,6 +236,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
     if outcome.edits.quarantine.is_some() && !can_quarantine {
         tracing::warn!(queue_id = %qid, "MTA does not offer quarantine; message accepted with the verdict in its header");
         outcome.edits.quarantine = None;
+        outcome.not_held("the MTA cannot hold messages (no quarantine action)");
     }
     if !leading_space {
         // Without SMFIP_HDR_LEADSPC the MTA writes "name: value" itself; our values carry
@@ -249,6 +255,16 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
                 on_internal,
                 &format!("queue id {qid}: header edit failed: {e}"),
             );
+        }
+    }
+    // Only now, with the edits applied and the answer final, does the message count for
+    // reports, with the disposition actually applied.
+    if !matches!(outcome.reply, Reply::Tempfail { .. }) {
+        if let (Some(recorder), Some(e)) = (&session.snap.reports, outcome.report.take()) {
+            recorder.record(*e);
+        }
+        if let (Some(sender), Some(f)) = (&session.snap.failures, outcome.failure.take()) {
+            sender.send(*f);
         }
     }
     let answer = match &outcome.reply {

@@ -142,6 +142,26 @@ pub struct Outcome {
     pub failure: Option<Box<crate::report::failure::Failure>>,
 }
 
+impl Outcome {
+    /// The hold asked for could not be applied: the reports say what really happened.
+    pub fn not_held(&mut self, why: &str) {
+        if let Some(e) = self
+            .report
+            .as_mut()
+            .filter(|e| e.disposition == "quarantine")
+        {
+            e.disposition = "none".into();
+            e.reasons.push(crate::report::Reason {
+                kind: "local_policy".into(),
+                comment: Some(why.into()),
+            });
+        }
+        if let Some(f) = self.failure.as_mut() {
+            f.delivery = "delivered";
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,9 +91,10 @@ pub fn matching_rows<'a>(config: &'a Config, identity: &str) -> Vec<&'a SigningR
     }
 }
 
-/// The h= list for this message: the configured names that are present, then each oversigned
-/// name once more (mail-auth adds a listed name it does not find as an empty, "oversigned"
-/// entry, which stops anyone from adding such a field later).
+/// The h= list for this message: the configured names that are present (mail-auth signs
+/// every occurrence of a listed name), then each oversigned name: signed too if present, and
+/// listed once more (a listed name mail-auth does not find is an empty, "oversigned" entry,
+/// which stops anyone from adding such a field later).
 fn header_list(config: &Config, headers: &HeaderBlock) -> Vec<String> {
     let s = &config.signing;
     let mut list: Vec<String> = s
@@ -103,9 +104,10 @@ fn header_list(config: &Config, headers: &HeaderBlock) -> Vec<String> {
         .cloned()
         .collect();
     for h in &s.oversign_headers {
-        if list.iter().any(|x| x.eq_ignore_ascii_case(h)) || !headers.contains(h) {
+        if headers.contains(h) && !list.iter().any(|x| x.eq_ignore_ascii_case(h)) {
             list.push(h.clone());
         }
+        list.push(h.clone());
     }
     if list.is_empty() {
         list.push("From".into());
@@ -115,7 +117,15 @@ fn header_list(config: &Config, headers: &HeaderBlock) -> Vec<String> {
 
 /// Decide the keys for an outbound message and start a stream per signature, fed with the
 /// header section and the blank line. The body follows through [`write_body`].
-pub fn plan(config: &Config, headers: &HeaderBlock, mail_from: &str) -> SignPlan {
+/// `exact_headers`: the MTA sent the exact header bytes (SMFIP_HDR_LEADSPC); without them a
+/// `simple` header canonicalization would sign bytes the MTA does not store, so the header
+/// canonicalization is relaxed.
+pub fn plan(
+    config: &Config,
+    headers: &HeaderBlock,
+    mail_from: &str,
+    exact_headers: bool,
+) -> SignPlan {
     let Some((identity, source)) = signing_identity(headers, mail_from) else {
         return SignPlan::NoKey {
             reason: "no sender address in From or the envelope".into(),
@@ -133,6 +143,11 @@ pub fn plan(config: &Config, headers: &HeaderBlock, mail_from: &str) -> SignPlan
         };
     };
     let h = header_list(config, headers);
+    let header_canonicalization = if exact_headers {
+        config.signing.header_canonicalization
+    } else {
+        mail_auth::dkim::Canonicalization::Relaxed
+    };
     let mut signatures = Vec::with_capacity(rows.len());
     for row in rows {
         let entry = &config.signing.tables.keys[row.key];
@@ -144,7 +159,7 @@ pub fn plan(config: &Config, headers: &HeaderBlock, mail_from: &str) -> SignPlan
             .domain(domain.clone())
             .selector(entry.selector.clone())
             .headers(h.iter().map(String::as_str))
-            .header_canonicalization(config.signing.header_canonicalization)
+            .header_canonicalization(header_canonicalization)
             .body_canonicalization(config.signing.body_canonicalization);
         if let Some(x) = config.signing.expiration {
             signer = signer.expiration(x);

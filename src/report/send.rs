@@ -337,7 +337,7 @@ fn deliver_one(
             return Ok(sent);
         }
     };
-    let helo = config.authserv_id.clone();
+    let helo = config.host_name.clone();
     let mut temp_errors = Vec::new();
     for (rcpt, max) in &dests {
         let msg = message(config, r, &built, rcpt);

@@ -16,7 +16,7 @@ pub fn explain(
 ) -> String {
     let mut out = String::new();
     let facts = ClientFacts {
-        ip: client_ip,
+        ip: client_ip.map(|ip| ip.to_canonical()),
         auth_user: auth,
         daemon_name: None,
     };

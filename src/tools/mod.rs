@@ -36,17 +36,25 @@ pub fn split_message(raw: &[u8]) -> (Fields, Vec<u8>) {
             body_start = end;
             break;
         }
-        if matches!(content.first(), Some(b' ' | b'\t')) {
-            if let Some((_, v)) = fields.last_mut() {
+        let field_name = content.iter().position(|&b| b == b':').and_then(|colon| {
+            let name = content[..colon].trim_ascii_end();
+            (!name.is_empty() && name.iter().all(|b| (33..=126).contains(b))).then_some(colon)
+        });
+        match (content.first(), fields.last_mut(), field_name) {
+            (Some(b' ' | b'\t'), Some((_, v)), _) => {
                 v.push(b'\n');
                 v.extend_from_slice(content);
             }
-        } else if let Some(colon) = content.iter().position(|&b| b == b':') {
-            let name = content[..colon]
-                .strip_suffix(b" ")
-                .unwrap_or(&content[..colon])
-                .to_vec();
-            fields.push((name, content[colon + 1..].to_vec()));
+            (Some(b' ' | b'\t'), None, _) | (_, _, None) => {
+                // As Postfix does: a line that is neither a header field nor a continuation
+                // ends the header section and starts the body.
+                body_start = pos;
+                break;
+            }
+            (_, _, Some(colon)) => {
+                let name = content[..colon].trim_ascii_end().to_vec();
+                fields.push((name, content[colon + 1..].to_vec()));
+            }
         }
         pos = end;
     }
@@ -78,7 +86,7 @@ async fn run_session(
             ..Default::default()
         },
     );
-    session.client_ip = Some(client_ip);
+    session.set_client(Some(client_ip), String::new(), None);
     session.helo = helo.to_string();
     session.mail(&[format!("<{mail_from}>").into_bytes()]);
     let (fields, body) = split_message(raw);
@@ -163,5 +171,8 @@ mod tests {
         assert_eq!(f[1], (b"Subject".to_vec(), b" x\n\ty".to_vec()));
         assert_eq!(f[2], (b"X-E".to_vec(), b"".to_vec()));
         assert_eq!(b, b"body\r\nline\r\n");
+        let (f, b) = split_message(b"A: 1\nnot a field\nB: 2\n\nx\n");
+        assert_eq!(f.len(), 1);
+        assert_eq!(b, b"not a field\r\nB: 2\r\n\r\nx\r\n");
     }
 }

@@ -109,7 +109,7 @@ impl RequestHandler for Zones {
         let Ok(info) = request.request_info() else {
             return fail(ResponseCode::FormErr);
         };
-        let qname = info.query.name().to_string().to_ascii_lowercase();
+        let qname = info.query.name().to_ascii().to_ascii_lowercase();
         let qname = qname.trim_end_matches('.').to_string();
         let qtype = info.query.query_type();
         let entries = self.0.lock().unwrap().get(&qname).cloned();

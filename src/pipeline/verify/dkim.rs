@@ -1,0 +1,278 @@
+//! DKIM (RFC 6376) signature by signature: which ones are checked, and each checked on its
+//! own, so one signature's lookups never wait for another's.
+//!
+//! Not checked, and reported `neutral` with the reason (never `fail`: a false fail would
+//! reject legitimate mail under enforce):
+//! - a signature over a field that was not kept (header section past the cap), or over a body
+//!   that was not kept (size cap, memory budget);
+//! - a `simple` header canonicalization when the MTA did not send the exact header bytes
+//!   (no SMFIP_HDR_LEADSPC);
+//! - signatures past `[verify] max_signatures`, counted after those that can align with the
+//!   author domain, so junk signatures put in front cannot push the real one out.
+//!
+//! rsa-sha1 signatures are `fail` (RFC 8301).
+
+use base64::Engine;
+use mail_auth::crypto::Algorithm;
+use mail_auth::dkim::{Canonicalization, Signature};
+use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
+
+use super::dmarc::Check;
+use crate::message::{normalize_domain, HeaderBlock};
+
+/// One DKIM-Signature field's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureResult {
+    /// `d=` as written, and normalised (lower case, A-labels) for alignment.
+    pub d: String,
+    pub domain: String,
+    pub s: String,
+    pub i: String,
+    pub a: &'static str,
+    /// The first characters of `b=` (RFC 6008 `header.b`).
+    pub b: String,
+    /// RFC 8601 result word.
+    pub result: &'static str,
+    pub reason: Option<String>,
+    /// Not checked (see the module docs): it might have passed.
+    pub not_evaluated: bool,
+}
+
+impl SignatureResult {
+    fn new(sig: &Signature) -> SignatureResult {
+        SignatureResult {
+            d: sig.d.clone(),
+            domain: normalize_domain(&sig.d).unwrap_or_else(|_| sig.d.to_ascii_lowercase()),
+            s: sig.s.clone(),
+            i: sig.i.clone(),
+            a: alg_name(sig.a),
+            b: b_prefix(&sig.b),
+            result: "none",
+            reason: None,
+            not_evaluated: false,
+        }
+    }
+
+    fn with(mut self, result: &'static str, reason: impl Into<String>) -> Self {
+        self.result = result;
+        self.reason = Some(reason.into());
+        self
+    }
+
+    fn unchecked(mut self, reason: impl Into<String>) -> Self {
+        self.not_evaluated = true;
+        self.with("neutral", reason)
+    }
+
+    /// Not finished within the verification timeout.
+    pub fn timed_out(self) -> Self {
+        self.with("temperror", "not finished within the verification timeout")
+    }
+
+    /// What this signature is worth to DMARC.
+    pub fn check(&self) -> Check {
+        match self.result {
+            "pass" => Check::Pass,
+            "temperror" => Check::TempError,
+            _ if self.not_evaluated => Check::NotEvaluated,
+            _ => Check::Other,
+        }
+    }
+}
+
+pub fn alg_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::RsaSha1 => "rsa-sha1",
+        Algorithm::RsaSha256 => "rsa-sha256",
+        Algorithm::Ed25519Sha256 => "ed25519-sha256",
+        _ => "unknown",
+    }
+}
+
+fn b_prefix(b: &[u8]) -> String {
+    let mut s = base64::engine::general_purpose::STANDARD.encode(&b[..b.len().min(12)]);
+    s.truncate(8);
+    s
+}
+
+/// The RFC 8601 word (and reason) for a library DKIM result.
+pub fn dkim_word(r: &DkimResult) -> (&'static str, Option<String>) {
+    match r {
+        DkimResult::Pass => ("pass", None),
+        // RFC 6376 §6.1.3: a body hash that does not verify is a verification failure
+        // (PERMFAIL), not an unprocessable signature.
+        DkimResult::Neutral(
+            e @ mail_auth::Error::Dkim(mail_auth::dkim::DkimError::BodyHashMismatch),
+        ) => ("fail", Some(e.to_string())),
+        DkimResult::Neutral(e) => ("neutral", Some(e.to_string())),
+        DkimResult::Fail(e) => ("fail", Some(e.to_string())),
+        DkimResult::PermError(e) => ("permerror", Some(e.to_string())),
+        DkimResult::TempError(e) => ("temperror", Some(e.to_string())),
+        DkimResult::None => ("none", None),
+    }
+}
+
+/// What keeps signatures on this message from being checked.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits<'a> {
+    pub max_signatures: usize,
+    /// The header section as kept (to tell which signed fields were dropped).
+    pub headers: &'a HeaderBlock,
+    /// Why the body was not kept, if it was not.
+    pub body_missing: Option<&'a str>,
+    /// The MTA sent the exact header bytes (SMFIP_HDR_LEADSPC).
+    pub exact_headers: bool,
+}
+
+/// One signature: its result if known without a lookup, else its index among the parsed
+/// signatures, to be checked with [`verify_one`].
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub result: SignatureResult,
+    pub index: Option<usize>,
+}
+
+/// How likely `d` is to align with the author domain, judged on the names alone (lower is
+/// likelier): the same name, one below the other, a shared parent, unrelated.
+fn rank(d: &str, author: Option<&str>) -> u8 {
+    let Some(a) = author else { return 3 };
+    let below = |x: &str, y: &str| x.ends_with(&format!(".{y}"));
+    let parent = |x: &str| x.split_once('.').map(|(_, p)| p.to_string());
+    if d == a {
+        0
+    } else if below(d, a) || below(a, d) {
+        1
+    } else if parent(d).is_some_and(|p| p.contains('.') && (p == a || below(a, &p))) {
+        2
+    } else {
+        3
+    }
+}
+
+/// Decide, for each parsed signature (in message order), whether it is checked.
+pub fn plan(
+    msg: &AuthenticatedMessage<'_>,
+    author: Option<&str>,
+    limits: Limits<'_>,
+) -> Vec<Planned> {
+    let sigs = msg.dkim_signatures();
+    let mut planned: Vec<Planned> = sigs
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let sig = &h.header;
+            let r = SignatureResult::new(sig);
+            let dropped = sig.h.iter().find(|n| limits.headers.may_have_dropped(n));
+            let (result, index) = if sig.a == Algorithm::RsaSha1 {
+                (r.with("fail", "rsa-sha1 is not accepted, RFC 8301"), None)
+            } else if let Some(why) = limits.body_missing {
+                (r.unchecked(format!("not evaluated: the body was not kept ({why})")), None)
+            } else if let Some(name) = dropped {
+                (
+                    r.unchecked(format!(
+                        "not evaluated: signed field {name} not kept (header section over the limit)"
+                    )),
+                    None,
+                )
+            } else if !limits.exact_headers && sig.ch == Canonicalization::Simple {
+                (
+                    r.unchecked(
+                        "not evaluated: simple header canonicalization, and the MTA did not send the exact header bytes",
+                    ),
+                    None,
+                )
+            } else {
+                (r, Some(i))
+            };
+            Planned { result, index }
+        })
+        .collect();
+    // max_signatures: the likeliest to align first, then in message order.
+    let mut order: Vec<usize> = (0..planned.len())
+        .filter(|&i| planned[i].index.is_some())
+        .collect();
+    order.sort_by_key(|&i| (rank(&planned[i].result.domain, author), i));
+    for &i in order.iter().skip(limits.max_signatures) {
+        let p = &mut planned[i];
+        p.index = None;
+        p.result = p
+            .result
+            .clone()
+            .unchecked("over the max_signatures limit, not evaluated");
+    }
+    planned
+}
+
+/// Check one signature (the `index`-th that parsed) on its own.
+pub async fn verify_one(
+    auth: &MessageAuthenticator,
+    msg: &AuthenticatedMessage<'_>,
+    index: usize,
+    mut result: SignatureResult,
+) -> SignatureResult {
+    let mut one = msg.clone();
+    let mut n = 0;
+    one.retain_dkim_signatures(|_| {
+        n += 1;
+        if n - 1 == index {
+            Ok(())
+        } else {
+            Err(mail_auth::dkim::DkimError::UnsupportedAlgorithm)
+        }
+    });
+    let outputs = auth.verify_dkim(&one).await;
+    let (word, why) = outputs
+        .iter()
+        .find(|o| o.signature().is_some())
+        .map(|o| dkim_word(o.result()))
+        .unwrap_or(("neutral", Some("not verified".into())));
+    result.result = word;
+    result.reason = why;
+    result
+}
+
+/// DKIM-Signature fields so malformed that they did not parse (reported `permerror`).
+pub fn malformed(msg: &AuthenticatedMessage<'_>) -> usize {
+    let fields = msg
+        .headers()
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"DKIM-Signature"))
+        .count();
+    fields.saturating_sub(msg.dkim_signatures().len())
+}
+
+/// Every signature of a message, checked one after another (the command line tools and the
+/// conformance suite; the daemon checks them concurrently under its deadline).
+pub async fn check_all(
+    auth: &MessageAuthenticator,
+    msg: &AuthenticatedMessage<'_>,
+    author: Option<&str>,
+    limits: Limits<'_>,
+) -> Vec<SignatureResult> {
+    let mut out = Vec::new();
+    for p in plan(msg, author, limits) {
+        out.push(match p.index {
+            Some(i) => verify_one(auth, msg, i, p.result).await,
+            None => p.result,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks() {
+        let a = Some("mail.example.com");
+        assert_eq!(rank("mail.example.com", a), 0);
+        assert_eq!(rank("example.com", a), 1);
+        assert_eq!(rank("x.mail.example.com", a), 1);
+        assert_eq!(rank("news.example.com", a), 2);
+        assert_eq!(rank("evil.example", a), 3);
+        assert_eq!(rank("co.uk", Some("x.co.uk")), 1);
+        assert_eq!(rank("evil.co.uk", Some("paypal.co.uk")), 2);
+        assert_eq!(rank("x.example", None), 3);
+    }
+}

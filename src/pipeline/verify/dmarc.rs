@@ -1,0 +1,357 @@
+//! DMARC (RFC 9989) as mailseal applies it: policy discovery by the DNS tree walk, then
+//! identifier alignment.
+//!
+//! Ours rather than the library's, so that:
+//! - the author domain is the one normalised value ([`crate::message::Author`]) used for the
+//!   lookup, alignment, the Authentication-Results field and the reports;
+//! - the policy is discovered first and on its own, before and beside any signature work;
+//! - only identifiers that can align with the author domain are ever waited for or looked up
+//!   for alignment: an unaligned signature or MAIL FROM domain, whatever its DNS does, cannot
+//!   change the verdict;
+//! - an aligned signature that could not be checked (its fields or the body were not kept)
+//!   makes the verdict *unverifiable*, never a fail.
+
+use std::sync::Arc;
+
+use mail_auth::dmarc::{Alignment, DmarcRecord, Policy, Psd};
+use mail_auth::{DnsError, Error, MessageAuthenticator};
+
+/// The record that applies to a message and where it was found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub record: Arc<DmarcRecord>,
+    /// Where the applied record was found: the author domain or a parent.
+    pub policy_domain: String,
+    /// The author domain's organizational domain (RFC 9989 §4.10.2).
+    pub org_domain: String,
+    /// The policy that applies to the author domain: p, sp or np; one step milder with t=y.
+    pub policy: Policy,
+}
+
+/// What policy discovery found for the author domain.
+#[derive(Debug, Clone)]
+pub enum Discovery {
+    /// No DMARC record applies: DMARC does not apply to the message.
+    None,
+    Found(Found),
+    /// A lookup failed: whether a policy applies is not known.
+    TempError(String),
+}
+
+/// RFC 9989 §4.10: at most eight queries, from the name itself up to the top-level domain
+/// (skipping to the seven-label name from deeper ones).
+const MAX_WALK: usize = 8;
+
+/// The DMARC records found walking up from `domain`, longest name first; a record with `psd=`
+/// ends the walk.
+async fn tree_walk(
+    auth: &MessageAuthenticator,
+    domain: &str,
+) -> Result<Vec<(String, Arc<DmarcRecord>)>, String> {
+    let labels: Vec<&str> = domain.split('.').filter(|l| !l.is_empty()).collect();
+    let mut found = Vec::new();
+    if labels.len() < 2 {
+        return Ok(found);
+    }
+    let mut count = labels.len();
+    for _ in 0..MAX_WALK {
+        let name = labels[labels.len() - count..].join(".");
+        match auth
+            .txt_lookup::<DmarcRecord>(format!("_dmarc.{name}."), None::<&mail_auth::NoCache>)
+            .await
+        {
+            Ok(record) => {
+                let stop = matches!(record.psd, Psd::Yes | Psd::No);
+                found.push((name, record));
+                if stop {
+                    break;
+                }
+            }
+            Err(Error::Dns(DnsError::Resolver(e))) => {
+                return Err(format!("DNS error at _dmarc.{name}: {e}"))
+            }
+            Err(_) => {}
+        }
+        if count == 1 {
+            break;
+        }
+        count = if count > 8 { 7 } else { count - 1 };
+    }
+    Ok(found)
+}
+
+/// RFC 9989 §4.10.2: the domain of the record with psd=n, else one label below a record with
+/// psd=y, else the shortest name with a record.
+fn organizational_domain(walk: &[(String, Arc<DmarcRecord>)], start: &str) -> Option<String> {
+    for (name, record) in walk {
+        match record.psd {
+            Psd::No => return Some(name.clone()),
+            Psd::Yes if name != start => {
+                let depth = name.split('.').count() + 1;
+                let labels: Vec<&str> = start.split('.').collect();
+                return Some(labels[labels.len().saturating_sub(depth)..].join("."));
+            }
+            _ => {}
+        }
+    }
+    walk.last().map(|(name, _)| name.clone())
+}
+
+/// Find the DMARC policy of an author domain (already normalised, A-labels).
+pub async fn discover(auth: &MessageAuthenticator, author: &str) -> Discovery {
+    let walk = match tree_walk(auth, author).await {
+        Ok(w) => w,
+        Err(e) => return Discovery::TempError(e),
+    };
+    let Some(org_domain) = organizational_domain(&walk, author) else {
+        return Discovery::None;
+    };
+    let own = walk.iter().find(|(n, _)| n == author);
+    let Some((policy_domain, record)) = own
+        .or_else(|| walk.iter().find(|(n, _)| *n == org_domain))
+        .or_else(|| walk.last())
+        .cloned()
+    else {
+        return Discovery::None;
+    };
+    let mut policy = if record.p == Policy::Unspecified {
+        // RFC 9989 §4.7: a record without a valid p= but with rua= is p=none; without either
+        // it does not apply.
+        if record.rua.is_empty() {
+            return Discovery::None;
+        }
+        Policy::None
+    } else if own.is_some() {
+        record.p
+    } else if record.np != record.sp && !domain_exists(auth, author).await {
+        record.np
+    } else {
+        record.sp
+    };
+    if record.t {
+        policy = match policy {
+            Policy::Reject => Policy::Quarantine,
+            Policy::Quarantine => Policy::None,
+            other => other,
+        };
+    }
+    Discovery::Found(Found {
+        record,
+        policy_domain,
+        org_domain,
+        policy,
+    })
+}
+
+/// RFC 9989 §4.10.3 (np=): only an NXDOMAIN answer makes a domain non-existent; any other
+/// answer or failure counts as existing.
+async fn domain_exists(auth: &MessageAuthenticator, domain: &str) -> bool {
+    match auth
+        .ipv4_lookup(format!("{domain}."), None::<&mail_auth::NoCache>)
+        .await
+    {
+        Err(Error::Dns(DnsError::RecordNotFound(code))) => {
+            code != mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain
+        }
+        _ => true,
+    }
+}
+
+impl Found {
+    /// Whether `d` could align with `author` under this record, judged on the names alone:
+    /// the author domain itself, or (relaxed) a name at or below its organizational domain.
+    /// Only such identifiers are waited for or looked up.
+    pub fn could_align(&self, author: &str, d: &str, mode: Alignment) -> bool {
+        d == author
+            || (mode == Alignment::Relaxed
+                && (d == self.org_domain || d.ends_with(&format!(".{}", self.org_domain))))
+    }
+
+    /// RFC 9989 §4.8 identifier alignment. Relaxed alignment below the organizational domain
+    /// needs that name's own organizational domain (a tree walk in the author's DNS); a
+    /// failed walk is an error, since it could change the answer.
+    pub async fn aligned(
+        &self,
+        auth: &MessageAuthenticator,
+        author: &str,
+        d: &str,
+        mode: Alignment,
+    ) -> Result<bool, String> {
+        if d == author || (mode == Alignment::Relaxed && d == self.org_domain) {
+            return Ok(true);
+        }
+        if !self.could_align(author, d, mode) {
+            return Ok(false);
+        }
+        let walk = tree_walk(auth, d).await?;
+        Ok(organizational_domain(&walk, d).as_deref().unwrap_or(d) == self.org_domain)
+    }
+}
+
+/// How one identifier (SPF's MAIL FROM domain, or a DKIM signature's d=) came out, as DMARC
+/// needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Check {
+    Pass,
+    /// A lookup failed: it might have passed.
+    TempError,
+    /// It was not checked (fields or body not kept): it might have passed.
+    NotEvaluated,
+    /// Anything else: it did not pass.
+    Other,
+}
+
+/// The DMARC result for a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    /// DMARC does not apply (no record) or could not be decided (the reason says which).
+    None(Option<String>),
+    TempError(String),
+    PermError(String),
+}
+
+impl Outcome {
+    pub fn word(&self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::None(_) => "none",
+            Outcome::TempError(_) => "temperror",
+            Outcome::PermError(_) => "permerror",
+        }
+    }
+}
+
+/// The verdict with what led to it.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub outcome: Outcome,
+    /// An aligned identifier could not be checked and nothing else passed: no verdict is
+    /// possible (under enforce: `[dmarc] on_unverifiable`).
+    pub unverifiable: bool,
+    pub dkim_aligned: bool,
+    pub spf_aligned: bool,
+}
+
+impl Verdict {
+    pub fn of(outcome: Outcome) -> Verdict {
+        Verdict {
+            outcome,
+            unverifiable: false,
+            dkim_aligned: false,
+            spf_aligned: false,
+        }
+    }
+}
+
+/// Judge a message under a found policy from its SPF (MAIL FROM domain) and DKIM (each d=)
+/// results. Only identifiers that can align are considered, so nothing unaligned can make
+/// the result a temperror or keep it from being a fail.
+pub async fn judge(
+    auth: &MessageAuthenticator,
+    found: &Found,
+    author: &str,
+    spf: Option<(&str, Check)>,
+    dkim: &[(String, Check)],
+) -> Verdict {
+    let mut v = Verdict::of(Outcome::Fail);
+    let mut temp: Option<String> = None;
+    let mut not_evaluated = false;
+    let adkim = found.record.adkim;
+    for (d, check) in dkim {
+        if *check == Check::Other {
+            continue;
+        }
+        match found.aligned(auth, author, d, adkim).await {
+            Ok(false) => {}
+            Ok(true) => match check {
+                Check::Pass => v.dkim_aligned = true,
+                Check::TempError => {
+                    temp.get_or_insert_with(|| format!("aligned DKIM signature d={d}: DNS error"));
+                }
+                Check::NotEvaluated => not_evaluated = true,
+                Check::Other => {}
+            },
+            Err(e) => {
+                temp.get_or_insert(e);
+            }
+        }
+    }
+    if let Some((mfd, check)) = spf.filter(|(_, c)| matches!(c, Check::Pass | Check::TempError)) {
+        match found.aligned(auth, author, mfd, found.record.aspf).await {
+            Ok(true) if check == Check::Pass => v.spf_aligned = true,
+            Ok(true) => {
+                temp.get_or_insert_with(|| format!("aligned SPF domain {mfd}: DNS error"));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                temp.get_or_insert(e);
+            }
+        }
+    }
+    v.outcome = if v.dkim_aligned || v.spf_aligned {
+        Outcome::Pass
+    } else if let Some(t) = temp {
+        Outcome::TempError(t)
+    } else if not_evaluated {
+        v.unverifiable = true;
+        Outcome::None(Some(
+            "not decided: an aligned DKIM signature could not be evaluated".into(),
+        ))
+    } else {
+        Outcome::Fail
+    };
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_auth::dns::TxtRecordParser;
+
+    fn rec(s: &str) -> Arc<DmarcRecord> {
+        Arc::new(DmarcRecord::parse(s.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn organizational_domain_rules() {
+        let walk = vec![("example.com".to_string(), rec("v=DMARC1; p=reject"))];
+        assert_eq!(
+            organizational_domain(&walk, "a.b.example.com").as_deref(),
+            Some("example.com")
+        );
+        let walk = vec![("com".to_string(), rec("v=DMARC1; p=none; psd=y"))];
+        assert_eq!(
+            organizational_domain(&walk, "a.b.example.com").as_deref(),
+            Some("example.com")
+        );
+        let walk = vec![
+            ("b.example.com".to_string(), rec("v=DMARC1; p=none; psd=n")),
+            ("example.com".to_string(), rec("v=DMARC1; p=reject")),
+        ];
+        assert_eq!(
+            organizational_domain(&walk, "a.b.example.com").as_deref(),
+            Some("b.example.com")
+        );
+        assert_eq!(organizational_domain(&[], "example.com"), None);
+    }
+
+    #[test]
+    fn could_align_by_name() {
+        let f = Found {
+            record: rec("v=DMARC1; p=reject"),
+            policy_domain: "example.com".into(),
+            org_domain: "example.com".into(),
+            policy: Policy::Reject,
+        };
+        let a = "mail.example.com";
+        assert!(f.could_align(a, "mail.example.com", Alignment::Strict));
+        assert!(!f.could_align(a, "example.com", Alignment::Strict));
+        assert!(f.could_align(a, "example.com", Alignment::Relaxed));
+        assert!(f.could_align(a, "x.example.com", Alignment::Relaxed));
+        assert!(!f.could_align(a, "badexample.com", Alignment::Relaxed));
+        assert!(!f.could_align(a, "evil.example", Alignment::Relaxed));
+    }
+}
