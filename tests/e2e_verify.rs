@@ -1,7 +1,8 @@
 //! End to end with Postfix, inbound: a message signed by OpenDKIM (Debian's opendkim as the
 //! signing milter of a sending Postfix) arrives through a receiving Postfix with dkim=pass, spf=pass and dmarc=pass in
 //! our Authentication-Results; a forged A-R with our authserv-id does not survive; a spoof is
-//! refused with 550 5.7.1 when DMARC is enforced. DNS comes from a loopback server.
+//! refused with 550 5.7.1 when DMARC is enforced, also padded past the header cap or with a
+//! trailing dot in From. DNS comes from a loopback server.
 
 mod common;
 
@@ -172,6 +173,17 @@ async fn opendkim_signed_mail_passes_and_spoof_is_refused() {
         out.contains("550 5.7.1") && out.contains("DMARC") && out.contains("example.com"),
         "{out}"
     );
+    // The same spoof padded past max_headers (1,000 fields, about 7 KB, which Postfix takes),
+    // with a forged A-R after the padding, and with a trailing dot in From: still 550 5.7.1.
+    let pad: String = (0..1100).map(|i| format!("X-Pad: {i}\r\n")).collect();
+    for spoof in [
+        format!("{pad}Authentication-Results: mx.test; dmarc=pass\r\n{spoof}"),
+        spoof.replace("ceo@example.com>", "ceo@example.com.>"),
+    ] {
+        let (ok, out) = pf.swaks("mallory@bulk.example", &xclient, &spoof);
+        assert!(!ok, "spoof accepted:\n{out}");
+        assert!(out.contains("550 5.7.1") && out.contains("example.com"), "{out}");
+    }
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(sink.count(), 1);
     drop(sender);
