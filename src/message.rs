@@ -262,6 +262,13 @@ pub fn normalize_domain(domain: &str) -> Result<String, String> {
     Ok(ascii)
 }
 
+/// Whether `d` is a proper subdomain of `parent` (below it, on a label boundary).
+pub fn is_subdomain(d: &str, parent: &str) -> bool {
+    d.len() > parent.len()
+        && d.ends_with(parent)
+        && d.as_bytes()[d.len() - parent.len() - 1] == b'.'
+}
+
 /// The domain part of an address, normalised ([`normalize_domain`]); `None` when there is
 /// none or it is not a domain name.
 pub fn domain_of(address: &str) -> Option<String> {

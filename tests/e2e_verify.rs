@@ -182,7 +182,10 @@ async fn opendkim_signed_mail_passes_and_spoof_is_refused() {
     ] {
         let (ok, out) = pf.swaks("mallory@bulk.example", &xclient, &spoof);
         assert!(!ok, "spoof accepted:\n{out}");
-        assert!(out.contains("550 5.7.1") && out.contains("example.com"), "{out}");
+        assert!(
+            out.contains("550 5.7.1") && out.contains("example.com"),
+            "{out}"
+        );
     }
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     assert_eq!(sink.count(), 1);

@@ -325,12 +325,9 @@ impl Reports {
     /// Is `domain` (or a parent of it) on the suppression list?
     pub fn suppressed(&self, domain: &str) -> bool {
         let d = domain.trim_end_matches('.').to_ascii_lowercase();
-        self.suppress.iter().any(|s| {
-            d == *s
-                || (d.len() > s.len()
-                    && d.ends_with(s.as_str())
-                    && d.as_bytes()[d.len() - s.len() - 1] == b'.')
-        })
+        self.suppress
+            .iter()
+            .any(|s| d == *s || crate::message::is_subdomain(&d, s))
     }
 
     /// The domain reports are sent from (the Submitter in the subject, the receiver in

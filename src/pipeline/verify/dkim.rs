@@ -18,7 +18,7 @@ use mail_auth::dkim::{Canonicalization, Signature};
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 
 use super::dmarc::Check;
-use crate::message::{normalize_domain, HeaderBlock};
+use crate::message::{is_subdomain, normalize_domain, HeaderBlock};
 
 /// One DKIM-Signature field's result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +64,17 @@ impl SignatureResult {
         self.with("neutral", reason)
     }
 
-    /// Not finished within the verification timeout.
-    pub fn timed_out(self) -> Self {
-        self.with("temperror", "not finished within the verification timeout")
+    /// With the outcome of [`verify_one`]; `None`: not finished within the verification
+    /// timeout.
+    pub fn checked(mut self, outcome: Option<Checked>) -> Self {
+        match outcome {
+            Some((word, why)) => {
+                self.result = word;
+                self.reason = why;
+                self
+            }
+            None => self.with("temperror", "not finished within the verification timeout"),
+        }
     }
 
     /// What this signature is worth to DMARC.
@@ -136,13 +144,12 @@ pub struct Planned {
 /// likelier): the same name, one below the other, a shared parent, unrelated.
 fn rank(d: &str, author: Option<&str>) -> u8 {
     let Some(a) = author else { return 3 };
-    let below = |x: &str, y: &str| x.ends_with(&format!(".{y}"));
-    let parent = |x: &str| x.split_once('.').map(|(_, p)| p.to_string());
+    let parent = d.split_once('.').map(|(_, p)| p);
     if d == a {
         0
-    } else if below(d, a) || below(a, d) {
+    } else if is_subdomain(d, a) || is_subdomain(a, d) {
         1
-    } else if parent(d).is_some_and(|p| p.contains('.') && (p == a || below(a, &p))) {
+    } else if parent.is_some_and(|p| p.contains('.') && (p == a || is_subdomain(a, p))) {
         2
     } else {
         3
@@ -203,32 +210,44 @@ pub fn plan(
     planned
 }
 
+/// A signature's RFC 8601 result word and reason.
+pub type Checked = (&'static str, Option<String>);
+
 /// Check one signature (the `index`-th that parsed) on its own.
 pub async fn verify_one(
     auth: &MessageAuthenticator,
     msg: &AuthenticatedMessage<'_>,
     index: usize,
-    mut result: SignatureResult,
-) -> SignatureResult {
-    let mut one = msg.clone();
-    let mut n = 0;
-    one.retain_dkim_signatures(|_| {
-        n += 1;
-        if n - 1 == index {
-            Ok(())
-        } else {
-            Err(mail_auth::dkim::DkimError::UnsupportedAlgorithm)
-        }
-    });
-    let outputs = auth.verify_dkim(&one).await;
-    let (word, why) = outputs
-        .iter()
-        .find(|o| o.signature().is_some())
-        .map(|o| dkim_word(o.result()))
-        .unwrap_or(("neutral", Some("not verified".into())));
-    result.result = word;
-    result.reason = why;
-    result
+) -> Checked {
+    let outputs = if msg.dkim_signatures().len() == 1 {
+        auth.verify_dkim(msg).await.iter().map(result_of).collect()
+    } else {
+        let mut one = msg.clone();
+        let mut n = 0;
+        one.retain_dkim_signatures(|_| {
+            let keep = n == index;
+            n += 1;
+            if keep {
+                Ok(())
+            } else {
+                Err(mail_auth::dkim::DkimError::UnsupportedAlgorithm)
+            }
+        });
+        let outputs: Vec<Option<Checked>> =
+            auth.verify_dkim(&one).await.iter().map(result_of).collect();
+        outputs
+    };
+    outputs
+        .into_iter()
+        .flatten()
+        .next()
+        .unwrap_or(("neutral", Some("not verified".into())))
+}
+
+/// The result of a library output that belongs to a signature (the others are parse errors,
+/// reported apart).
+fn result_of(o: &mail_auth::DkimOutput<'_>) -> Option<Checked> {
+    o.signature().map(|_| dkim_word(o.result()))
 }
 
 /// DKIM-Signature fields so malformed that they did not parse (reported `permerror`).
@@ -252,7 +271,7 @@ pub async fn check_all(
     let mut out = Vec::new();
     for p in plan(msg, author, limits) {
         out.push(match p.index {
-            Some(i) => verify_one(auth, msg, i, p.result).await,
+            Some(i) => p.result.checked(Some(verify_one(auth, msg, i).await)),
             None => p.result,
         });
     }

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use mail_auth::dmarc::{Alignment, DmarcRecord, Policy, Psd};
 use mail_auth::{DnsError, Error, MessageAuthenticator};
 
+use crate::message::is_subdomain;
+
 /// The record that applies to a message and where it was found.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -164,7 +166,7 @@ impl Found {
     pub fn could_align(&self, author: &str, d: &str, mode: Alignment) -> bool {
         d == author
             || (mode == Alignment::Relaxed
-                && (d == self.org_domain || d.ends_with(&format!(".{}", self.org_domain))))
+                && (d == self.org_domain || is_subdomain(d, &self.org_domain)))
     }
 
     /// RFC 9989 §4.8 identifier alignment. Relaxed alignment below the organizational domain

@@ -191,23 +191,32 @@ async fn evaluate(
         .map(|m| dkim::plan(m, author_name, limits))
         .unwrap_or_default();
     let malformed = msg.as_ref().map(dkim::malformed).unwrap_or(0);
-    let signatures: Vec<_> = planned
+    let checks: Vec<_> = planned
         .iter()
-        .map(|p| {
-            let r = p.result.clone();
-            match (p.index, msg.as_ref()) {
-                (Some(i), Some(m)) => async move {
-                    match timeout_at(deadline, dkim::verify_one(auth, m, i, r.clone())).await {
-                        Ok(done) => done,
-                        Err(_) => r.timed_out(),
-                    }
+        .map(|p| match (p.index, msg.as_ref()) {
+            (Some(i), Some(m)) => Some(
+                async move {
+                    timeout_at(deadline, dkim::verify_one(auth, m, i))
+                        .await
+                        .ok()
                 }
                 .boxed()
                 .shared(),
-                _ => futures_util::future::ready(r).boxed().shared(),
-            }
+            ),
+            _ => None,
         })
         .collect();
+    // A signature's result, once its check (if it has one) is done.
+    let result_of = |i: usize| {
+        let p = &planned[i];
+        let check = checks[i].clone();
+        async move {
+            match check {
+                Some(c) => p.result.clone().checked(c.await),
+                None => p.result.clone(),
+            }
+        }
+    };
     let spf_mf_params = SpfParameters::mail_from(ip, helo, id, env.mail_from);
     let spf_mf = async {
         timeout_at(deadline, timed("spf", spf_limited(auth, spf_mf_params)))
@@ -247,13 +256,11 @@ async fn evaluate(
                     None
                 };
                 let aligned = join_all(
-                    planned
-                        .iter()
-                        .zip(&signatures)
-                        .filter(|(p, _)| {
-                            found.could_align(author, &p.result.domain, found.record.adkim)
+                    (0..planned.len())
+                        .filter(|&i| {
+                            found.could_align(author, &planned[i].result.domain, found.record.adkim)
                         })
-                        .map(|(_, f)| f.clone()),
+                        .map(result_of),
                 )
                 .await;
                 let dkim: Vec<(String, Check)> = aligned
@@ -273,7 +280,7 @@ async fn evaluate(
     let arc_blocked = arc_blocker(headers, body_missing, env.exact_headers, msg.as_ref());
     let others = async {
         tokio::join!(
-            timed("dkim", join_all(signatures.iter().cloned())),
+            timed("dkim", join_all((0..planned.len()).map(result_of))),
             spf_mf.clone(),
             async {
                 if check_helo {
