@@ -15,7 +15,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use mailseal::config::Config;
 use mailseal::message::{HeaderBlock, HeaderLimits};
-use mailseal::milter::session::{Negotiated, Session};
+use mailseal::pipeline::message::{ConnInfo, Message};
 use mailseal::pipeline::{Decision, Outbound};
 use mailseal::Snapshot;
 
@@ -79,32 +79,26 @@ fn config(dir: &Path, extra: &str, signing_table: &str) -> Config {
     Config::load(&p).unwrap()
 }
 
-/// One message through a session, as the milter callbacks drive it.
+/// One message through the message path, as the milter callbacks drive it.
 async fn message(
     snap: &Arc<Snapshot>,
     decision: Decision,
     signature: Option<&str>,
     body: &[u8],
 ) -> Option<mailseal::pipeline::Outcome> {
-    let mut s = Session::new(
-        snap.clone(),
-        Negotiated {
-            leading_space: true,
-            ..Default::default()
-        },
-    );
-    s.client_ip = Some("192.0.2.10".parse().unwrap());
-    s.helo = "client.example".into();
-    s.mail(&[b"<alice@example.com>".to_vec()]);
+    let ip = "192.0.2.10".parse().ok();
+    let mut conn = ConnInfo::new(snap, ip, "client.example".into(), None, true);
+    conn.helo = "client.example".into();
+    let mut m = Message::begin(&[b"<alice@example.com>".to_vec()]);
     if let Some(sig) = signature {
-        s.header(b"DKIM-Signature", sig.as_bytes());
+        m.header(snap, &conn, b"DKIM-Signature", format!(" {sig}").as_bytes());
     }
     for (n, v) in HEADERS {
-        s.header(n.as_bytes(), v.as_bytes());
+        m.header(snap, &conn, n.as_bytes(), v.as_bytes());
     }
-    s.start(decision, false);
-    s.body(body);
-    s.eom().await
+    m.end_of_headers(snap, &conn, decision, false);
+    m.body(snap, body);
+    m.finish(snap, &conn).await
 }
 
 fn benches(c: &mut Criterion) {
@@ -161,7 +155,7 @@ fn benches(c: &mut Criterion) {
     // server, with the resolver cache warm.
     let signed = rt.block_on(async {
         let o = message(&ed, outbound.clone(), None, &body).await.unwrap();
-        o.edits.inserts[0].2.clone()
+        o.edits.inserted("DKIM-Signature").unwrap().to_string()
     });
     let (verify_snap, _server) = rt.block_on(async {
         let z = dns::Zones::default();

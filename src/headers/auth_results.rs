@@ -1,6 +1,6 @@
 //! RFC 8601 Authentication-Results: building ours, and spotting forged ones.
 
-use crate::headers::actions::Edits;
+use crate::headers::edits::Edits;
 use crate::message::HeaderBlock;
 
 pub const NAME: &str = "Authentication-Results";
@@ -76,7 +76,7 @@ pub fn remove_forged(headers: &HeaderBlock, authserv_id: &str, edits: &mut Edits
     let mut removed = 0;
     for (i, value) in headers.values(NAME).enumerate() {
         if claims(value, authserv_id) {
-            edits.deletes.push((NAME.to_string(), i as i32 + 1));
+            edits.delete(NAME, i as i32 + 1);
             removed += 1;
         }
     }
@@ -191,22 +191,17 @@ impl ArBuilder {
         self.results.is_empty()
     }
 
-    /// The header value for the milter: leading space, LF-TAB folding.
-    pub fn milter_value(&self) -> String {
+    /// The field value: `id;` then one folded line per result (CRLF-TAB folding).
+    pub fn value(&self) -> String {
         if self.results.is_empty() {
-            return format!(" {}; none", self.id);
+            return format!("{}; none", self.id);
         }
-        let mut v = format!(" {}", self.id);
+        let mut v = self.id.clone();
         for r in &self.results {
-            v.push_str(";\n\t");
+            v.push_str(";\r\n\t");
             v.push_str(r);
         }
         v
-    }
-
-    /// The full header line (CRLF folding), for the command line tools.
-    pub fn header_line(&self) -> String {
-        format!("{NAME}:{}\r\n", self.milter_value().replace('\n', "\r\n"))
     }
 }
 
@@ -281,14 +276,7 @@ mod tests {
         );
         let mut e = Edits::default();
         assert_eq!(remove_forged(&h, "mx.example.net", &mut e), 3);
-        assert_eq!(
-            e.deletes,
-            vec![
-                (NAME.to_string(), 2),
-                (NAME.to_string(), 4),
-                (NAME.to_string(), 5)
-            ]
-        );
+        assert_eq!(e.deletes(), [(NAME, 2), (NAME, 4), (NAME, 5)]);
         assert!(has_forged(&h, "mx.example.net."));
         assert!(!has_forged(&h, "mx.example.org"));
     }
@@ -313,9 +301,9 @@ mod tests {
         );
         b.add("x", "none", None, &[("p", "has space".into())]);
         assert_eq!(
-            b.milter_value(),
-            " mx.example.net;\n\tspf=pass (ok [really]) smtp.mailfrom=a@b.example;\n\tdkim=fail header.d=b.example header.b=\"ab/+\";\n\tx=none p=\"has space\""
+            b.value(),
+            "mx.example.net;\r\n\tspf=pass (ok [really]) smtp.mailfrom=a@b.example;\r\n\tdkim=fail header.d=b.example header.b=\"ab/+\";\r\n\tx=none p=\"has space\""
         );
-        assert_eq!(ArBuilder::new("h").milter_value(), " h; none");
+        assert_eq!(ArBuilder::new("h").value(), "h; none");
     }
 }

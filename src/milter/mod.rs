@@ -15,10 +15,11 @@ use indymilter::{
 use tokio::sync::watch;
 
 use crate::config::FailAction;
-use crate::headers::actions;
-use crate::pipeline::Reply;
+use crate::headers::edits;
+use crate::pipeline::message::{ConnInfo, EohAnswer, Message};
+use crate::pipeline::{decide, ClientFacts, Reply};
 use crate::Snapshot;
-use session::{EohAnswer, Negotiated, Session};
+use session::{Negotiated, Session};
 
 fn macro_str<'a>(macros: &'a Macros, name: &CStr) -> Option<&'a str> {
     macros.get(name).and_then(|v| v.to_str().ok())
@@ -158,24 +159,26 @@ async fn connect(cx: &mut Context<Session>, hostname: CString, info: SocketInfo)
         SocketInfo::Inet(sa) => Some(sa.ip()),
         _ => from_macro,
     };
-    session.set_client(
+    session.conn = ConnInfo::new(
+        &session.snap,
         ip,
         hostname.to_string_lossy().into_owned(),
         mta_host.as_deref(),
+        session.opts.leading_space,
     );
     session.answer(ProtoOpts::NOREPLY_CONNECT)
 }
 
 async fn helo(cx: &mut Context<Session>, name: CString) -> Status {
     let session = session!(cx, "no session at HELO");
-    session.helo = name.to_string_lossy().trim().to_string();
+    session.conn.helo = name.to_string_lossy().trim().to_string();
     session.answer(ProtoOpts::NOREPLY_HELO)
 }
 
 async fn mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let session = session!(cx, "no session at MAIL");
     let args: Vec<Vec<u8>> = args.into_iter().map(CString::into_bytes).collect();
-    session.mail(&args);
+    session.msg = Some(Message::begin(&args));
     session.answer(ProtoOpts::NOREPLY_MAIL)
 }
 
@@ -183,7 +186,13 @@ async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Sta
     let Some(session) = cx.data.as_mut() else {
         return Status::Continue;
     };
-    session.header(name.as_bytes(), value.as_bytes());
+    let msg = session.msg.get_or_insert_with(|| Message::begin(&[]));
+    msg.header(
+        &session.snap,
+        &session.conn,
+        name.as_bytes(),
+        value.as_bytes(),
+    );
     session.answer(ProtoOpts::NOREPLY_HEADER)
 }
 
@@ -192,7 +201,18 @@ async fn eoh(cx: &mut Context<Session>) -> Status {
     let daemon = macro_str(&cx.macros, c"{daemon_name}").map(str::to_string);
     let qid = queue_id(&cx.macros);
     let session = session!(cx, "no session at end of headers");
-    match session.eoh(auth_user.as_deref(), daemon.as_deref()) {
+    let Some(msg) = session.msg.as_mut() else {
+        tracing::info!(queue_id = %qid, "accept: no message in progress at end of headers");
+        return Status::Accept;
+    };
+    let facts = ClientFacts {
+        ip: session.conn.client_ip,
+        auth_user: auth_user.as_deref(),
+        daemon_name: daemon.as_deref(),
+    };
+    let decision = decide(&session.snap.config, &facts);
+    let authenticated = auth_user.as_deref().is_some_and(|u| !u.is_empty());
+    match msg.end_of_headers(&session.snap, &session.conn, decision, authenticated) {
         EohAnswer::Continue => Status::Continue,
         EohAnswer::Accept(why) => {
             session.msg = None;
@@ -214,7 +234,9 @@ async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
     let Some(session) = cx.data.as_mut() else {
         return Status::Continue;
     };
-    session.body(&chunk);
+    if let Some(msg) = session.msg.as_mut() {
+        msg.body(&session.snap, &chunk);
+    }
     session.answer(ProtoOpts::NOREPLY_BODY)
 }
 
@@ -227,54 +249,36 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
             "no session at end of message",
         );
     };
-    let on_internal = session.snap.config.on_internal_error;
-    let can_quarantine = session.opts.quarantine;
-    let leading_space = session.opts.leading_space;
-    let Some(mut outcome) = session.eom().await else {
+    let Some(msg) = session.msg.take() else {
         return Status::Continue;
     };
-    if outcome.edits.quarantine.is_some() && !can_quarantine {
+    let Some(mut outcome) = msg.finish(&session.snap, &session.conn).await else {
+        return Status::Continue;
+    };
+    if outcome.edits.holds() && !session.opts.quarantine {
         tracing::warn!(queue_id = %qid, "MTA does not offer quarantine; message accepted with the verdict in its header");
-        outcome.edits.quarantine = None;
         outcome.not_held("the MTA cannot hold messages (no quarantine action)");
-    }
-    if !leading_space {
-        // Without SMFIP_HDR_LEADSPC the MTA writes "name: value" itself; our values carry
-        // that space already, so drop it to keep the bytes we signed.
-        for (_, _, value) in &mut outcome.edits.inserts {
-            if value.starts_with(' ') {
-                value.remove(0);
-            }
-        }
     }
     let status = reply_status(&mut cx.reply, &outcome.reply);
     if status == Status::Continue {
-        if let Err(e) = actions::apply(&cx.actions, &outcome.edits).await {
+        if let Err(e) = edits::apply(&cx.actions, &outcome.edits, session.opts.leading_space).await
+        {
             return internal_error(
                 &mut cx.reply,
-                on_internal,
+                session.snap.config.on_internal_error,
                 &format!("queue id {qid}: header edit failed: {e}"),
             );
         }
     }
-    // Only now, with the edits applied and the answer final, does the message count for
-    // reports, with the disposition actually applied.
-    if !matches!(outcome.reply, Reply::Tempfail { .. }) {
-        if let (Some(recorder), Some(e)) = (&session.snap.reports, outcome.report.take()) {
-            recorder.record(*e);
-        }
-        if let (Some(sender), Some(f)) = (&session.snap.failures, outcome.failure.take()) {
-            sender.send(*f);
-        }
-    }
+    outcome.applied(&session.snap);
     let answer = match &outcome.reply {
-        Reply::Continue if outcome.edits.quarantine.is_some() => "accept (hold)".to_string(),
+        Reply::Continue if outcome.edits.holds() => "accept (hold)".to_string(),
         Reply::Continue => "accept".to_string(),
         Reply::Tempfail { code, status, .. } | Reply::Reject { code, status, .. } => {
             format!("{code} {status}")
         }
     };
-    let label = if outcome.edits.quarantine.is_some() {
+    let label = if outcome.edits.holds() {
         "hold"
     } else {
         reply_label(&outcome.reply)

@@ -3,6 +3,7 @@
 //! edits plus an SMTP answer.
 
 pub mod dns;
+pub mod message;
 pub mod sign;
 pub mod verify;
 
@@ -10,7 +11,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::config::{Config, FailAction};
-use crate::headers::actions::Edits;
+use crate::headers::edits::Edits;
 
 /// Why a message counts as outbound.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,8 +144,36 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The hold asked for could not be applied: the reports say what really happened.
+    /// An outcome that adds nothing to reports.
+    pub fn new(edits: Edits, reply: Reply, summary: String) -> Outcome {
+        Outcome {
+            edits,
+            reply,
+            summary,
+            report: None,
+            failure: None,
+        }
+    }
+
+    /// The edits were applied (or the message refused): only now does the message count for
+    /// reports, with the disposition actually applied. A message tempfailed here comes back
+    /// and is counted then.
+    pub fn applied(&mut self, snap: &crate::Snapshot) {
+        if matches!(self.reply, Reply::Tempfail { .. }) {
+            return;
+        }
+        if let (Some(recorder), Some(e)) = (&snap.reports, self.report.take()) {
+            recorder.record(*e);
+        }
+        if let (Some(sender), Some(f)) = (&snap.failures, self.failure.take()) {
+            sender.send(*f);
+        }
+    }
+
+    /// The hold asked for cannot be applied (the MTA does not offer it): it is dropped, and
+    /// the reports say what really happened.
     pub fn not_held(&mut self, why: &str) {
+        self.edits.unhold();
         if let Some(e) = self
             .report
             .as_mut()

@@ -196,8 +196,10 @@ pub fn write_body(signatures: &mut [PendingSignature], chunk: &[u8]) {
     }
 }
 
-/// A finished signature as a header field value, ready for the milter (LF folding, leading
-/// space included).
+/// The field we add.
+pub const DKIM_SIGNATURE: &str = "DKIM-Signature";
+
+/// A finished signature as a header field value (CRLF folding, no leading space).
 #[derive(Debug, Clone)]
 pub struct SignedField {
     pub domain: String,
@@ -212,7 +214,7 @@ pub fn finish(mut sig: PendingSignature) -> Result<SignedField, String> {
         .with_dependent_mut(|_, stream| stream.take().map(|st| st.finish()));
     match result {
         Some(Ok(signature)) => Ok(SignedField {
-            value: milter_value(&signature.to_header(), "DKIM-Signature"),
+            value: crate::headers::field_value(&signature.to_header(), DKIM_SIGNATURE).to_string(),
             domain: sig.domain,
             selector: sig.selector,
         }),
@@ -221,31 +223,5 @@ pub fn finish(mut sig: PendingSignature) -> Result<SignedField, String> {
             "d={} s={}: signature already finished",
             sig.domain, sig.selector
         )),
-    }
-}
-
-/// Turn a complete header line from mail-auth (`Name: value\r\n`, folded with CRLF) into a
-/// milter header value: the name and final CRLF removed, CRLF folding turned into LF, and one
-/// leading space (we negotiate SMFIP_HDR_LEADSPC, so the MTA writes the value verbatim).
-pub fn milter_value(header: &str, name: &str) -> String {
-    let v = header
-        .strip_prefix(name)
-        .and_then(|r| r.strip_prefix(':'))
-        .unwrap_or(header);
-    let v = v.strip_suffix("\r\n").unwrap_or(v);
-    let v = v.trim_start_matches(' ');
-    format!(" {}", v.replace("\r\n", "\n"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn milter_value_form() {
-        assert_eq!(
-            milter_value("DKIM-Signature: v=1; a=x;\r\n\tb=abc\r\n", "DKIM-Signature"),
-            " v=1; a=x;\n\tb=abc"
-        );
     }
 }

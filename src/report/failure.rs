@@ -24,7 +24,7 @@ pub struct Failure {
     /// Where the DMARC record was found (destinations are checked against it).
     pub policy_domain: String,
     pub ruf: Vec<String>,
-    /// Our Authentication-Results value for the message.
+    /// Our Authentication-Results value for the message (CRLF folding).
     pub auth_results: String,
     pub dkim_aligned: bool,
     pub spf_aligned: bool,
@@ -208,10 +208,7 @@ pub fn message(rc: &Reports, f: &Failure, rcpt: &str) -> Vec<u8> {
     m.push_str(&format!("Arrival-Date: {arrival}\r\n"));
     m.push_str(&format!("Source-IP: {}\r\n", f.source_ip));
     m.push_str(&format!("Reported-Domain: {}\r\n", f.header_from));
-    m.push_str(&format!(
-        "Authentication-Results: {}\r\n",
-        f.auth_results.trim_start().replace('\n', "\r\n")
-    ));
+    m.push_str(&format!("Authentication-Results: {}\r\n", f.auth_results));
     m.push_str("Auth-Failure: dmarc\r\n");
     m.push_str(&format!("Identity-Alignment: {alignment}\r\n"));
     m.push_str(&format!("Delivery-Result: {}\r\n\r\n", f.delivery));

@@ -1,5 +1,6 @@
-//! Command line tools that run a message through the daemon's own code path
-//! ([`crate::milter::session::Session`]) without a milter connection.
+//! Command line tools. `sign` and `verify` run a message read from a file through the
+//! daemon's own message path ([`crate::pipeline::message::Message`]), without a milter
+//! connection.
 
 pub mod check_domain;
 pub mod explain;
@@ -11,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::milter::session::{EohAnswer, Negotiated, Session};
+use crate::pipeline::message::{ConnInfo, EohAnswer, Message};
 use crate::pipeline::{Decision, Outbound, Outcome, Reply};
 use crate::Snapshot;
 
@@ -79,21 +80,14 @@ async fn run_session(
     mail_from: &str,
 ) -> Result<Outcome, String> {
     let snap = Arc::new(Snapshot::new(config)?);
-    let mut session = Session::new(
-        snap,
-        Negotiated {
-            leading_space: true,
-            ..Default::default()
-        },
-    );
-    session.set_client(Some(client_ip), String::new(), None);
-    session.helo = helo.to_string();
-    session.mail(&[format!("<{mail_from}>").into_bytes()]);
+    let mut conn = ConnInfo::new(&snap, Some(client_ip), String::new(), None, true);
+    conn.helo = helo.to_string();
+    let mut msg = Message::begin(&[format!("<{mail_from}>").into_bytes()]);
     let (fields, body) = split_message(raw);
     for (n, v) in &fields {
-        session.header(n, v);
+        msg.header(&snap, &conn, n, v);
     }
-    match session.start(decision, false) {
+    match msg.end_of_headers(&snap, &conn, decision, false) {
         EohAnswer::Continue => {}
         EohAnswer::Accept(why) => return Err(format!("nothing to do: {why}")),
         EohAnswer::Refuse(reply, why) => {
@@ -102,8 +96,10 @@ async fn run_session(
             ))
         }
     }
-    session.body(&body);
-    session.eom().await.ok_or_else(|| "no result".to_string())
+    msg.body(&snap, &body);
+    msg.finish(&snap, &conn)
+        .await
+        .ok_or_else(|| "no result".to_string())
 }
 
 fn describe(reply: &Reply) -> Option<String> {
@@ -127,11 +123,8 @@ pub async fn verify_message(
     if let Some(r) = describe(&o.reply) {
         eprintln!("the daemon would answer: {r}");
     }
-    let mut out = String::new();
-    for (_, name, value) in o.edits.inserts.iter().rev() {
-        out.push_str(&format!("{name}:{}\r\n", value.replace('\n', "\r\n")));
-    }
-    if o.edits.inserts.is_empty() {
+    let out = o.edits.inserted_lines();
+    if out.is_empty() {
         eprintln!("{}", o.summary);
     }
     Ok(out.into_bytes())
@@ -152,10 +145,7 @@ pub async fn sign_message(config: Config, raw: &[u8]) -> Result<Vec<u8>, String>
     if let Some(r) = describe(&o.reply) {
         return Err(format!("signing failed ({r}): {}", o.summary));
     }
-    let mut out = Vec::with_capacity(raw.len() + 1024);
-    for (_, name, value) in o.edits.inserts.iter().rev() {
-        out.extend_from_slice(format!("{name}:{}\r\n", value.replace('\n', "\r\n")).as_bytes());
-    }
+    let mut out = o.edits.inserted_lines().into_bytes();
     out.extend_from_slice(raw);
     Ok(out)
 }

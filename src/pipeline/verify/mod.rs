@@ -28,11 +28,11 @@ use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, SpfOutput, SpfResult};
 use tokio::time::{timeout_at, Instant};
 
-use super::sign::milter_value;
 use super::{Outcome, Reply};
 use crate::config::{Config, FailAction, MultipleFrom, QuarantineAction};
-use crate::headers::actions::Edits;
 use crate::headers::auth_results::{remove_forged, ArBuilder, NAME as AR_NAME};
+use crate::headers::edits::Edits;
+use crate::headers::field_value;
 use crate::message::{domain_of, normalize_domain, Author, HeaderBlock};
 use dkim::SignatureResult;
 use dmarc::{Check, Discovery, Found, Verdict};
@@ -133,11 +133,7 @@ pub async fn verify(
 ) -> Outcome {
     let mut edits = Edits::default();
     let forged = remove_forged(headers, env.authserv_id, &mut edits);
-    let mut outcome = evaluate(config, auth, env, headers, body).await;
-    // Deletions of forged fields go first, then our inserts.
-    edits.inserts = std::mem::take(&mut outcome.edits.inserts);
-    edits.quarantine = outcome.edits.quarantine.take();
-    outcome.edits = edits;
+    let mut outcome = evaluate(config, auth, env, headers, body, edits).await;
     if forged > 0 {
         outcome
             .summary
@@ -158,6 +154,7 @@ async fn evaluate(
     env: &Envelope<'_>,
     headers: &HeaderBlock,
     body: Body<'_>,
+    mut edits: Edits,
 ) -> Outcome {
     let deadline = Instant::now() + config.verify.timeout;
     let id = env.authserv_id;
@@ -306,7 +303,6 @@ async fn evaluate(
     let ((discovery, verdict), (dkim, spf_mf, spf_helo, arc)) = tokio::join!(verdict, others);
 
     let mut ar = ArBuilder::new(id);
-    let mut edits = Edits::default();
     // SPF.
     let mail_from_shown = if env.mail_from.is_empty() {
         format!("postmaster@{helo}")
@@ -381,7 +377,7 @@ async fn evaluate(
             Policy::Quarantine => match config.dmarc.quarantine_action {
                 QuarantineAction::Hold => {
                     disposition = Disposition::Quarantine;
-                    edits.quarantine = Some(format!(
+                    edits.hold(format!(
                         "DMARC policy of {}: quarantine",
                         author_shown.as_deref().unwrap_or_default()
                     ));
@@ -474,12 +470,10 @@ async fn evaluate(
     if config.verify.received_spf {
         if let Some(o) = &spf_mf {
             let rs = ReceivedSpf::new(o, &spf_mf_params).to_header();
-            edits
-                .inserts
-                .push((0, "Received-SPF".into(), milter_value(&rs, "Received-SPF")));
+            edits.insert_top("Received-SPF", field_value(&rs, "Received-SPF"));
         }
     }
-    let ar_value = ar.milter_value();
+    let ar_value = ar.value();
 
     // Reports: only for a policy that asks for them; a message the MTA will offer again is
     // evaluated again, so it is reported then.
@@ -533,7 +527,7 @@ async fn evaluate(
             }));
         }
     }
-    edits.inserts.push((0, AR_NAME.into(), ar_value));
+    edits.insert_top(AR_NAME, ar_value);
     Outcome {
         edits,
         reply,
