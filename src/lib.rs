@@ -19,12 +19,14 @@ pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod headers;
 pub mod message;
 pub mod metrics;
 pub mod milter;
 pub mod pipeline;
 pub mod report;
+pub mod results;
 pub mod tools;
 
 use std::future::Future;
@@ -50,7 +52,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// Build the snapshot's resources. Must run inside the tokio runtime.
     pub fn new(config: Config) -> Result<Snapshot, String> {
-        let auth = pipeline::dns::authenticator(&config.dns)?;
+        let auth = dns::authenticator(&config.dns)?;
         Ok(Snapshot {
             config,
             auth,

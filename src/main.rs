@@ -132,7 +132,7 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
         Command::Testkey { config } => {
             let cfg = load(&config)?;
             let (report, ok) = block_on(async {
-                let auth = mailseal::pipeline::dns::authenticator(&cfg.dns)?;
+                let auth = mailseal::dns::authenticator(&cfg.dns)?;
                 Ok::<_, String>(mailseal::tools::testkey::testkey(&cfg, &auth).await)
             })?
             .map_err(|e| format!("mailseal testkey: {e}"))?;
@@ -163,7 +163,7 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
                 ca_file,
             };
             let findings = block_on(async {
-                let auth = mailseal::pipeline::dns::authenticator(&dns)?;
+                let auth = mailseal::dns::authenticator(&dns)?;
                 Ok::<_, String>(check_domain::check_domain(&auth, &domain, &opts).await)
             })?
             .map_err(|e| format!("mailseal check-domain: {e}"))?;

@@ -120,6 +120,33 @@ impl Metrics {
         }
     }
 
+    /// Count each method's result, and DNS failures, for one verified message.
+    pub fn record_results(&self, r: &crate::results::AuthResults) {
+        use crate::results::Word;
+        let dkim = r.dkim_words();
+        let dkim = if dkim.is_empty() {
+            vec![Word::None]
+        } else {
+            dkim
+        };
+        for (method, word) in [
+            ("spf", r.spf.result),
+            ("dmarc", r.dmarc.result),
+            ("arc", r.arc.result),
+        ]
+        .into_iter()
+        .chain(dkim.into_iter().map(|w| ("dkim", w)))
+        {
+            self.inc(
+                "mailseal_results_total",
+                &[("method", method), ("result", word.as_str())],
+            );
+            if word == Word::TempError {
+                self.inc("mailseal_dns_errors_total", &[("method", method)]);
+            }
+        }
+    }
+
     /// A guard that counts one open connection until dropped.
     pub fn connection(&'static self) -> ConnectionGuard {
         self.active_connections.fetch_add(1, Ordering::Relaxed);

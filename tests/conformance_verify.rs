@@ -17,8 +17,9 @@ use mail_auth::{AuthenticatedMessage, MessageAuthenticator, SpfOutput};
 use mailseal::config::Dns;
 use mailseal::message::{normalize_domain, HeaderBlock};
 use mailseal::pipeline::verify::dkim::{check_all, malformed, Limits};
-use mailseal::pipeline::verify::dmarc::{discover, judge, Check, Discovery, Outcome};
-use mailseal::pipeline::verify::{arc_word, check_spf, spf_result_word};
+use mailseal::pipeline::verify::dmarc::{discover, judge, Check, Discovery};
+use mailseal::pipeline::verify::{arc, spf::check_spf};
+use mailseal::results::Word;
 use serde_json::Value;
 
 /// Cases that fail, with the reason. Kept in step with the README's conformance section.
@@ -125,7 +126,7 @@ fn conformance(file: &str) -> Option<Vec<Value>> {
 }
 
 fn resolver(dns: &DnsServer) -> MessageAuthenticator {
-    mailseal::pipeline::dns::authenticator(&Dns {
+    mailseal::dns::authenticator(&Dns {
         nameservers: vec![dns.addr],
         timeout: Duration::from_millis(400),
         attempts: 1,
@@ -225,7 +226,7 @@ async fn verification_conformance() {
         let helo_identity = case["identity"].as_str() == Some("helo");
         let (mf, h) = check_spf(&auth, ip, helo, "mx.test", mail_from, helo_identity).await;
         let out: SpfOutput = if helo_identity { h.unwrap() } else { mf };
-        let word = spf_result_word(out.result());
+        let word = Word::from(out.result()).as_str();
         let allowed: Vec<&str> = case["expected"]
             .as_array()
             .unwrap()
@@ -263,7 +264,7 @@ async fn verification_conformance() {
                 Some(msg) => check_all(&auth, &msg, None, limits)
                     .await
                     .iter()
-                    .map(|r| r.result)
+                    .map(|r| r.result.as_str())
                     .chain(std::iter::repeat_n("permerror", malformed(&msg)))
                     .collect(),
                 None => Vec::new(),
@@ -310,7 +311,9 @@ async fn verification_conformance() {
         let auth = resolver(&dns);
         let raw = case["message"].as_str().unwrap().as_bytes();
         let word = match AuthenticatedMessage::parse(raw) {
-            Some(msg) => arc_word(auth.verify_arc(&msg).await.result()).0,
+            Some(msg) => arc::verdict(auth.verify_arc(&msg).await.result())
+                .result
+                .as_str(),
             None => "none",
         };
         let allowed: Vec<&str> = case["expected"]
@@ -367,7 +370,7 @@ async fn verification_conformance() {
                             let b = normalize_domain(b).unwrap_or_else(|_| b.to_string());
                             let v =
                                 judge(&auth, &found, &author, Some((&b, Check::Pass)), &[]).await;
-                            if v.outcome == Outcome::Pass {
+                            if v.result == Word::Pass {
                                 "aligned"
                             } else {
                                 "not_aligned"

@@ -1,7 +1,8 @@
-//! RFC 8601 Authentication-Results: building ours, and spotting forged ones.
+//! RFC 8601 Authentication-Results: rendering ours from the verdicts, and spotting forged ones.
 
 use crate::headers::edits::Edits;
 use crate::message::HeaderBlock;
+use crate::results::{policy_word, AuthResults, Disposition, SpfIdentity, Word};
 
 pub const NAME: &str = "Authentication-Results";
 
@@ -147,6 +148,74 @@ pub fn comment(s: &str) -> String {
             c => c,
         })
         .collect()
+}
+
+/// Our Authentication-Results value for a message (RFC 8601, RFC 7601 `header.a`/`header.s`,
+/// RFC 6008 `header.b`): SPF for MAIL FROM and HELO, one entry per DKIM-Signature, DMARC
+/// with the policy and what was done (`p=… dis=…`), ARC. CRLF folding.
+pub fn render(r: &AuthResults, disposition: Disposition) -> String {
+    let mut ar = ArBuilder::new(&r.authserv_id);
+    for spf in std::iter::once(&r.spf).chain(&r.spf_helo) {
+        let prop = match spf.identity {
+            SpfIdentity::MailFrom => "smtp.mailfrom",
+            SpfIdentity::Helo => "smtp.helo",
+        };
+        ar.add(
+            "spf",
+            spf.result.as_str(),
+            spf.comment.as_deref(),
+            &[(prop, spf.shown.clone())],
+        );
+    }
+    if r.dkim.is_empty() && r.dkim_malformed == 0 {
+        ar.add("dkim", "none", Some("no signatures"), &[]);
+    }
+    for d in &r.dkim {
+        let mut props = vec![("header.d", d.d.clone())];
+        if !d.i.is_empty() {
+            props.push(("header.i", d.i.clone()));
+        }
+        props.extend([
+            ("header.s", d.s.clone()),
+            ("header.a", d.a.to_string()),
+            ("header.b", d.b.clone()),
+        ]);
+        ar.add("dkim", d.result.as_str(), d.reason.as_deref(), &props);
+    }
+    for _ in 0..r.dkim_malformed {
+        ar.add("dkim", "permerror", Some("malformed DKIM-Signature"), &[]);
+    }
+    let dmarc = &r.dmarc;
+    let mut comment = dmarc.policy.as_ref().map(|p| {
+        format!(
+            "p={} dis={}{}",
+            policy_word(p.policy),
+            disposition.as_str(),
+            if p.record.t { " t=y" } else { "" }
+        )
+    });
+    if let Some(why) = &dmarc.reason {
+        comment = Some(match comment {
+            Some(c) => format!("{c}; {why}"),
+            None => why.clone(),
+        });
+    }
+    let props: Vec<_> = dmarc
+        .author
+        .iter()
+        .map(|a| ("header.from", a.clone()))
+        .collect();
+    ar.add("dmarc", dmarc.result.as_str(), comment.as_deref(), &props);
+    ar.add(
+        "arc",
+        r.arc.result.as_str(),
+        r.arc
+            .reason
+            .as_deref()
+            .filter(|_| r.arc.result != Word::Pass),
+        &[("smtp.remote-ip", r.client_ip.to_string())],
+    );
+    ar.value()
 }
 
 /// Builds one Authentication-Results value: `id;` then one folded line per result.

@@ -3,6 +3,7 @@
 
 pub mod auth_results;
 pub mod edits;
+pub mod received_spf;
 
 /// A complete header line from mail-auth (`Name: value\r\n`, folded with CRLF) as a field
 /// value: the name, the space after the colon and the final CRLF removed, folding kept.

@@ -2,8 +2,8 @@
 //! ([`verify`]). Nothing here knows the milter protocol; the result is [`Outcome`]: header
 //! edits plus an SMTP answer.
 
-pub mod dns;
 pub mod message;
+pub mod policy;
 pub mod sign;
 pub mod verify;
 

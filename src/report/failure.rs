@@ -34,6 +34,41 @@ pub struct Failure {
     pub headers: Vec<u8>,
 }
 
+impl Failure {
+    /// The failure report for a message whose policy asks for one (`ruf=`, `fo=`), or `None`.
+    /// `auth_results`: our Authentication-Results value; `headers`: the header section.
+    pub fn of(
+        r: &crate::results::AuthResults,
+        answer: &crate::pipeline::policy::Answer,
+        mail_from: &str,
+        headers: &[u8],
+        auth_results: &str,
+    ) -> Option<Failure> {
+        use crate::results::Disposition;
+        let found = r.dmarc.policy.as_ref()?;
+        if !super::evaluation::failure_due(r) {
+            return None;
+        }
+        Some(Failure {
+            arrival: super::now(),
+            source_ip: r.client_ip.to_string(),
+            mail_from: mail_from.to_string(),
+            header_from: r.dmarc.author.clone()?,
+            policy_domain: found.policy_domain.clone(),
+            ruf: found.record.ruf.iter().map(|u| u.uri.clone()).collect(),
+            auth_results: auth_results.to_string(),
+            dkim_aligned: r.dmarc.dkim_aligned,
+            spf_aligned: r.dmarc.spf_aligned,
+            delivery: match answer.disposition {
+                Disposition::Reject => "reject",
+                Disposition::Quarantine => "policy",
+                Disposition::None => "delivered",
+            },
+            headers: headers[..headers.len().min(MAX_HEADERS)].to_vec(),
+        })
+    }
+}
+
 /// Largest header section copied into a report.
 pub const MAX_HEADERS: usize = 64 * 1024;
 const QUEUE: usize = 256;
@@ -49,7 +84,7 @@ impl FailureSender {
     /// Start the sending task for this configuration (`helo`: our name towards the relay).
     /// Must run inside the tokio runtime.
     pub fn start(reports: &Reports, dns: &Dns, helo: &str) -> Result<FailureSender, String> {
-        let auth = crate::pipeline::dns::authenticator(dns)?;
+        let auth = crate::dns::authenticator(dns)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(sender(
             Arc::new(reports.clone()),

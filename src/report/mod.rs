@@ -1,13 +1,14 @@
 //! DMARC aggregate reports (RFC 9990).
 //!
-//! - [`Evaluation`]: what one DMARC check of an inbound message contributes, built by the
-//!   verifier.
+//! - [`evaluation`]: what one DMARC check of an inbound message contributes, built from its
+//!   verdicts ([`crate::results::AuthResults`]) and the answer given.
 //! - [`recorder`]: hands evaluations to a writer thread through a bounded queue. The milter
 //!   never waits for the disk; a full queue or a failing store loses report data (logged and
 //!   counted), never mail.
 //! - [`store`]: the SQLite or PostgreSQL store, with the grouping queries.
 //! - [`xml`]: the report document. [`send`]: report messages, destinations, submission.
 
+pub mod evaluation;
 pub mod failure;
 pub mod recorder;
 pub mod send;
@@ -15,83 +16,8 @@ pub mod smtp;
 pub mod store;
 pub mod xml;
 
-use serde::{Deserialize, Serialize};
-
+pub use evaluation::{rank_dkim, DkimAuth, Evaluation, Published, Reason};
 pub use recorder::Recorder;
-
-/// One DKIM signature result, as reported (`auth_results/dkim`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DkimAuth {
-    pub domain: String,
-    pub selector: String,
-    pub result: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub human: Option<String>,
-}
-
-/// A policy override reason (`policy_evaluated/reason`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reason {
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
-}
-
-/// The DMARC policy record as found (`policy_published`), with its report destinations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Published {
-    pub p: String,
-    pub sp: String,
-    pub np: String,
-    pub adkim: String,
-    pub aspf: String,
-    pub fo: String,
-    pub testing: bool,
-    /// `rua=mailto:` addresses with their size limits (0 = none).
-    pub rua: Vec<(String, usize)>,
-}
-
-/// One message's DMARC evaluation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Evaluation {
-    /// Unix time the message was checked.
-    pub received: i64,
-    pub source_ip: String,
-    /// Where the DMARC record was found.
-    pub policy_domain: String,
-    pub header_from: String,
-    /// The MAIL FROM domain SPF was checked for (the HELO name for a null sender).
-    pub envelope_from: String,
-    pub published: Published,
-    /// none | quarantine | reject: what we did.
-    pub disposition: String,
-    pub dkim_aligned: bool,
-    pub spf_aligned: bool,
-    pub reasons: Vec<Reason>,
-    pub dkim: Vec<DkimAuth>,
-    pub spf_result: String,
-}
-
-/// RFC 9990 §2.1.5: at most 100 signatures per row, best first — passing and aligned with
-/// the From domain (exactly, then relaxed), other passes, then the rest.
-pub fn rank_dkim(mut dkim: Vec<DkimAuth>, header_from: &str) -> Vec<DkimAuth> {
-    let from = header_from.to_ascii_lowercase();
-    dkim.sort_by_key(|d| {
-        let domain = d.domain.to_ascii_lowercase();
-        let pass = d.result == "pass";
-        let exact = domain == from;
-        let relaxed =
-            from.ends_with(&format!(".{domain}")) || domain.ends_with(&format!(".{from}"));
-        match (pass, exact, relaxed) {
-            (true, true, _) => 0,
-            (true, false, true) => 1,
-            (true, false, false) => 2,
-            _ => 3,
-        }
-    });
-    dkim.truncate(100);
-    dkim
-}
 
 /// Is this message itself a DMARC report? Reports are never reported on (RFC 9990 loop
 /// protection): an aggregate report's subject starts "Report Domain:" (§2.5.1), a failure

@@ -211,7 +211,7 @@ pub fn run(
     let mut store = Store::open(spec).map_err(|e| e.to_string())?;
     let auth = {
         let _guard = rt.enter();
-        crate::pipeline::dns::authenticator(&config.dns)?
+        crate::dns::authenticator(&config.dns)?
     };
     let receiver = rc.receiver().to_string();
     let mut out = Vec::new();

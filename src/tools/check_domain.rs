@@ -14,7 +14,7 @@ use mail_auth::MessageAuthenticator;
 use serde::Serialize;
 
 use crate::config::keys::rsa_public_key_bits;
-use crate::pipeline::dns::{record_tags as tags, txt_records as txt, TxtAnswer as Txt};
+use crate::tools::lookup::{record_tags as tags, txt_records as txt, TxtAnswer as Txt};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

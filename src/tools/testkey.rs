@@ -5,7 +5,7 @@ use mail_auth::MessageAuthenticator;
 
 use crate::config::keys::{public_key_matches, rsa_public_key_bits, KeyKind};
 use crate::config::Config;
-use crate::pipeline::dns::{record_tags, txt_records, TxtAnswer};
+use crate::tools::lookup::{record_tags, txt_records, TxtAnswer};
 
 /// The verdict for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,74 +17,45 @@ use mail_auth::crypto::Algorithm;
 use mail_auth::dkim::{Canonicalization, Signature};
 use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
 
-use super::dmarc::Check;
 use crate::message::{is_subdomain, normalize_domain, HeaderBlock};
+use crate::results::{DkimVerdict, Word};
 
-/// One DKIM-Signature field's result.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignatureResult {
-    /// `d=` as written, and normalised (lower case, A-labels) for alignment.
-    pub d: String,
-    pub domain: String,
-    pub s: String,
-    pub i: String,
-    pub a: &'static str,
-    /// The first characters of `b=` (RFC 6008 `header.b`).
-    pub b: String,
-    /// RFC 8601 result word.
-    pub result: &'static str,
-    pub reason: Option<String>,
-    /// Not checked (see the module docs): it might have passed.
-    pub not_evaluated: bool,
+/// A signature's verdict before it is checked: its tags, no result yet.
+fn verdict(sig: &Signature) -> DkimVerdict {
+    DkimVerdict {
+        d: sig.d.clone(),
+        domain: normalize_domain(&sig.d).unwrap_or_else(|_| sig.d.to_ascii_lowercase()),
+        s: sig.s.clone(),
+        i: sig.i.clone(),
+        a: alg_name(sig.a),
+        b: b_prefix(&sig.b),
+        result: Word::None,
+        reason: None,
+        not_evaluated: false,
+    }
 }
 
-impl SignatureResult {
-    fn new(sig: &Signature) -> SignatureResult {
-        SignatureResult {
-            d: sig.d.clone(),
-            domain: normalize_domain(&sig.d).unwrap_or_else(|_| sig.d.to_ascii_lowercase()),
-            s: sig.s.clone(),
-            i: sig.i.clone(),
-            a: alg_name(sig.a),
-            b: b_prefix(&sig.b),
-            result: "none",
-            reason: None,
-            not_evaluated: false,
+fn with(mut v: DkimVerdict, result: Word, reason: impl Into<String>) -> DkimVerdict {
+    v.result = result;
+    v.reason = Some(reason.into());
+    v
+}
+
+fn unchecked(mut v: DkimVerdict, reason: impl Into<String>) -> DkimVerdict {
+    v.not_evaluated = true;
+    with(v, Word::Neutral, reason)
+}
+
+/// A planned verdict with the outcome of [`verify_one`]; `None`: not finished within the
+/// verification timeout.
+pub fn checked(mut v: DkimVerdict, outcome: Option<Checked>) -> DkimVerdict {
+    match outcome {
+        Some((result, why)) => {
+            v.result = result;
+            v.reason = why;
+            v
         }
-    }
-
-    fn with(mut self, result: &'static str, reason: impl Into<String>) -> Self {
-        self.result = result;
-        self.reason = Some(reason.into());
-        self
-    }
-
-    fn unchecked(mut self, reason: impl Into<String>) -> Self {
-        self.not_evaluated = true;
-        self.with("neutral", reason)
-    }
-
-    /// With the outcome of [`verify_one`]; `None`: not finished within the verification
-    /// timeout.
-    pub fn checked(mut self, outcome: Option<Checked>) -> Self {
-        match outcome {
-            Some((word, why)) => {
-                self.result = word;
-                self.reason = why;
-                self
-            }
-            None => self.with("temperror", "not finished within the verification timeout"),
-        }
-    }
-
-    /// What this signature is worth to DMARC.
-    pub fn check(&self) -> Check {
-        match self.result {
-            "pass" => Check::Pass,
-            "temperror" => Check::TempError,
-            _ if self.not_evaluated => Check::NotEvaluated,
-            _ => Check::Other,
-        }
+        None => with(v, Word::TempError, super::UNFINISHED),
     }
 }
 
@@ -104,19 +75,19 @@ fn b_prefix(b: &[u8]) -> String {
 }
 
 /// The RFC 8601 word (and reason) for a library DKIM result.
-pub fn dkim_word(r: &DkimResult) -> (&'static str, Option<String>) {
+pub fn dkim_word(r: &DkimResult) -> Checked {
     match r {
-        DkimResult::Pass => ("pass", None),
+        DkimResult::Pass => (Word::Pass, None),
         // RFC 6376 §6.1.3: a body hash that does not verify is a verification failure
         // (PERMFAIL), not an unprocessable signature.
         DkimResult::Neutral(
             e @ mail_auth::Error::Dkim(mail_auth::dkim::DkimError::BodyHashMismatch),
-        ) => ("fail", Some(e.to_string())),
-        DkimResult::Neutral(e) => ("neutral", Some(e.to_string())),
-        DkimResult::Fail(e) => ("fail", Some(e.to_string())),
-        DkimResult::PermError(e) => ("permerror", Some(e.to_string())),
-        DkimResult::TempError(e) => ("temperror", Some(e.to_string())),
-        DkimResult::None => ("none", None),
+        ) => (Word::Fail, Some(e.to_string())),
+        DkimResult::Neutral(e) => (Word::Neutral, Some(e.to_string())),
+        DkimResult::Fail(e) => (Word::Fail, Some(e.to_string())),
+        DkimResult::PermError(e) => (Word::PermError, Some(e.to_string())),
+        DkimResult::TempError(e) => (Word::TempError, Some(e.to_string())),
+        DkimResult::None => (Word::None, None),
     }
 }
 
@@ -136,7 +107,7 @@ pub struct Limits<'a> {
 /// signatures, to be checked with [`verify_one`].
 #[derive(Debug, Clone)]
 pub struct Planned {
-    pub result: SignatureResult,
+    pub result: DkimVerdict,
     pub index: Option<usize>,
 }
 
@@ -168,22 +139,22 @@ pub fn plan(
         .enumerate()
         .map(|(i, h)| {
             let sig = &h.header;
-            let r = SignatureResult::new(sig);
+            let r = verdict(sig);
             let dropped = sig.h.iter().find(|n| limits.headers.may_have_dropped(n));
             let (result, index) = if sig.a == Algorithm::RsaSha1 {
-                (r.with("fail", "rsa-sha1 is not accepted, RFC 8301"), None)
+                (with(r, Word::Fail, "rsa-sha1 is not accepted, RFC 8301"), None)
             } else if let Some(why) = limits.body_missing {
-                (r.unchecked(format!("not evaluated: the body was not kept ({why})")), None)
+                (unchecked(r, format!("not evaluated: the body was not kept ({why})")), None)
             } else if let Some(name) = dropped {
                 (
-                    r.unchecked(format!(
+                    unchecked(r, format!(
                         "not evaluated: signed field {name} not kept (header section over the limit)"
                     )),
                     None,
                 )
             } else if !limits.exact_headers && sig.ch == Canonicalization::Simple {
                 (
-                    r.unchecked(
+                    unchecked(r,
                         "not evaluated: simple header canonicalization, and the MTA did not send the exact header bytes",
                     ),
                     None,
@@ -202,16 +173,16 @@ pub fn plan(
     for &i in order.iter().skip(limits.max_signatures) {
         let p = &mut planned[i];
         p.index = None;
-        p.result = p
-            .result
-            .clone()
-            .unchecked("over the max_signatures limit, not evaluated");
+        p.result = unchecked(
+            p.result.clone(),
+            "over the max_signatures limit, not evaluated",
+        );
     }
     planned
 }
 
-/// A signature's RFC 8601 result word and reason.
-pub type Checked = (&'static str, Option<String>);
+/// A signature's RFC 8601 result and reason.
+pub type Checked = (Word, Option<String>);
 
 /// Check one signature (the `index`-th that parsed) on its own.
 pub async fn verify_one(
@@ -241,7 +212,7 @@ pub async fn verify_one(
         .into_iter()
         .flatten()
         .next()
-        .unwrap_or(("neutral", Some("not verified".into())))
+        .unwrap_or((Word::Neutral, Some("not verified".into())))
 }
 
 /// The result of a library output that belongs to a signature (the others are parse errors,
@@ -267,11 +238,11 @@ pub async fn check_all(
     msg: &AuthenticatedMessage<'_>,
     author: Option<&str>,
     limits: Limits<'_>,
-) -> Vec<SignatureResult> {
+) -> Vec<DkimVerdict> {
     let mut out = Vec::new();
     for p in plan(msg, author, limits) {
         out.push(match p.index {
-            Some(i) => p.result.checked(Some(verify_one(auth, msg, i).await)),
+            Some(i) => checked(p.result, Some(verify_one(auth, msg, i).await)),
             None => p.result,
         });
     }

@@ -17,18 +17,7 @@ use mail_auth::dmarc::{Alignment, DmarcRecord, Policy, Psd};
 use mail_auth::{DnsError, Error, MessageAuthenticator};
 
 use crate::message::is_subdomain;
-
-/// The record that applies to a message and where it was found.
-#[derive(Debug, Clone)]
-pub struct Found {
-    pub record: Arc<DmarcRecord>,
-    /// Where the applied record was found: the author domain or a parent.
-    pub policy_domain: String,
-    /// The author domain's organizational domain (RFC 9989 §4.10.2).
-    pub org_domain: String,
-    /// The policy that applies to the author domain: p, sp or np; one step milder with t=y.
-    pub policy: Policy,
-}
+use crate::results::{DkimVerdict, DmarcVerdict, PolicyRecord as Found, Word};
 
 /// What policy discovery found for the author domain.
 #[derive(Debug, Clone)]
@@ -159,6 +148,7 @@ async fn domain_exists(auth: &MessageAuthenticator, domain: &str) -> bool {
     }
 }
 
+/// Alignment under a found record (RFC 9989 §4.8).
 impl Found {
     /// Whether `d` could align with `author` under this record, judged on the names alone:
     /// the author domain itself, or (relaxed) a name at or below its organizational domain.
@@ -192,7 +182,7 @@ impl Found {
 
 /// How one identifier (SPF's MAIL FROM domain, or a DKIM signature's d=) came out, as DMARC
 /// needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     Pass,
     /// A lookup failed: it might have passed.
@@ -203,47 +193,21 @@ pub enum Check {
     Other,
 }
 
-/// The DMARC result for a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Pass,
-    Fail,
-    /// DMARC does not apply (no record) or could not be decided (the reason says which).
-    None(Option<String>),
-    TempError(String),
-    PermError(String),
-}
-
-impl Outcome {
-    pub fn word(&self) -> &'static str {
-        match self {
-            Outcome::Pass => "pass",
-            Outcome::Fail => "fail",
-            Outcome::None(_) => "none",
-            Outcome::TempError(_) => "temperror",
-            Outcome::PermError(_) => "permerror",
+impl Check {
+    pub fn of_dkim(v: &DkimVerdict) -> Check {
+        match v.result {
+            Word::Pass => Check::Pass,
+            Word::TempError => Check::TempError,
+            _ if v.not_evaluated => Check::NotEvaluated,
+            _ => Check::Other,
         }
     }
-}
 
-/// The verdict with what led to it.
-#[derive(Debug, Clone)]
-pub struct Verdict {
-    pub outcome: Outcome,
-    /// An aligned identifier could not be checked and nothing else passed: no verdict is
-    /// possible (under enforce: `[dmarc] on_unverifiable`).
-    pub unverifiable: bool,
-    pub dkim_aligned: bool,
-    pub spf_aligned: bool,
-}
-
-impl Verdict {
-    pub fn of(outcome: Outcome) -> Verdict {
-        Verdict {
-            outcome,
-            unverifiable: false,
-            dkim_aligned: false,
-            spf_aligned: false,
+    pub fn of_spf(r: Word) -> Check {
+        match r {
+            Word::Pass => Check::Pass,
+            Word::TempError => Check::TempError,
+            _ => Check::Other,
         }
     }
 }
@@ -256,14 +220,14 @@ pub async fn judge(
     found: &Found,
     author: &str,
     spf: Option<(&str, Check)>,
-    dkim: &[(String, Check)],
-) -> Verdict {
-    let mut v = Verdict::of(Outcome::Fail);
+    dkim: &[(&str, Check)],
+) -> DmarcVerdict {
+    let mut v = DmarcVerdict::new(Word::Fail, None);
     let mut temp: Option<String> = None;
     let mut not_evaluated = false;
     let adkim = found.record.adkim;
-    for (d, check) in dkim {
-        if *check == Check::Other {
+    for &(d, check) in dkim {
+        if check == Check::Other {
             continue;
         }
         match found.aligned(auth, author, d, adkim).await {
@@ -293,18 +257,16 @@ pub async fn judge(
             }
         }
     }
-    v.outcome = if v.dkim_aligned || v.spf_aligned {
-        Outcome::Pass
+    if v.dkim_aligned || v.spf_aligned {
+        v.result = Word::Pass;
     } else if let Some(t) = temp {
-        Outcome::TempError(t)
+        v.result = Word::TempError;
+        v.reason = Some(t);
     } else if not_evaluated {
         v.unverifiable = true;
-        Outcome::None(Some(
-            "not decided: an aligned DKIM signature could not be evaluated".into(),
-        ))
-    } else {
-        Outcome::Fail
-    };
+        v.result = Word::None;
+        v.reason = Some("not decided: an aligned DKIM signature could not be evaluated".into());
+    }
     v
 }
 

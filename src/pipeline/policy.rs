@@ -1,0 +1,154 @@
+//! From verdicts to the answer: what the author domain's DMARC policy asks for, what local
+//! policy (`[dmarc]`) allows, and what DNS trouble means (`[verify] on_dns_error`).
+
+use mail_auth::dmarc::Policy;
+
+use super::verify::Envelope;
+use super::Reply;
+use crate::config::{Config, FailAction, QuarantineAction};
+use crate::report::Reason;
+use crate::results::{AuthResults, Disposition, Word};
+
+/// The answer for one inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub reply: Reply,
+    /// What was done about a DMARC failure.
+    pub disposition: Disposition,
+    /// Hold the message (Postfix's hold queue), with this reason.
+    pub hold: Option<String>,
+    /// Why the policy the domain asked for was not applied to a failing message (RFC 9990
+    /// `reason`), if it was not.
+    pub reason: Option<Reason>,
+}
+
+/// Is this client exempt from DMARC rejection and quarantine?
+pub fn exempt(config: &Config, env: &Envelope<'_>) -> bool {
+    (env.authenticated && config.dmarc.never_reject_authenticated)
+        || config
+            .dmarc
+            .never_reject
+            .iter()
+            .any(|n| n.contains(&env.client_ip))
+}
+
+/// Decide the answer. `body_missing`: why the body was not kept, if it was not (said in the
+/// answer when that left DMARC undecided).
+pub fn decide(
+    config: &Config,
+    env: &Envelope<'_>,
+    r: &AuthResults,
+    body_missing: Option<&str>,
+) -> Answer {
+    let dmarc = &r.dmarc;
+    let enforcing = config.dmarc.enforce && !exempt(config, env);
+    let author = dmarc.author.as_deref().unwrap_or_default();
+    let mut answer = Answer {
+        reply: Reply::Continue,
+        disposition: Disposition::None,
+        hold: None,
+        reason: None,
+    };
+    let policy = dmarc.policy.as_ref().map(|p| p.policy);
+    match (dmarc.result, policy) {
+        (Word::PermError, _) if enforcing => {
+            answer.reply = Reply::Reject {
+                code: "550",
+                status: "5.7.1",
+                text: format!(
+                    "Rejected by DMARC: {}",
+                    dmarc.reason.as_deref().unwrap_or("no usable From domain")
+                ),
+            };
+        }
+        (Word::Fail, Some(Policy::Reject)) if enforcing => {
+            answer.disposition = Disposition::Reject;
+            answer.reply = Reply::Reject {
+                code: "550",
+                status: "5.7.1",
+                text: format!(
+                    "Rejected by DMARC policy for {author}: the message failed SPF and DKIM alignment"
+                ),
+            };
+        }
+        (Word::Fail, Some(Policy::Quarantine)) if enforcing => {
+            match config.dmarc.quarantine_action {
+                QuarantineAction::Hold => {
+                    answer.disposition = Disposition::Quarantine;
+                    answer.hold = Some(format!("DMARC policy of {author}: quarantine"));
+                }
+                QuarantineAction::Header => answer.disposition = Disposition::Quarantine,
+                QuarantineAction::Accept => {}
+            }
+        }
+        (_, Some(Policy::Reject | Policy::Quarantine)) if dmarc.unverifiable && enforcing => {
+            let text = format!(
+                "DMARC policy of {author} cannot be checked: an aligned DKIM signature could not be evaluated{}",
+                body_missing.map(|w| format!(" ({w})")).unwrap_or_default()
+            );
+            answer.reply = match config.dmarc.on_unverifiable {
+                FailAction::Reject => Reply::Reject {
+                    code: "550",
+                    status: "5.7.1",
+                    text,
+                },
+                _ => Reply::Tempfail {
+                    code: "451",
+                    status: "4.7.1",
+                    text: format!("{text}; try again later"),
+                },
+            };
+        }
+        (Word::TempError, _) => {
+            answer.reply = Reply::for_failure(
+                config.verify.on_dns_error,
+                "4.4.3",
+                "Temporary DNS failure while checking the sender's DMARC policy; try again later",
+            );
+        }
+        _ => {}
+    }
+    if dmarc.result != Word::Pass {
+        answer.reason = dmarc
+            .policy
+            .as_ref()
+            .and_then(|p| override_reason(config, env, p.policy, p.record.t, dmarc.unverifiable));
+    }
+    answer
+}
+
+/// Why the policy the domain asked for was not applied to a failing message.
+fn override_reason(
+    config: &Config,
+    env: &Envelope<'_>,
+    policy: Policy,
+    testing: bool,
+    unverifiable: bool,
+) -> Option<Reason> {
+    let reason = |kind: &str, comment: &str| Reason {
+        kind: kind.into(),
+        comment: Some(comment.into()),
+    };
+    if testing {
+        return Some(reason("policy_test_mode", "t=y in the DMARC record"));
+    }
+    if !matches!(policy, Policy::Reject | Policy::Quarantine) {
+        return None;
+    }
+    Some(if !config.dmarc.enforce {
+        reason("local_policy", "the receiver does not enforce DMARC policy")
+    } else if exempt(config, env) {
+        reason("local_policy", "sender exempt by local policy")
+    } else if unverifiable {
+        reason(
+            "other",
+            "DMARC not decided: an aligned DKIM signature could not be evaluated",
+        )
+    } else if policy == Policy::Quarantine
+        && config.dmarc.quarantine_action == QuarantineAction::Accept
+    {
+        reason("local_policy", "quarantine not applied by local policy")
+    } else {
+        return None;
+    })
+}
