@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 cargo build --release --ignore-rust-version
 mkdir -p target/man
 ./target/release/mailseal manpage > target/man/mailseal.8
+./target/release/mailseal manpage --page config-format > target/man/mailseal.toml.5
 cargo deb --no-build --output target/debian/ 2>&1 | tail -1

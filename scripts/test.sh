@@ -30,7 +30,8 @@ deb=$(ls -t target/debian/mailseal_*.deb | head -1)
 echo "== contents of $deb"
 dpkg-deb -c "$deb" | tee target/debian/contents.txt
 for f in ./usr/bin/mailseal ./lib/systemd/system/mailseal.service ./usr/lib/sysusers.d/mailseal.conf \
-         ./usr/lib/tmpfiles.d/mailseal.conf ./etc/mailseal/mailseal.toml ./usr/share/man/man8/mailseal.8.gz; do
+         ./usr/lib/tmpfiles.d/mailseal.conf ./etc/mailseal/mailseal.toml ./usr/share/man/man8/mailseal.8.gz \
+         ./usr/share/man/man5/mailseal.toml.5.gz; do
     grep -q " $f\$" target/debian/contents.txt || { echo "package lacks $f" >&2; exit 1; }
 done
 

@@ -7,6 +7,17 @@ use clap::{Parser, Subcommand};
 
 pub const DEFAULT_CONFIG: &str = "/etc/mailseal/mailseal.toml";
 
+/// The generated documents.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Page {
+    /// mailseal(8)
+    Mailseal,
+    /// mailseal.toml(5)
+    ConfigFormat,
+    /// config/mailseal.toml
+    ExampleConfig,
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mailseal",
@@ -44,9 +55,13 @@ pub enum Command {
         #[arg(long, default_value = "")]
         mail_from: String,
     },
-    /// Print the man page (roff), generated from these definitions.
+    /// Print a generated document: the mailseal(8) man page (from these definitions), the
+    /// mailseal.toml(5) man page or the example configuration (from the key declarations).
     #[command(hide = true)]
-    Manpage,
+    Manpage {
+        #[arg(long, value_enum, default_value = "mailseal")]
+        page: Page,
+    },
     /// Sign a message read from stdin as outbound mail and print it with its DKIM-Signature(s).
     Sign {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]

@@ -75,19 +75,14 @@ impl Snapshot {
                 Err(e) => tracing::error!("failure reports are off: {e}"),
             }
         }
-        self.reports = self
-            .config
-            .reports
-            .store
-            .as_ref()
-            .map(|spec| match running {
-                Some(r) if r.spec() == spec => r.clone(),
-                _ => report::Recorder::start(
-                    spec.clone(),
-                    self.config.host_name.clone(),
-                    self.config.reports.queue,
-                ),
-            });
+        self.reports = self.config.reports.store().map(|spec| match running {
+            Some(r) if *r.spec() == spec => r.clone(),
+            _ => report::Recorder::start(
+                spec,
+                self.config.host_name.clone(),
+                self.config.reports.queue,
+            ),
+        });
         self
     }
 }

@@ -47,34 +47,24 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
     match cmd {
         Command::CheckConfig { config } => {
             let c = load(&config)?;
-            for w in c.unsafe_file_warnings() {
+            for w in &c.warnings {
                 eprintln!("warning: {w}");
             }
             println!(
                 "{}: OK ({} keys, {} signing rules, socket {})",
                 config.display(),
-                c.signing.tables.keys.len(),
-                c.signing.tables.rows.len(),
+                c.tables.keys.len(),
+                c.tables.rows.len(),
                 c.socket
             );
-            match &c.reports.store {
+            match c.reports.store() {
                 None => println!("DMARC reports: off (no [reports] store)"),
-                Some(store) => {
-                    println!(
-                        "DMARC reports: store {store}, {} sending, as {} <{}>",
-                        if c.reports.daily { "daily" } else { "manual" },
-                        c.reports.org_name,
-                        c.reports.email
-                    );
-                    if let mailseal::config::StoreSpec::Sqlite(p) = store {
-                        if p.parent().is_some_and(|d| !d.is_dir()) {
-                            eprintln!(
-                                "warning: {}: the directory does not exist; report data will be lost until it does",
-                                p.display()
-                            );
-                        }
-                    }
-                }
+                Some(store) => println!(
+                    "DMARC reports: store {store}, {} sending, as {} <{}>",
+                    if c.reports.daily() { "daily" } else { "manual" },
+                    c.reports.org(),
+                    c.reports.from_address()
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -150,12 +140,8 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
             use mailseal::tools::check_domain::{self, Level, Options};
             use std::io::IsTerminal;
             let dns = match &config {
-                Some(p) => load(p)?.dns,
-                None => {
-                    Config::from_toml(Path::new("(defaults)"), "")
-                        .map_err(|e| e.to_string())?
-                        .dns
-                }
+                Some(p) => load(p)?.dns.clone(),
+                None => mailseal::config::Dns::default(),
             };
             let opts = Options {
                 selectors,
@@ -193,9 +179,16 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reports { action } => reports(action),
-        Command::Manpage => {
-            let page = mailseal::cli::manpage().map_err(|e| format!("mailseal manpage: {e}"))?;
-            let _ = std::io::stdout().write_all(&page);
+        Command::Manpage { page } => {
+            use mailseal::cli::Page;
+            let text = match page {
+                Page::Mailseal => {
+                    mailseal::cli::manpage().map_err(|e| format!("mailseal manpage: {e}"))?
+                }
+                Page::ConfigFormat => mailseal::config::docs::man_page().into_bytes(),
+                Page::ExampleConfig => mailseal::config::docs::example_toml().into_bytes(),
+            };
+            let _ = std::io::stdout().write_all(&text);
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -43,6 +43,50 @@ fn man_page_documents_every_command() {
     assert!(page.contains("\\-\\-client\\-ip"), "options rendered");
 }
 
+/// mailseal.toml(5), generated from the key declarations, renders with man and documents
+/// every key of the example configuration.
+#[test]
+fn config_man_page_renders_every_key() {
+    let dir = scratch("man5");
+    let page = dir.join("mailseal.toml.5");
+    let out = Command::new(env!("CARGO_BIN_EXE_mailseal"))
+        .args(["manpage", "--page", "config-format"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    std::fs::write(&page, &out.stdout).unwrap();
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(&page)
+        .env("MANWIDTH", "100")
+        .output();
+    let Ok(rendered) = rendered else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must render man pages (man-db)"
+        );
+        eprintln!("SKIPPED: man not installed");
+        return;
+    };
+    assert!(rendered.status.success(), "{rendered:?}");
+    let text = String::from_utf8_lossy(&rendered.stdout).replace("\u{2010}", "-");
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mailseal.toml"),
+    )
+    .unwrap();
+    for line in example.lines() {
+        let key = line.trim_start_matches("# ").split(" = ").next().unwrap();
+        if line.contains(" = ") && !key.contains(' ') {
+            assert!(text.contains(key), "{key} is not in mailseal.toml(5)");
+        }
+    }
+    assert!(
+        text.contains("on_unverifiable") && text.contains("[dmarc]"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn systemd_unit_verifies() {
     if Command::new("systemd-analyze")

@@ -1,432 +1,354 @@
-//! The configuration file as written by the admin: plain serde structs, no validation.
+//! Every configuration key, written once: its name, type, default and meaning.
 //!
-//! Every key has a default so that an empty file is a valid (verify-only) configuration.
-//! `deny_unknown_fields` everywhere: a typo is an error that names the key, never a silently
-//! ignored setting.
+//! The [`settings!`] declarations below are the one source. They give the serde structs (an
+//! empty file is a valid, verify-and-sign configuration; `deny_unknown_fields` everywhere: a
+//! typo is an error that names the key and line, never a silently ignored setting), their
+//! `Default`s, and the [`TableDoc`] tables from which `config/mailseal.toml` and the
+//! mailseal.toml(5) man page are generated ([`super::docs`]; a test keeps the file in step).
+//!
+//! Each key reads `name: Type = KIND "TOML";` where KIND is `default` (the value when the key
+//! is left out, shown as is in the example), `set` (no default; the example shows this value,
+//! which a site sets) or `eg` (no default; the example shows it commented out).
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
-    #[serde(default = "d_socket")]
-    pub socket: String,
-    #[serde(default = "d_socket_mode")]
-    pub socket_mode: String,
-    #[serde(default)]
-    pub authserv_id: Option<String>,
-    #[serde(default = "d_mode")]
-    pub mode: String,
-    #[serde(default = "d_log_level")]
-    pub log_level: String,
-    #[serde(default = "d_max_connections")]
-    pub max_connections: usize,
-    #[serde(default = "d_threads")]
-    pub threads: usize,
-    #[serde(default = "d_connection_timeout")]
-    pub connection_timeout: String,
-    #[serde(default = "d_on_internal_error")]
-    pub on_internal_error: String,
-    #[serde(default = "d_shutdown_timeout")]
-    pub shutdown_timeout: String,
-    #[serde(default)]
-    pub limits: RawLimits,
-    #[serde(default)]
-    pub signing: RawSigning,
-    #[serde(default)]
-    pub verify: RawVerify,
-    #[serde(default)]
-    pub dmarc: RawDmarc,
-    #[serde(default)]
-    pub dns: RawDns,
-    #[serde(default)]
-    pub metrics: RawMetrics,
-    #[serde(default)]
-    pub reports: RawReports,
+use super::types::*;
+
+/// How a key appears in the example file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// `key = default`
+    Default,
+    /// `key = value` (a value the site sets; no default)
+    Set,
+    /// `# key = value` (optional; no default)
+    Example,
 }
 
-/// `[reports]`: DMARC aggregate reports (RFC 9990). Off while `store` is unset.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawReports {
-    #[serde(default)]
-    pub store: Option<String>,
-    #[serde(default)]
-    pub org_name: Option<String>,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub extra_contact_info: Option<String>,
-    #[serde(default = "d_schedule")]
-    pub schedule: String,
-    #[serde(default = "d_transport")]
-    pub transport: String,
-    #[serde(default = "d_smtp_host")]
-    pub smtp_host: String,
-    #[serde(default = "d_smtp_port")]
-    pub smtp_port: u16,
-    #[serde(default = "d_smtp_tls")]
-    pub smtp_tls: String,
-    #[serde(default)]
-    pub smtp_ca_file: Option<String>,
-    #[serde(default)]
-    pub smtp_user: Option<String>,
-    #[serde(default)]
-    pub smtp_password_file: Option<String>,
-    #[serde(default = "d_sendmail")]
-    pub sendmail: String,
-    #[serde(default)]
-    pub suppress: Vec<String>,
-    #[serde(default = "d_report_max_size")]
-    pub max_size: String,
-    #[serde(default = "d_retention")]
-    pub retention: String,
-    #[serde(default = "d_max_attempts")]
-    pub max_attempts: u32,
-    #[serde(default = "d_report_queue")]
-    pub queue: usize,
-    #[serde(default)]
-    pub failure_reports: bool,
-    #[serde(default = "d_failure_rate")]
-    pub failure_rate: u32,
+/// One key's documentation.
+#[derive(Debug)]
+pub struct KeyDoc {
+    pub name: &'static str,
+    /// The value shown, as TOML: the default, or an example.
+    pub value: &'static str,
+    pub shown: Shown,
+    /// The meaning, one line per element.
+    pub doc: &'static [&'static str],
 }
 
-impl Default for RawReports {
-    fn default() -> Self {
-        RawReports {
-            store: None,
-            org_name: None,
-            email: None,
-            extra_contact_info: None,
-            schedule: d_schedule(),
-            transport: d_transport(),
-            smtp_host: d_smtp_host(),
-            smtp_port: d_smtp_port(),
-            smtp_tls: d_smtp_tls(),
-            smtp_ca_file: None,
-            smtp_user: None,
-            smtp_password_file: None,
-            sendmail: d_sendmail(),
-            suppress: Vec::new(),
-            max_size: d_report_max_size(),
-            retention: d_retention(),
-            max_attempts: d_max_attempts(),
-            queue: d_report_queue(),
-            failure_reports: false,
-            failure_rate: d_failure_rate(),
+/// One table (`[section]`, or the top level when `name` is empty) and its keys.
+#[derive(Debug)]
+pub struct TableDoc {
+    pub name: &'static str,
+    pub doc: &'static [&'static str],
+    pub keys: &'static [KeyDoc],
+}
+
+macro_rules! settings {
+    (@shown default) => { Shown::Default };
+    (@shown set) => { Shown::Set };
+    (@shown eg) => { Shown::Example };
+    (@default default $value:literal; $ty:ty; $($sattr:tt)*) => {{
+        #[derive(Deserialize)]
+        struct One {
+            $(#[serde($sattr)])*
+            v: $ty,
         }
+        match toml::from_str::<One>(concat!("v = ", $value)) {
+            Ok(one) => one.v,
+            Err(e) => panic!("default {} does not parse: {e}", $value),
+        }
+    }};
+    (@default $kind:ident $value:literal; $ty:ty; $($sattr:tt)*) => { None };
+    (
+        $(#[doc = $tdoc:literal])*
+        pub struct $Name:ident in $table:literal {
+            $(
+                $(#[doc = $doc:literal])*
+                $(#[serde($sattr:meta)])*
+                $field:ident : $ty:ty = $kind:ident $value:literal;
+            )*
+        }
+        $(tables { $($t:ident : $tty:ident),* $(,)? })?
+    ) => {
+        $(#[doc = $tdoc])*
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $Name {
+            $(
+                $(#[doc = $doc])*
+                $(#[serde($sattr)])*
+                pub $field: $ty,
+            )*
+            $($(pub $t: $tty,)*)?
+        }
+
+        impl Default for $Name {
+            fn default() -> Self {
+                $Name {
+                    $($field: settings!(@default $kind $value; $ty; $($sattr)*),)*
+                    $($($t: $tty::default(),)*)?
+                }
+            }
+        }
+
+        impl $Name {
+            pub const DOC: TableDoc = TableDoc {
+                name: $table,
+                doc: &[$($tdoc),*],
+                keys: &[$(KeyDoc {
+                    name: stringify!($field),
+                    value: $value,
+                    shown: settings!(@shown $kind),
+                    doc: &[$($doc),*],
+                }),*],
+            };
+
+            /// This table's documentation, then its sub-tables'.
+            #[allow(dead_code)]
+            pub fn docs() -> Vec<&'static TableDoc> {
+                vec![&Self::DOC $($(, &$tty::DOC)*)?]
+            }
+        }
+    };
+}
+
+settings! {
+    pub struct Settings in "" {
+        /// Milter socket: inet:PORT@HOST, inet:HOST:PORT, or unix:/path (Postfix smtpd runs
+        /// chrooted on Debian, so a unix socket must live under /var/spool/postfix).
+        socket: SocketSpec = default r#""inet:8891@127.0.0.1""#;
+        /// File mode of a unix socket (octal). Ignored for inet sockets.
+        #[serde(with = "octal")]
+        socket_mode: u32 = default r#""0660""#;
+        /// authserv-id written into Authentication-Results (and the only one whose fields we
+        /// delete), a domain name (RFC 8601 §2.5). Unset: Postfix's $myhostname (milter macro
+        /// j), else this host's fully qualified name; a name without a dot is refused when
+        /// verifying.
+        authserv_id: Option<String> = set r#""mx.example.net""#;
+        /// s = sign only, v = verify only, sv = both.
+        mode: Mode = default r#""sv""#;
+        /// Log filter (tracing syntax: error, warn, info, debug; RUST_LOG overrides it).
+        #[serde(with = "log_filter")]
+        log_level: String = default r#""info""#;
+        /// Most milter connections (SMTP sessions) served at once; more wait to be accepted.
+        #[serde(with = "positive")]
+        max_connections: usize = default "200";
+        /// Threads serving milter connections. 1 (a single-threaded runtime) costs the least
+        /// CPU per message and signs some 1300 RSA-2048 messages/s; raise it (0 = one per CPU)
+        /// only if mailseal keeps one core busy. Changing it needs a restart.
+        #[serde(with = "threads")]
+        threads: usize = default "1";
+        /// A connection that sends no complete milter command for this long is closed.
+        #[serde(with = "duration")]
+        connection_timeout: Duration = default r#""330s""#;
+        /// On SIGTERM: stop accepting, then give messages in flight this long to finish.
+        #[serde(with = "duration")]
+        shutdown_timeout: Duration = default r#""30s""#;
+        /// Answer when mailseal itself fails on a message: "tempfail" (451 4.7.1) or "accept".
+        #[serde(with = "tempfail_or_accept")]
+        on_internal_error: FailAction = default r#""tempfail""#;
+    }
+    tables { limits: Limits, signing: Signing, verify: Verify, dmarc: Dmarc, dns: Dns, metrics: Metrics, reports: Reports }
+}
+
+settings! {
+    /// Caps on what one message, and all messages in flight, may hold in memory.
+    pub struct Limits in "limits" {
+        /// Largest header section kept per message. Past it (or past max_headers) only From,
+        /// DKIM-Signature and Authentication-Results fields are kept (at most 100 of them, and
+        /// max_header_size bytes more): inbound mail is still verified (a signature over a
+        /// field not kept is "not evaluated") and forged results are still deleted; more such
+        /// fields, and the message is refused with the on_oversize answer (552 5.3.4 when that
+        /// is "accept"). Outbound mail over a cap is not signed.
+        #[serde(with = "size")]
+        max_header_size: usize = default r#""1M""#;
+        /// Most header fields kept per message (see max_header_size).
+        max_headers: usize = default "1000";
+        /// Largest message buffered for verification (signing streams and has no limit).
+        #[serde(with = "size")]
+        max_message_size: usize = default r#""32M""#;
+        /// Most bytes buffered for verification over all messages in flight, counted as
+        /// received (the client's SIZE= only sizes the first allocation). Bounds memory
+        /// whatever the number of connections. A message whose body is over max_message_size,
+        /// or does not fit here, is still judged on SPF and DMARC (its DKIM signatures "not
+        /// evaluated"); when its aligned signature could have decided DMARC, [dmarc]
+        /// on_unverifiable answers under enforce.
+        #[serde(with = "size")]
+        max_buffered_total: usize = default r#""1G""#;
+        /// Oversize answer: "accept" (inbound: verified as above; outbound: unsigned),
+        /// "tempfail" (452 4.3.4) or "reject" (552 5.3.4).
+        on_oversize: FailAction = default r#""accept""#;
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMetrics {
-    /// "IP:PORT" for the Prometheus endpoint; unset = no endpoint.
-    #[serde(default)]
-    pub listen: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLimits {
-    #[serde(default = "d_max_header_size")]
-    pub max_header_size: String,
-    #[serde(default = "d_max_headers")]
-    pub max_headers: usize,
-    #[serde(default = "d_max_message_size")]
-    pub max_message_size: String,
-    #[serde(default = "d_on_oversize")]
-    pub on_oversize: String,
-    #[serde(default = "d_max_buffered_total")]
-    pub max_buffered_total: String,
-}
-
-impl Default for RawLimits {
-    fn default() -> Self {
-        RawLimits {
-            max_header_size: d_max_header_size(),
-            max_headers: d_max_headers(),
-            max_message_size: d_max_message_size(),
-            on_oversize: d_on_oversize(),
-            max_buffered_total: d_max_buffered_total(),
-        }
+settings! {
+    /// Outbound mail: what is signed, with which keys.
+    pub struct Signing in "signing" {
+        /// OpenDKIM KeyTable: `keyname domain:selector:/path/to/key` (% = the sender's
+        /// domain). A "refile:" or "file:" prefix, as in opendkim.conf, is accepted. Relative
+        /// paths are relative to this file. Leave both tables out to sign nothing.
+        key_table: Option<String> = set r#""key.table""#;
+        /// OpenDKIM SigningTable: `pattern keyname`, * wildcards, first match wins.
+        signing_table: Option<String> = set r#""signing.table""#;
+        /// true: every matching SigningTable row signs (RSA + Ed25519 dual signing).
+        multiple_signatures: bool = default "false";
+        /// Clients whose mail is outbound (addresses or CIDRs).
+        #[serde(with = "nets")]
+        internal_hosts: Vec<IpNet> = default r#"["127.0.0.0/8", "::1"]"#;
+        /// Postfix {daemon_name} values whose mail is outbound (milter_macro_daemon_name).
+        daemon_names: Vec<String> = default "[]";
+        /// Mail from SMTP-authenticated clients ({auth_authen}) is outbound.
+        sign_authenticated: bool = default "true";
+        /// header/body canonicalization: relaxed or simple.
+        canonicalization: Canon = default r#""relaxed/simple""#;
+        /// Header fields signed when present (From is required).
+        sign_headers: Vec<String> = default r#"["From", "Reply-To", "Subject", "Date", "To", "Cc", "Resent-Date", "Resent-From", "Resent-To", "Resent-Cc", "In-Reply-To", "References", "List-Id", "List-Help", "List-Unsubscribe", "List-Unsubscribe-Post", "List-Subscribe", "List-Post", "List-Owner", "List-Archive", "Message-ID", "MIME-Version", "Content-Type", "Content-Transfer-Encoding", "Content-ID", "Content-Description"]"#;
+        /// Fields signed once more than they occur, so none can be added later.
+        oversign_headers: Vec<String> = default r#"["From"]"#;
+        /// Signature lifetime (x= tag); leave out for no expiry.
+        #[serde(with = "opt_duration")]
+        expiration: Option<Duration> = eg r#""7d""#;
+        /// Answer when a signature cannot be made: "tempfail" (451 4.7.1) or "accept"
+        /// (unsigned).
+        #[serde(with = "tempfail_or_accept")]
+        on_signing_error: FailAction = default r#""tempfail""#;
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSigning {
-    #[serde(default)]
-    pub key_table: Option<String>,
-    #[serde(default)]
-    pub signing_table: Option<String>,
-    #[serde(default)]
-    pub multiple_signatures: bool,
-    #[serde(default = "d_internal_hosts")]
-    pub internal_hosts: Vec<String>,
-    #[serde(default)]
-    pub daemon_names: Vec<String>,
-    #[serde(default = "d_true")]
-    pub sign_authenticated: bool,
-    #[serde(default = "d_canonicalization")]
-    pub canonicalization: String,
-    #[serde(default = "d_sign_headers")]
-    pub sign_headers: Vec<String>,
-    #[serde(default = "d_oversign_headers")]
-    pub oversign_headers: Vec<String>,
-    #[serde(default)]
-    pub expiration: Option<String>,
-    #[serde(default = "d_on_signing_error")]
-    pub on_signing_error: String,
-}
-
-impl Default for RawSigning {
-    fn default() -> Self {
-        RawSigning {
-            key_table: None,
-            signing_table: None,
-            multiple_signatures: false,
-            internal_hosts: d_internal_hosts(),
-            daemon_names: Vec::new(),
-            sign_authenticated: true,
-            canonicalization: d_canonicalization(),
-            sign_headers: d_sign_headers(),
-            oversign_headers: d_oversign_headers(),
-            expiration: None,
-            on_signing_error: d_on_signing_error(),
-        }
+settings! {
+    /// Inbound mail: how SPF, DKIM, DMARC and ARC are checked.
+    pub struct Verify in "verify" {
+        /// DNS failure that could change the DMARC result: "tempfail" (451 4.4.3) or "accept"
+        /// (temperror recorded in Authentication-Results). Failures that cannot change it are
+        /// only recorded.
+        #[serde(with = "tempfail_or_accept")]
+        on_dns_error: FailAction = default r#""tempfail""#;
+        /// Most DKIM signatures evaluated per message, those that can align with the From
+        /// domain first; the rest are reported as not evaluated.
+        max_signatures: usize = default "10";
+        /// Also add a Received-SPF header field.
+        received_spf: bool = default "false";
+        /// Check SPF for the HELO identity too (reported as smtp.helo).
+        spf_helo: bool = default "true";
+        /// Deadline for all checks of one message, which run concurrently; what has not
+        /// finished is temperror. Must stay below Postfix's milter_content_timeout (300s).
+        #[serde(with = "duration")]
+        timeout: Duration = default r#""60s""#;
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawVerify {
-    #[serde(default = "d_on_dns_error")]
-    pub on_dns_error: String,
-    #[serde(default = "d_max_signatures")]
-    pub max_signatures: usize,
-    #[serde(default)]
-    pub received_spf: bool,
-    #[serde(default = "d_true")]
-    pub spf_helo: bool,
-    #[serde(default = "d_verify_timeout")]
-    pub timeout: String,
-}
-
-impl Default for RawVerify {
-    fn default() -> Self {
-        RawVerify {
-            on_dns_error: d_on_dns_error(),
-            max_signatures: d_max_signatures(),
-            received_spf: false,
-            spf_helo: true,
-            timeout: d_verify_timeout(),
-        }
+settings! {
+    /// What the sender's DMARC policy may do to a message.
+    pub struct Dmarc in "dmarc" {
+        /// true: reject p=reject failures (550 5.7.1) and apply quarantine_action to
+        /// p=quarantine.
+        enforce: bool = default "false";
+        /// p=quarantine failure: "hold" (Postfix hold queue), "header" (record only) or
+        /// "accept".
+        quarantine_action: QuarantineAction = default r#""hold""#;
+        /// Several From addresses or none: "strict" (dmarc=permerror, rejected when
+        /// enforcing) or "first" (evaluate the first address).
+        multiple_from: MultipleFrom = default r#""strict""#;
+        /// Client networks never rejected or held for DMARC.
+        #[serde(with = "nets")]
+        never_reject: Vec<IpNet> = default "[]";
+        /// SMTP-authenticated clients are never rejected or held for DMARC.
+        never_reject_authenticated: bool = default "true";
+        /// Enforcing, but no DMARC verdict is possible (an aligned DKIM signature could not be
+        /// checked because its fields or the body were not kept: header or size caps, memory
+        /// budget): "tempfail" (451 4.7.1, the sender retries) or "reject" (550 5.7.1). Never
+        /// accepted.
+        #[serde(with = "tempfail_or_reject")]
+        on_unverifiable: FailAction = default r#""tempfail""#;
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDmarc {
-    #[serde(default)]
-    pub enforce: bool,
-    #[serde(default = "d_quarantine_action")]
-    pub quarantine_action: String,
-    #[serde(default = "d_multiple_from")]
-    pub multiple_from: String,
-    #[serde(default)]
-    pub never_reject: Vec<String>,
-    #[serde(default = "d_true")]
-    pub never_reject_authenticated: bool,
-    #[serde(default = "d_on_unverifiable")]
-    pub on_unverifiable: String,
-}
-
-impl Default for RawDmarc {
-    fn default() -> Self {
-        RawDmarc {
-            enforce: false,
-            quarantine_action: d_quarantine_action(),
-            multiple_from: d_multiple_from(),
-            never_reject: Vec::new(),
-            never_reject_authenticated: true,
-            on_unverifiable: d_on_unverifiable(),
-        }
+settings! {
+    /// The resolver.
+    pub struct Dns in "dns" {
+        /// Resolvers ("IP" or "IP:PORT"); empty = /etc/resolv.conf.
+        #[serde(with = "nameservers")]
+        nameservers: Vec<SocketAddr> = default "[]";
+        /// Per-query timeout.
+        #[serde(with = "duration")]
+        timeout: Duration = default r#""5s""#;
+        /// Attempts per server.
+        #[serde(with = "positive")]
+        attempts: usize = default "2";
+        /// Answers kept in the resolver cache (positive and negative).
+        cache_size: usize = default "8192";
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDns {
-    #[serde(default)]
-    pub nameservers: Vec<String>,
-    #[serde(default = "d_dns_timeout")]
-    pub timeout: String,
-    #[serde(default = "d_dns_attempts")]
-    pub attempts: usize,
-    #[serde(default = "d_dns_cache_size")]
-    pub cache_size: usize,
-}
-
-impl Default for RawDns {
-    fn default() -> Self {
-        RawDns {
-            nameservers: Vec::new(),
-            timeout: d_dns_timeout(),
-            attempts: d_dns_attempts(),
-            cache_size: d_dns_cache_size(),
-        }
+settings! {
+    /// Prometheus metrics.
+    pub struct Metrics in "metrics" {
+        /// Prometheus endpoint, GET /metrics (no authentication: keep it on loopback). Unset =
+        /// off.
+        listen: Option<SocketAddr> = eg r#""127.0.0.1:9101""#;
     }
 }
 
-fn d_socket() -> String {
-    "inet:8891@127.0.0.1".into()
-}
-fn d_socket_mode() -> String {
-    "0660".into()
-}
-fn d_mode() -> String {
-    "sv".into()
-}
-fn d_log_level() -> String {
-    "info".into()
-}
-fn d_max_connections() -> usize {
-    200
-}
-fn d_threads() -> usize {
-    1
-}
-fn d_connection_timeout() -> String {
-    "330s".into()
-}
-fn d_shutdown_timeout() -> String {
-    "30s".into()
-}
-fn d_on_internal_error() -> String {
-    "tempfail".into()
-}
-fn d_max_header_size() -> String {
-    "1M".into()
-}
-fn d_max_headers() -> usize {
-    1000
-}
-fn d_max_message_size() -> String {
-    "32M".into()
-}
-fn d_max_buffered_total() -> String {
-    "1G".into()
-}
-fn d_on_oversize() -> String {
-    "accept".into()
-}
-fn d_internal_hosts() -> Vec<String> {
-    vec!["127.0.0.0/8".into(), "::1".into()]
-}
-fn d_true() -> bool {
-    true
-}
-fn d_canonicalization() -> String {
-    "relaxed/simple".into()
-}
-pub fn d_sign_headers() -> Vec<String> {
-    // OpenDKIM's default list (RFC 6376 §5.4.1 recommendations), minus obsolete ones.
-    [
-        "From",
-        "Reply-To",
-        "Subject",
-        "Date",
-        "To",
-        "Cc",
-        "Resent-Date",
-        "Resent-From",
-        "Resent-To",
-        "Resent-Cc",
-        "In-Reply-To",
-        "References",
-        "List-Id",
-        "List-Help",
-        "List-Unsubscribe",
-        "List-Unsubscribe-Post",
-        "List-Subscribe",
-        "List-Post",
-        "List-Owner",
-        "List-Archive",
-        "Message-ID",
-        "MIME-Version",
-        "Content-Type",
-        "Content-Transfer-Encoding",
-        "Content-ID",
-        "Content-Description",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect()
-}
-fn d_oversign_headers() -> Vec<String> {
-    vec!["From".into()]
-}
-fn d_on_unverifiable() -> String {
-    "tempfail".into()
-}
-fn d_on_signing_error() -> String {
-    "tempfail".into()
-}
-fn d_on_dns_error() -> String {
-    "tempfail".into()
-}
-fn d_max_signatures() -> usize {
-    10
-}
-fn d_verify_timeout() -> String {
-    "60s".into()
-}
-fn d_quarantine_action() -> String {
-    "hold".into()
-}
-fn d_multiple_from() -> String {
-    "strict".into()
-}
-fn d_dns_timeout() -> String {
-    "5s".into()
-}
-fn d_dns_attempts() -> usize {
-    2
-}
-fn d_dns_cache_size() -> usize {
-    8192
-}
-fn d_schedule() -> String {
-    "off".into()
-}
-fn d_transport() -> String {
-    "smtp".into()
-}
-fn d_smtp_host() -> String {
-    "127.0.0.1".into()
-}
-fn d_smtp_port() -> u16 {
-    25
-}
-fn d_smtp_tls() -> String {
-    "opportunistic".into()
-}
-fn d_sendmail() -> String {
-    "/usr/sbin/sendmail".into()
-}
-fn d_report_max_size() -> String {
-    "10M".into()
-}
-fn d_retention() -> String {
-    "14d".into()
-}
-fn d_max_attempts() -> u32 {
-    5
-}
-fn d_report_queue() -> usize {
-    10_000
-}
-fn d_failure_rate() -> u32 {
-    10
+settings! {
+    /// DMARC aggregate reports (RFC 9990) and failure reports (RFC 9991).
+    pub struct Reports in "reports" {
+        /// Off while unset: nothing is recorded. A SQLite file (WAL; one host) or a
+        /// postgres:// URL (one database shared by several MX hosts, so each domain gets one
+        /// report covering all of them). A store that cannot be written loses report data,
+        /// never mail.
+        store: Option<String> = eg r#""/var/lib/mailseal/reports.sqlite""#;
+        /// Reporter identity (required with store).
+        org_name: Option<String> = eg r#""example.net""#;
+        /// The address reports come from (required with store).
+        email: Option<String> = eg r#""dmarc-reports@example.net""#;
+        /// Where report receivers can learn more.
+        extra_contact_info: Option<String> = eg r#""https://example.net/dmarc""#;
+        /// "daily": the daemon sends the previous UTC day's reports shortly after midnight
+        /// UTC. "off": run `mailseal reports send` yourself (cron or a systemd timer).
+        schedule: Schedule = default r#""off""#;
+        /// How reports leave: "smtp" (the relay below) or "sendmail" (the local sendmail
+        /// command).
+        transport: TransportKind = default r#""smtp""#;
+        /// The SMTP relay.
+        smtp_host: String = default r#""127.0.0.1""#;
+        smtp_port: u16 = default "25";
+        /// STARTTLS: "none", "opportunistic" (when offered) or "required".
+        smtp_tls: SmtpTls = default r#""opportunistic""#;
+        /// Extra CA certificates (PEM) for the relay's TLS certificate; default: the
+        /// system's.
+        smtp_ca_file: Option<PathBuf> = eg r#""/etc/mailseal/relay-ca.pem""#;
+        /// SMTP AUTH PLAIN (only over TLS, or to a loopback relay), with the password file
+        /// below (mode 0600).
+        smtp_user: Option<String> = eg r#""dmarc-reports""#;
+        smtp_password_file: Option<PathBuf> = eg r#""/etc/mailseal/relay.password""#;
+        /// The sendmail command for transport = "sendmail".
+        sendmail: PathBuf = default r#""/usr/sbin/sendmail""#;
+        /// Domains (and their subdomains) never recorded or reported on.
+        suppress: Vec<String> = default "[]";
+        /// Largest report message sent, whatever a destination's !size allows.
+        #[serde(with = "size")]
+        max_size: usize = default r#""10M""#;
+        /// Records and reports older than this are deleted at each send run (at least 2
+        /// days).
+        #[serde(with = "duration")]
+        retention: Duration = default r#""14d""#;
+        /// Delivery attempts (one per run) before a report is given up.
+        #[serde(with = "positive")]
+        max_attempts: usize = default "5";
+        /// Evaluations waiting for the store writer; past this they are dropped and counted.
+        #[serde(with = "positive")]
+        queue: usize = default "10000";
+        /// DMARC failure reports (RFC 9991): one ARF message (header section only, never the
+        /// body) per failing message to the domain's ruf= addresses, sent as above. Needs
+        /// org_name and email.
+        failure_reports: bool = default "false";
+        /// Failure reports per policy domain per hour (ten times this over all domains).
+        failure_rate: u32 = default "10";
+    }
 }

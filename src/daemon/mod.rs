@@ -38,13 +38,13 @@ fn reload(path: &Path, running: &Snapshot) -> Result<Snapshot, String> {
             config.socket
         );
     }
-    for w in config.unsafe_file_warnings() {
+    for w in &config.warnings {
         tracing::warn!("{w}");
     }
     if config.threads != running.config.threads {
         tracing::warn!("threads changed: restart mailseal to apply it");
     }
-    if config.metrics_listen != running.config.metrics_listen {
+    if config.metrics.listen != running.config.metrics.listen {
         tracing::warn!("[metrics] listen changed: restart mailseal to apply it");
     }
     Ok(Snapshot::new(config)?.recording(running.reports.as_ref()))
@@ -52,7 +52,7 @@ fn reload(path: &Path, running: &Snapshot) -> Result<Snapshot, String> {
 
 /// `mailseal run`: bind, serve, reload on SIGHUP, stop on SIGTERM/SIGINT.
 pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
-    for w in config.unsafe_file_warnings() {
+    for w in &config.warnings {
         tracing::warn!("{w}");
     }
     let snapshot = Arc::new(Snapshot::new(config)?.recording(None));
@@ -63,11 +63,11 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
     tracing::info!(
         socket = %cfg.socket,
         host_name = %cfg.host_name,
-        keys = cfg.signing.tables.keys.len(),
+        keys = cfg.tables.keys.len(),
         "mailseal {} listening",
         env!("CARGO_PKG_VERSION")
     );
-    if let Some(addr) = cfg.metrics_listen {
+    if let Some(addr) = cfg.metrics.listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
@@ -93,7 +93,7 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
             match reload(&path, &running) {
                 Ok(new) => {
                     tracing::info!(
-                        keys = new.config.signing.tables.keys.len(),
+                        keys = new.config.tables.keys.len(),
                         "configuration reloaded from {}",
                         path.display()
                     );
@@ -146,7 +146,7 @@ async fn daily_reports(snapshots: watch::Receiver<Arc<Snapshot>>) {
         let next = next_daily_run(now, &name);
         tokio::time::sleep(std::time::Duration::from_secs((next - now).max(1) as u64)).await;
         let snap = snapshots.borrow().clone();
-        if !snap.config.reports.daily || snap.config.reports.store.is_none() {
+        if !snap.config.reports.daily() || snap.config.reports.store.is_none() {
             continue;
         }
         let handle = tokio::runtime::Handle::current();

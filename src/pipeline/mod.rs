@@ -70,9 +70,9 @@ pub fn outbound(config: &Config, facts: &ClientFacts<'_>) -> Option<Outbound> {
 
 pub fn decide(config: &Config, facts: &ClientFacts<'_>) -> Decision {
     match outbound(config, facts) {
-        Some(why) if config.sign => Decision::Sign(why),
+        Some(why) if config.mode.signs() => Decision::Sign(why),
         Some(why) => Decision::Skip(format!("outbound ({why}) and signing is off (mode)")),
-        None if config.verify_enabled => Decision::Verify,
+        None if config.mode.verifies() => Decision::Verify,
         None => Decision::Skip("inbound and verification is off (mode)".into()),
     }
 }

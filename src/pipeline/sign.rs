@@ -83,7 +83,7 @@ pub fn signing_identity(
 /// The SigningTable rows that apply to `identity`: the first, or all with
 /// `multiple_signatures`.
 pub fn matching_rows<'a>(config: &'a Config, identity: &str) -> Vec<&'a SigningRow> {
-    let rows = config.signing.tables.matches(identity);
+    let rows = config.tables.matches(identity);
     if config.signing.multiple_signatures {
         rows.collect()
     } else {
@@ -144,13 +144,13 @@ pub fn plan(
     };
     let h = header_list(config, headers);
     let header_canonicalization = if exact_headers {
-        config.signing.header_canonicalization
+        config.signing.canonicalization.header
     } else {
         mail_auth::dkim::Canonicalization::Relaxed
     };
     let mut signatures = Vec::with_capacity(rows.len());
     for row in rows {
-        let entry = &config.signing.tables.keys[row.key];
+        let entry = &config.tables.keys[row.key];
         let domain = entry
             .domain
             .clone()
@@ -160,7 +160,7 @@ pub fn plan(
             .selector(entry.selector.clone())
             .headers(h.iter().map(String::as_str))
             .header_canonicalization(header_canonicalization)
-            .body_canonicalization(config.signing.body_canonicalization);
+            .body_canonicalization(config.signing.canonicalization.body);
         if let Some(x) = config.signing.expiration {
             signer = signer.expiration(x);
         }

@@ -170,7 +170,8 @@ async fn sender(
         }
         for (rcpt, _) in dests {
             let msg = message(&rc, &f, &rcpt);
-            match super::smtp::submit(&rc.transport, &helo, &rc.email, &rcpt, &msg).await {
+            match super::smtp::submit(&rc.transport(), &helo, rc.from_address(), &rcpt, &msg).await
+            {
                 Ok(()) => {
                     count("sent");
                     tracing::info!(
@@ -195,7 +196,7 @@ pub fn message(rc: &Reports, f: &Failure, rcpt: &str) -> Vec<u8> {
     let boundary = format!("=_mailseal_ruf_{id}");
     let date = super::rfc5322_date(super::now());
     let arrival = super::rfc5322_date(f.arrival);
-    let name = rc.org_name.replace(['"', '\\', '\r', '\n'], "");
+    let name = rc.org().replace(['"', '\\', '\r', '\n'], "");
     let one_line = |s: &str| s.replace(['\r', '\n'], " ");
     let alignment = match (f.dkim_aligned, f.spf_aligned) {
         (true, true) => "dkim, spf",
@@ -204,7 +205,7 @@ pub fn message(rc: &Reports, f: &Failure, rcpt: &str) -> Vec<u8> {
         (false, false) => "none",
     };
     let mut m = String::with_capacity(f.headers.len() + 2048);
-    m.push_str(&format!("From: \"{name}\" <{}>\r\n", rc.email));
+    m.push_str(&format!("From: \"{name}\" <{}>\r\n", rc.from_address()));
     m.push_str(&format!("To: <{rcpt}>\r\n"));
     m.push_str(&format!(
         "Subject: DMARC failure report for {} from {}\r\n",

@@ -74,8 +74,8 @@ pub fn filename(receiver: &str, r: &ReportRow) -> String {
 pub fn build(config: &Config, r: &ReportRow, policy: &Published, groups: &[Group]) -> Built {
     let rc = &config.reports;
     let who = Reporter {
-        org_name: &rc.org_name,
-        email: &rc.email,
+        org_name: rc.org(),
+        email: rc.from_address(),
         extra_contact_info: rc.extra_contact_info.as_deref(),
     };
     let meta = ReportMeta {
@@ -102,8 +102,8 @@ pub fn message(config: &Config, r: &ReportRow, built: &Built, rcpt: &str) -> Vec
     let b64 = base64::engine::general_purpose::STANDARD.encode(&built.gz);
     let boundary = format!("=_mailseal_{}", r.unique_id);
     let mut m = String::with_capacity(b64.len() + 2048);
-    let name = rc.org_name.replace(['"', '\\', '\r', '\n'], "");
-    m.push_str(&format!("From: \"{name}\" <{}>\r\n", rc.email));
+    let name = rc.org().replace(['"', '\\', '\r', '\n'], "");
+    m.push_str(&format!("From: \"{name}\" <{}>\r\n", rc.from_address()));
     m.push_str(&format!("To: <{rcpt}>\r\n"));
     m.push_str(&format!(
         "Subject: Report Domain: {}\r\n Submitter: {}\r\n Report-ID: <{}>\r\n",
@@ -167,7 +167,7 @@ pub async fn destinations(
         let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         if domain.is_empty() {
             notes.push(format!("{addr}: not an address, skipped"));
-        } else if addr == rc.email.to_ascii_lowercase() {
+        } else if addr == rc.from_address().to_ascii_lowercase() {
             notes.push(format!("{addr}: our own report address, skipped (loop)"));
         } else if rc.suppressed(domain) {
             notes.push(format!("{addr}: suppressed domain, skipped"));
@@ -205,10 +205,9 @@ pub fn run(
 ) -> Result<Vec<Sent>, String> {
     let rc = &config.reports;
     let spec = rc
-        .store
-        .as_ref()
+        .store()
         .ok_or("reports are off: set [reports] store in the configuration")?;
-    let mut store = Store::open(spec).map_err(|e| e.to_string())?;
+    let mut store = Store::open(&spec).map_err(|e| e.to_string())?;
     let auth = {
         let _guard = rt.enter();
         crate::dns::authenticator(&config.dns)?
@@ -358,9 +357,9 @@ fn deliver_one(
             continue;
         }
         match rt.block_on(super::smtp::submit(
-            &rc.transport,
+            &rc.transport(),
             &helo,
-            &rc.email,
+            rc.from_address(),
             rcpt,
             &msg,
         )) {
@@ -405,7 +404,7 @@ fn retry_or_give_up(
     error: &str,
     sent: &mut Sent,
 ) -> Result<(), String> {
-    let give_up = r.attempts + 1 >= i64::from(config.reports.max_attempts);
+    let give_up = r.attempts + 1 >= config.reports.max_attempts as i64;
     let status = if give_up { "failed" } else { "pending" };
     sent.retry = !give_up;
     if give_up {

@@ -32,7 +32,7 @@ pub fn explain(
                 return out;
             }
         }
-    } else if !config.sign {
+    } else if !config.mode.signs() {
         out.push_str("signing is off (mode)\n");
         return out;
     }
@@ -50,7 +50,7 @@ pub fn explain(
         return out;
     }
     for row in rows {
-        let key = &config.signing.tables.keys[row.key];
+        let key = &config.tables.keys[row.key];
         out.push_str(&format!(
             "{}: pattern {:?} → key {} ({}): d={} s={} file {}\n",
             row.origin,

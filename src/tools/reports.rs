@@ -67,10 +67,9 @@ pub fn render_sent(sent: &[Sent], dry_run: bool) -> String {
 pub fn show(config: &Config, domain: Option<&str>) -> Result<String, String> {
     let spec = config
         .reports
-        .store
-        .as_ref()
+        .store()
         .ok_or("reports are off: set [reports] store in the configuration")?;
-    let mut store = Store::open(spec).map_err(|e| e.to_string())?;
+    let mut store = Store::open(&spec).map_err(|e| e.to_string())?;
     let mut out = String::new();
     let summary = store.summary(domain).map_err(|e| e.to_string())?;
     let _ = writeln!(out, "store: {spec}");

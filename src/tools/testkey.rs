@@ -97,7 +97,7 @@ async fn lookup(auth: &MessageAuthenticator, name: &str) -> Result<Vec<String>, 
 pub async fn testkey(config: &Config, auth: &MessageAuthenticator) -> (String, bool) {
     let mut out = String::new();
     let mut all_ok = true;
-    for entry in &config.signing.tables.keys {
+    for entry in &config.tables.keys {
         let status = match &entry.domain {
             None => KeyStatus::Skipped(
                 "domain is %: the sender's domain, known only per message".into(),
@@ -148,7 +148,7 @@ pub async fn testkey(config: &Config, auth: &MessageAuthenticator) -> (String, b
             entry.key.kind,
         ));
     }
-    if config.signing.tables.keys.is_empty() {
+    if config.tables.keys.is_empty() {
         out.push_str("no keys in the KeyTable\n");
     }
     (out, all_ok)

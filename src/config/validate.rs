@@ -1,0 +1,305 @@
+//! What serde cannot check alone: rules between keys, paths relative to the file, the tables
+//! and keys they name. Each error names the file and the key's line.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::{
+    check_authserv_id, system_fqdn, system_hostname, tables, Config, ConfigError, ConfigErrors,
+    Settings, SigningTables, StoreSpec,
+};
+
+/// The line of `key` in `[table]` (the top level when `table` is empty), if it is written.
+fn line_of(text: &str, table: &str, key: &str) -> Option<usize> {
+    let mut current = "";
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            current = name.0.trim();
+        } else if current == table
+            && t.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with('='))
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+    text: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    /// An error for `table.key` (`key` alone at the top level).
+    fn error(&mut self, key: &'static str, msg: impl Into<String>) {
+        let (table, name) = key.split_once('.').unwrap_or(("", key));
+        self.errors.push(ConfigError::Value {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, table, name),
+            key,
+            msg: msg.into(),
+        });
+    }
+}
+
+pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Config, ConfigErrors> {
+    let mut c = Checker {
+        path,
+        text,
+        errors: Vec::new(),
+    };
+    let mut warnings = Vec::new();
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+
+    if let Some(id) = &s.authserv_id {
+        if let Err(msg) = check_authserv_id(id, s.mode.verifies()) {
+            c.error("authserv_id", msg);
+        }
+    }
+
+    // Signing: the tables and every key they name.
+    let (tables, table_paths) = match (&s.signing.key_table, &s.signing.signing_table) {
+        (Some(kt), Some(st)) => {
+            let paths = [kt, st].map(|t| resolve(Path::new(tables::table_path(t))));
+            let t = SigningTables::load(&paths[0], &paths[1], &mut c.errors);
+            (t, paths.to_vec())
+        }
+        (None, None) => {
+            if s.mode.signs() {
+                warnings.push(
+                    "mode includes signing but no key_table/signing_table is configured: nothing will be signed"
+                        .to_string(),
+                );
+            }
+            (SigningTables::default(), Vec::new())
+        }
+        _ => {
+            c.error(
+                "signing.key_table",
+                "key_table and signing_table must be set together",
+            );
+            (SigningTables::default(), Vec::new())
+        }
+    };
+    if !s
+        .signing
+        .sign_headers
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case("from"))
+    {
+        c.error("signing.sign_headers", "must include From (RFC 6376 §5.4)");
+    }
+
+    if s.verify.timeout >= Duration::from_secs(300) {
+        c.error(
+            "verify.timeout",
+            "must stay below Postfix's milter_content_timeout (300s)",
+        );
+    }
+
+    // Reports.
+    let r = &mut s.reports;
+    if let Some(store) = &r.store {
+        if !store.starts_with("postgres://") && !store.starts_with("postgresql://") {
+            r.store = Some(resolve(Path::new(store)).display().to_string());
+        }
+    }
+    r.smtp_ca_file = r.smtp_ca_file.as_deref().map(resolve);
+    r.smtp_password_file = r.smtp_password_file.as_deref().map(resolve);
+    r.suppress = r
+        .suppress
+        .iter()
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    if r.store.is_some() {
+        if r.org().trim().is_empty() {
+            c.error("reports.org_name", "required when reports.store is set");
+        }
+        let email = r.from_address();
+        match email.rsplit_once('@') {
+            Some((l, d))
+                if !l.is_empty() && d.contains('.') && !email.contains(char::is_whitespace) => {}
+            _ => c.error(
+                "reports.email",
+                format!("expected an address like dmarc-reports@example.net, found {email:?}"),
+            ),
+        }
+    }
+    if r.smtp_user.is_some() != r.smtp_password_file.is_some() {
+        c.error(
+            "reports.smtp_user",
+            "smtp_user and smtp_password_file must be set together",
+        );
+    }
+    if r.retention < Duration::from_secs(2 * 86400) {
+        c.error(
+            "reports.retention",
+            "must be at least 2 days (a day's records are reported the next day)",
+        );
+    }
+    if let Some(StoreSpec::Sqlite(p)) = r.store() {
+        if p.parent().is_some_and(|d| !d.is_dir()) {
+            warnings.push(format!(
+                "{}: the directory does not exist; report data will be lost until it does",
+                p.display()
+            ));
+        }
+    }
+
+    if !c.errors.is_empty() {
+        return Err(ConfigErrors(c.errors));
+    }
+    let host_name = s
+        .authserv_id
+        .clone()
+        .or_else(system_fqdn)
+        .unwrap_or_else(system_hostname);
+    let mut config = Config {
+        path: path.to_path_buf(),
+        settings: s,
+        host_name,
+        tables,
+        table_paths,
+        warnings,
+    };
+    config.add_unsafe_file_warnings();
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_of_keys() {
+        let text =
+            "mode = \"q\"\n# c\n[signing]\ncanonicalization = \"x\"\n[dns]\ntimeout=\"1s\"\n";
+        assert_eq!(line_of(text, "", "mode"), Some(1));
+        assert_eq!(line_of(text, "signing", "canonicalization"), Some(4));
+        assert_eq!(line_of(text, "dns", "timeout"), Some(6));
+        assert_eq!(line_of(text, "dns", "attempts"), None);
+        assert_eq!(line_of(text, "", "canonicalization"), None);
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigErrors> {
+        Config::from_toml(Path::new("/x/m.toml"), text)
+    }
+
+    #[test]
+    fn empty_config_is_valid() {
+        let c = load("").unwrap();
+        assert!(c.mode.signs() && c.mode.verifies());
+        assert_eq!(
+            c.socket,
+            super::super::SocketSpec::Inet {
+                host: "127.0.0.1".into(),
+                port: 8891
+            }
+        );
+        assert_eq!(c.verify.on_dns_error, super::super::FailAction::Tempfail);
+        assert_eq!(c.threads, 1);
+        assert!(c
+            .warnings
+            .iter()
+            .any(|w| w.contains("nothing will be signed")));
+    }
+
+    #[test]
+    fn threads_zero_is_one_per_cpu_and_huge_is_refused() {
+        assert_eq!(load("threads = 0\n").unwrap().threads, 0);
+        assert_eq!(load("threads = 256\n").unwrap().threads, 256);
+        let e = load("threads = 100000\n").unwrap_err().to_string();
+        assert!(e.contains("threads") && e.contains("at most 256"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn value_errors_name_file_and_line() {
+        let e = load("mode = \"q\"\n").unwrap_err().to_string();
+        assert!(
+            e.contains("/x/m.toml") && e.contains("line 1") && e.contains("mode"),
+            "{e}"
+        );
+        let e = load("[signing]\ncanonicalization = \"loose\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("relaxed or simple"),
+            "{e}"
+        );
+        let e = load("mode = \"v\"\nauthserv_id = \"mx\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/x/m.toml:2: authserv_id"), "{e}");
+        let e = load("[verify]\n\ntimeout = \"400s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/x/m.toml:3: verify.timeout"), "{e}");
+    }
+
+    #[test]
+    fn rules_between_keys_are_collected() {
+        let e = load(
+            "[signing]\nkey_table = \"k\"\nsign_headers = [\"To\"]\n[reports]\nstore = \"r.sqlite\"\nretention = \"1d\"\n",
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert_eq!(e.0.len(), 5, "{text}");
+        for key in [
+            "signing.key_table",
+            "signing.sign_headers",
+            "reports.org_name",
+            "reports.email",
+            "reports.retention",
+        ] {
+            assert!(text.contains(key), "{key}: {text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = load("[signing]\nkeytable = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("/x/m.toml") && text.contains("keytable"),
+            "{text}"
+        );
+        assert!(text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn internal_hosts_match_canonical_v4() {
+        let c = load("[signing]\ninternal_hosts = [\"10.0.0.0/8\"]\n").unwrap();
+        assert!(c.signing.is_internal("10.1.2.3".parse().unwrap()));
+        let mapped: std::net::IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert!(c.signing.is_internal(mapped.to_canonical()));
+        assert!(!c.signing.is_internal("192.0.2.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn relative_report_paths_are_resolved() {
+        let c =
+            load("[reports]\nstore = \"r.sqlite\"\norg_name = \"o\"\nemail = \"a@b.example\"\n")
+                .unwrap();
+        assert_eq!(
+            c.reports.store(),
+            Some(StoreSpec::Sqlite("/x/r.sqlite".into()))
+        );
+        assert!(
+            c.warnings.iter().any(|w| w.contains("does not exist")),
+            "{:?}",
+            c.warnings
+        );
+    }
+}
