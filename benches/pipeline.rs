@@ -15,9 +15,9 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use mailseal::config::Config;
 use mailseal::message::{HeaderBlock, HeaderLimits};
+use mailseal::pipeline::context::Context;
 use mailseal::pipeline::message::{ConnInfo, Message};
 use mailseal::pipeline::{Decision, Outbound};
-use mailseal::Snapshot;
 
 const HEADERS: &[(&str, &str)] = &[
     ("Received", " from client.example (client.example [192.0.2.10])\n\tby mx.test (Postfix) with ESMTPS id Q1\n\tfor <bob@example.org>; Mon, 23 Nov 2026 10:00:00 +0000"),
@@ -81,7 +81,7 @@ fn config(dir: &Path, extra: &str, signing_table: &str) -> Config {
 
 /// One message through the message path, as the milter callbacks drive it.
 async fn message(
-    snap: &Arc<Snapshot>,
+    snap: &Arc<Context>,
     decision: Decision,
     signature: Option<&str>,
     body: &[u8],
@@ -89,7 +89,7 @@ async fn message(
     let ip = "192.0.2.10".parse().ok();
     let mut conn = ConnInfo::new(snap, ip, "client.example".into(), None, true);
     conn.helo = "client.example".into();
-    let mut m = Message::begin(&[b"<alice@example.com>".to_vec()]);
+    let mut m = Message::begin(snap, &[b"<alice@example.com>".to_vec()]);
     if let Some(sig) = signature {
         m.header(snap, &conn, b"DKIM-Signature", format!(" {sig}").as_bytes());
     }
@@ -127,7 +127,7 @@ fn benches(c: &mut Criterion) {
 
     let outbound = Decision::Sign(Outbound::InternalHost("127.0.0.1".parse().unwrap()));
     let nokey = rt.block_on(async {
-        Arc::new(Snapshot::new(config(&dir, "", "*@nomatch.example rsa\n")).unwrap())
+        Arc::new(Context::for_tools(config(&dir, "", "*@nomatch.example rsa\n")).unwrap())
     });
     c.bench_function(
         "per-message path without crypto (outbound, no key matches)",
@@ -137,14 +137,14 @@ fn benches(c: &mut Criterion) {
         },
     );
     let rsa = rt.block_on(async {
-        Arc::new(Snapshot::new(config(&dir, "", "*@example.com rsa\n")).unwrap())
+        Arc::new(Context::for_tools(config(&dir, "", "*@example.com rsa\n")).unwrap())
     });
     c.bench_function("sign 4 KB message, RSA-2048", |b| {
         b.to_async(&rt)
             .iter(|| message(&rsa, outbound.clone(), None, &body))
     });
     let ed = rt.block_on(async {
-        Arc::new(Snapshot::new(config(&dir, "", "*@example.com ed\n")).unwrap())
+        Arc::new(Context::for_tools(config(&dir, "", "*@example.com ed\n")).unwrap())
     });
     c.bench_function("sign 4 KB message, Ed25519", |b| {
         b.to_async(&rt)
@@ -179,9 +179,9 @@ fn benches(c: &mut Criterion) {
             &format!("[dns]\nnameservers = [\"{}\"]", server.addr),
             "*@example.com ed\n",
         );
-        (Arc::new(Snapshot::new(cfg).unwrap()), server)
+        (Arc::new(Context::for_tools(cfg).unwrap()), server)
     });
-    let verify_message = |snap: Arc<Snapshot>| {
+    let verify_message = |snap: Arc<Context>| {
         let signed = signed.clone();
         let body = body.clone();
         async move {

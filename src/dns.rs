@@ -18,8 +18,17 @@ use crate::config::Dns;
 /// Cap on how long a "no such record" answer is remembered.
 const MAX_NEGATIVE_TTL: Duration = Duration::from_secs(300);
 
+/// Why the resolver could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot read /etc/resolv.conf: {0}")]
+    SystemConf(String),
+    #[error("cannot set up the DNS resolver: {0}")]
+    Setup(String),
+}
+
 /// Build the resolver for a configuration. Must run inside the tokio runtime.
-pub fn authenticator(dns: &Dns) -> Result<MessageAuthenticator, String> {
+pub fn authenticator(dns: &Dns) -> Result<MessageAuthenticator, DnsError> {
     let mut opts = ResolverOpts::default();
     opts.timeout = dns.timeout;
     opts.attempts = dns.attempts;
@@ -29,7 +38,7 @@ pub fn authenticator(dns: &Dns) -> Result<MessageAuthenticator, String> {
     opts.negative_max_ttl = Some(MAX_NEGATIVE_TTL);
     let auth = if dns.nameservers.is_empty() {
         let (config, mut sys_opts) = mail_auth::hickory_resolver::system_conf::read_system_conf()
-            .map_err(|e| format!("cannot read /etc/resolv.conf: {e}"))?;
+            .map_err(|e| DnsError::SystemConf(e.to_string()))?;
         sys_opts.timeout = opts.timeout;
         sys_opts.attempts = opts.attempts;
         sys_opts.cache_size = opts.cache_size;
@@ -50,6 +59,6 @@ pub fn authenticator(dns: &Dns) -> Result<MessageAuthenticator, String> {
             .collect();
         MessageAuthenticator::new(ResolverConfig::from_name_servers(servers), opts)
     }
-    .map_err(|e| format!("cannot set up the DNS resolver: {e}"))?;
+    .map_err(|e| DnsError::Setup(e.to_string()))?;
     Ok(auth.with_max_negative_ttl(MAX_NEGATIVE_TTL))
 }

@@ -122,7 +122,7 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
         Command::Testkey { config } => {
             let cfg = load(&config)?;
             let (report, ok) = block_on(async {
-                let auth = mailseal::dns::authenticator(&cfg.dns)?;
+                let auth = mailseal::dns::authenticator(&cfg.dns).map_err(|e| e.to_string())?;
                 Ok::<_, String>(mailseal::tools::testkey::testkey(&cfg, &auth).await)
             })?
             .map_err(|e| format!("mailseal testkey: {e}"))?;
@@ -149,7 +149,7 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
                 ca_file,
             };
             let findings = block_on(async {
-                let auth = mailseal::dns::authenticator(&dns)?;
+                let auth = mailseal::dns::authenticator(&dns).map_err(|e| e.to_string())?;
                 Ok::<_, String>(check_domain::check_domain(&auth, &domain, &opts).await)
             })?
             .map_err(|e| format!("mailseal check-domain: {e}"))?;
@@ -219,6 +219,7 @@ fn reports(action: mailseal::cli::ReportsCommand) -> Result<ExitCode, String> {
                     .map(|s| reports::parse_time(&s, now))
                     .transpose()?
                     .unwrap_or_else(|| mailseal::report::day_start(now)),
+                metrics: Default::default(),
             };
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

@@ -1,13 +1,13 @@
 //! Prometheus metrics: counters and histograms kept in memory, served as text at
 //! `GET /metrics` on `[metrics] listen` when configured.
 //!
-//! One registry per process (metrics outlive configuration reloads). Updates take a short
-//! mutex; a message causes a handful of them.
+//! One registry per daemon, built once and shared (metrics outlive configuration reloads).
+//! Updates take a short mutex; a message causes a handful of them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,10 +33,10 @@ pub struct Metrics {
     active_connections: AtomicI64,
 }
 
-/// The process-wide registry.
-pub fn global() -> &'static Metrics {
-    static M: OnceLock<Metrics> = OnceLock::new();
-    M.get_or_init(Metrics::default)
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
 }
 
 const HELP: &[(&str, &str, &str)] = &[
@@ -148,9 +148,9 @@ impl Metrics {
     }
 
     /// A guard that counts one open connection until dropped.
-    pub fn connection(&'static self) -> ConnectionGuard {
+    pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
         self.active_connections.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard(self)
+        ConnectionGuard(self.clone())
     }
 
     /// The Prometheus text exposition format.
@@ -223,7 +223,7 @@ impl Metrics {
     }
 }
 
-pub struct ConnectionGuard(&'static Metrics);
+pub struct ConnectionGuard(Arc<Metrics>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
@@ -234,12 +234,13 @@ impl Drop for ConnectionGuard {
 /// Serve `GET /metrics` on `listener` (loopback is the sensible choice: there is no
 /// authentication) until the task is dropped. Each request gets one response
 /// and the connection is closed; a request head is read for at most 5 s and 8 KiB.
-pub async fn serve(listener: tokio::net::TcpListener) {
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 8192];
             let mut len = 0;
@@ -263,7 +264,7 @@ pub async fn serve(listener: tokio::net::TcpListener) {
             let head = String::from_utf8_lossy(&buf[..len]);
             let response = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?")
             {
-                let body = global().render();
+                let body = metrics.render();
                 format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()

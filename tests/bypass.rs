@@ -751,7 +751,7 @@ async fn recording(extra: &str) -> Recording {
 
 impl Recording {
     async fn groups(&self, domain: &str) -> Vec<mailseal::report::store::Group> {
-        let recorder = self.d.snapshots.borrow().reports.clone().unwrap();
+        let recorder = self.d.contexts.borrow().reports.clone().unwrap();
         let flushed = tokio::task::spawn_blocking(move || recorder.flush(Duration::from_secs(10)))
             .await
             .unwrap();

@@ -206,7 +206,7 @@ async fn inbound(daemon: &Daemon, n: usize) {
         .await;
         assert_eq!(out.status, indymilter_test::Status::Continue);
     }
-    let recorder = daemon.snapshots.borrow().reports.clone().unwrap();
+    let recorder = daemon.contexts.borrow().reports.clone().unwrap();
     let flushed =
         tokio::task::spawn_blocking(move || recorder.flush(std::time::Duration::from_secs(10)));
     assert!(flushed.await.unwrap());

@@ -104,7 +104,7 @@ async fn send_traffic(d: &Daemon) {
 
 /// Wait until everything the daemon queued is in the store.
 async fn flush(d: &Daemon) {
-    let recorder = d.snapshots.borrow().reports.clone().expect("recording");
+    let recorder = d.contexts.borrow().reports.clone().expect("recording");
     let ok = tokio::task::spawn_blocking(move || recorder.flush(Duration::from_secs(10)))
         .await
         .unwrap();
@@ -469,7 +469,7 @@ async fn broken_store_never_delays_or_fails_mail() {
     let blocker = scratch.write("not-a-dir", "x");
     let store = blocker.join("reports.sqlite");
     let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), "")).await;
-    let before = lost();
+    let before = lost(&d);
     let start = Instant::now();
     let mut slowest = Duration::ZERO;
     for i in 0..20 {
@@ -491,13 +491,13 @@ async fn broken_store_never_delays_or_fails_mail() {
         slowest < Duration::from_secs(2),
         "slowest message took {slowest:?}"
     );
-    assert_eq!(lost() - before, 20, "every lost record is counted");
+    assert_eq!(lost(&d) - before, 20, "every lost record is counted");
     eprintln!("20 messages with a broken store: {elapsed:?}, slowest {slowest:?}");
     d.stop().await;
 }
 
-fn lost() -> u64 {
-    let text = mailseal::metrics::global().render();
+fn lost(d: &Daemon) -> u64 {
+    let text = d.contexts.borrow().services.metrics.render();
     text.lines()
         .find(|l| l.starts_with("mailseal_report_records_total{outcome=\"lost\"}"))
         .and_then(|l| l.rsplit(' ').next())

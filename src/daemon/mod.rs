@@ -1,5 +1,7 @@
-//! The daemon around [`crate::run`]: binding, logging, signals and reload.
+//! The daemon: binding, logging, signals and reload around the milter server
+//! ([`server::run`]).
 
+pub mod server;
 pub mod socket;
 
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::Snapshot;
+use crate::pipeline::context::{Context, Services};
 
 /// Set up logging to stderr (journald picks it up under systemd). `RUST_LOG` overrides the
 /// configured level.
@@ -28,9 +30,32 @@ pub fn init_logging(level: &str) {
         .try_init();
 }
 
+/// Why the daemon could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigErrors),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
+    #[error("cannot listen on {socket}: {source}")]
+    Bind {
+        socket: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot handle signals: {0}")]
+    Signals(std::io::Error),
+    #[error("the milter server stopped: {0}")]
+    Server(std::io::Error),
+}
+
 /// Load a configuration for a reload: errors keep the running one.
-fn reload(path: &Path, running: &Snapshot) -> Result<Snapshot, String> {
-    let config = Config::load(path).map_err(|e| e.to_string())?;
+fn reload(path: &Path, running: &Context) -> Result<Context, DaemonError> {
+    let config = Config::load(path)?;
     if config.socket != running.config.socket {
         tracing::warn!(
             "socket changed from {} to {}: restart mailseal to apply it; the old socket stays in use",
@@ -47,19 +72,24 @@ fn reload(path: &Path, running: &Snapshot) -> Result<Snapshot, String> {
     if config.metrics.listen != running.config.metrics.listen {
         tracing::warn!("[metrics] listen changed: restart mailseal to apply it");
     }
-    Ok(Snapshot::new(config)?.recording(running.reports.as_ref()))
+    Ok(Context::new(config, running.services.clone())?.recording(Some(running)))
 }
 
 /// `mailseal run`: bind, serve, reload on SIGHUP, stop on SIGTERM/SIGINT.
-pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
+pub async fn serve(path: PathBuf, config: Config) -> Result<(), DaemonError> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let snapshot = Arc::new(Snapshot::new(config)?.recording(None));
-    let cfg = &snapshot.config;
+    // Built once: they outlive every reload.
+    let services = Arc::new(Services::default());
+    let context = Arc::new(Context::new(config, services.clone())?.recording(None));
+    let cfg = &context.config;
     let listener = socket::bind(&cfg.socket, cfg.socket_mode)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", cfg.socket))?;
+        .map_err(|source| DaemonError::Bind {
+            socket: cfg.socket.to_string(),
+            source,
+        })?;
     tracing::info!(
         socket = %cfg.socket,
         host_name = %cfg.host_name,
@@ -70,9 +100,9 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
     if let Some(addr) = cfg.metrics.listen {
         let l = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
         tracing::info!("metrics on http://{addr}/metrics");
-        tokio::spawn(crate::metrics::serve(l));
+        tokio::spawn(crate::metrics::serve(l, services.metrics.clone()));
     }
     notify_systemd("READY=1");
     let unix_path = match &cfg.socket {
@@ -80,10 +110,10 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
         _ => None,
     };
 
-    let (tx, rx) = watch::channel(snapshot);
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let (tx, rx) = watch::channel(context);
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
     let reloader = async {
         loop {
@@ -114,7 +144,7 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
     };
     tokio::spawn(daily_reports(rx.clone()));
     let result = tokio::select! {
-        r = crate::run(listener, rx, shutdown) => r.map_err(|e| e.to_string()),
+        r = server::run(listener, rx, shutdown) => r.map_err(DaemonError::Server),
         _ = reloader => Ok(()),
     };
     // Store what the report writer still holds.
@@ -139,23 +169,24 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), String> {
 /// that ended. Each host waits a different few minutes (from its name), so hosts sharing a
 /// PostgreSQL store do not all start at once; the store's lock keeps them from sending the
 /// same report twice anyway.
-async fn daily_reports(snapshots: watch::Receiver<Arc<Snapshot>>) {
-    let name = snapshots.borrow().config.host_name.clone();
+async fn daily_reports(contexts: watch::Receiver<Arc<Context>>) {
+    let name = contexts.borrow().config.host_name.clone();
     loop {
         let now = crate::report::now();
         let next = next_daily_run(now, &name);
         tokio::time::sleep(std::time::Duration::from_secs((next - now).max(1) as u64)).await;
-        let snap = snapshots.borrow().clone();
-        if !snap.config.reports.daily() || snap.config.reports.store.is_none() {
+        let ctx = contexts.borrow().clone();
+        if !ctx.config.reports.daily() || ctx.config.reports.store.is_none() {
             continue;
         }
         let handle = tokio::runtime::Handle::current();
         let result = tokio::task::spawn_blocking(move || {
             let opts = crate::report::send::SendOptions {
                 until: crate::report::day_start(crate::report::now()),
+                metrics: ctx.services.metrics.clone(),
                 ..Default::default()
             };
-            crate::report::send::run(&snap.config, &opts, &handle)
+            crate::report::send::run(&ctx.config, &opts, &handle)
         })
         .await;
         match result {

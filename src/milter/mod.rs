@@ -16,9 +16,9 @@ use tokio::sync::watch;
 
 use crate::config::FailAction;
 use crate::headers::edits;
+use crate::pipeline::context::Context as MessageContext;
 use crate::pipeline::message::{ConnInfo, EohAnswer, Message};
 use crate::pipeline::{decide, ClientFacts, Reply};
-use crate::Snapshot;
 use session::{Negotiated, Session};
 
 fn macro_str<'a>(macros: &'a Macros, name: &CStr) -> Option<&'a str> {
@@ -103,12 +103,12 @@ macro_rules! session {
 }
 
 async fn negotiate(
-    snapshots: watch::Receiver<Arc<Snapshot>>,
+    contexts: watch::Receiver<Arc<MessageContext>>,
     cx: &mut NegotiateContext<Session>,
     actions: Actions,
     opts: ProtoOpts,
 ) -> Status {
-    let snap = snapshots.borrow().clone();
+    let ctx = contexts.borrow().clone();
     let wanted = Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::QUARANTINE;
     cx.requested_actions = actions & wanted;
     if !actions.contains(Actions::ADD_HEADER | Actions::CHANGE_HEADER) {
@@ -147,7 +147,7 @@ async fn negotiate(
             cx.requested_macros.insert(stage, c);
         }
     }
-    cx.data = Some(Session::new(snap, neg));
+    cx.data = Some(Session::new(ctx, neg));
     Status::Continue
 }
 
@@ -160,7 +160,7 @@ async fn connect(cx: &mut Context<Session>, hostname: CString, info: SocketInfo)
         _ => from_macro,
     };
     session.conn = ConnInfo::new(
-        &session.snap,
+        &session.ctx,
         ip,
         hostname.to_string_lossy().into_owned(),
         mta_host.as_deref(),
@@ -178,7 +178,7 @@ async fn helo(cx: &mut Context<Session>, name: CString) -> Status {
 async fn mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let session = session!(cx, "no session at MAIL");
     let args: Vec<Vec<u8>> = args.into_iter().map(CString::into_bytes).collect();
-    session.msg = Some(Message::begin(&args));
+    session.msg = Some(Message::begin(&session.ctx, &args));
     session.answer(ProtoOpts::NOREPLY_MAIL)
 }
 
@@ -186,9 +186,11 @@ async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Sta
     let Some(session) = cx.data.as_mut() else {
         return Status::Continue;
     };
-    let msg = session.msg.get_or_insert_with(|| Message::begin(&[]));
+    let msg = session
+        .msg
+        .get_or_insert_with(|| Message::begin(&session.ctx, &[]));
     msg.header(
-        &session.snap,
+        &session.ctx,
         &session.conn,
         name.as_bytes(),
         value.as_bytes(),
@@ -210,19 +212,26 @@ async fn eoh(cx: &mut Context<Session>) -> Status {
         auth_user: auth_user.as_deref(),
         daemon_name: daemon.as_deref(),
     };
-    let decision = decide(&session.snap.config, &facts);
+    let decision = decide(&session.ctx.config, &facts);
     let authenticated = auth_user.as_deref().is_some_and(|u| !u.is_empty());
-    match msg.end_of_headers(&session.snap, &session.conn, decision, authenticated) {
+    match msg.end_of_headers(&session.ctx, &session.conn, decision, authenticated) {
         EohAnswer::Continue => Status::Continue,
         EohAnswer::Accept(why) => {
             session.msg = None;
-            crate::metrics::global().inc("mailseal_replies_total", &[("reply", "accept")]);
+            session
+                .ctx
+                .services
+                .metrics
+                .inc("mailseal_replies_total", &[("reply", "accept")]);
             tracing::info!(queue_id = %qid, "accept: {why}");
             Status::Accept
         }
         EohAnswer::Refuse(reply, why) => {
             session.msg = None;
-            crate::metrics::global()
+            session
+                .ctx
+                .services
+                .metrics
                 .inc("mailseal_replies_total", &[("reply", reply_label(&reply))]);
             tracing::warn!(queue_id = %qid, "refuse: {why}");
             reply_status(&mut cx.reply, &reply)
@@ -235,7 +244,7 @@ async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
         return Status::Continue;
     };
     if let Some(msg) = session.msg.as_mut() {
-        msg.body(&session.snap, &chunk);
+        msg.body(&session.ctx, &chunk);
     }
     session.answer(ProtoOpts::NOREPLY_BODY)
 }
@@ -252,7 +261,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
     let Some(msg) = session.msg.take() else {
         return Status::Continue;
     };
-    let Some(mut outcome) = msg.finish(&session.snap, &session.conn).await else {
+    let Some(mut outcome) = msg.finish(&session.ctx, &session.conn).await else {
         return Status::Continue;
     };
     if outcome.edits.holds() && !session.opts.quarantine {
@@ -265,12 +274,12 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         {
             return internal_error(
                 &mut cx.reply,
-                session.snap.config.on_internal_error,
+                session.ctx.config.on_internal_error,
                 &format!("queue id {qid}: header edit failed: {e}"),
             );
         }
     }
-    outcome.applied(&session.snap);
+    outcome.applied(&session.ctx);
     let answer = match &outcome.reply {
         Reply::Continue if outcome.edits.holds() => "accept (hold)".to_string(),
         Reply::Continue => "accept".to_string(),
@@ -283,7 +292,11 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
     } else {
         reply_label(&outcome.reply)
     };
-    crate::metrics::global().inc("mailseal_replies_total", &[("reply", label)]);
+    session
+        .ctx
+        .services
+        .metrics
+        .inc("mailseal_replies_total", &[("reply", label)]);
     if matches!(outcome.reply, Reply::Continue) {
         tracing::info!(queue_id = %qid, reply = %answer, "{}", outcome.summary);
     } else {
@@ -305,10 +318,10 @@ async fn close(cx: &mut Context<Session>) -> Status {
 }
 
 /// The callback table, each a thin adapter over [`Session`].
-pub fn callbacks(snapshots: watch::Receiver<Arc<Snapshot>>) -> Callbacks<Session> {
+pub fn callbacks(contexts: watch::Receiver<Arc<MessageContext>>) -> Callbacks<Session> {
     Callbacks::new()
         .on_negotiate(move |cx, actions, opts| {
-            Box::pin(negotiate(snapshots.clone(), cx, actions, opts))
+            Box::pin(negotiate(contexts.clone(), cx, actions, opts))
         })
         .on_connect(|cx, host, info| Box::pin(connect(cx, host, info)))
         .on_helo(|cx, name| Box::pin(helo(cx, name)))

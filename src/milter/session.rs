@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::pipeline::context::Context;
 use crate::pipeline::message::{ConnInfo, Message};
-use crate::Snapshot;
 
 /// Options agreed with the MTA at negotiation.
 #[derive(Debug, Clone, Copy, Default)]
@@ -17,7 +17,7 @@ pub struct Negotiated {
 }
 
 pub struct Session {
-    pub snap: Arc<Snapshot>,
+    pub ctx: Arc<Context>,
     _open: crate::metrics::ConnectionGuard,
     pub opts: Negotiated,
     pub conn: ConnInfo,
@@ -25,11 +25,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(snap: Arc<Snapshot>, opts: Negotiated) -> Self {
-        let conn = ConnInfo::new(&snap, None, String::new(), None, opts.leading_space);
+    pub fn new(ctx: Arc<Context>, opts: Negotiated) -> Self {
+        let conn = ConnInfo::new(&ctx, None, String::new(), None, opts.leading_space);
         Session {
-            snap,
-            _open: crate::metrics::global().connection(),
+            _open: ctx.services.metrics.connection(),
+            ctx,
             opts,
             conn,
             msg: None,

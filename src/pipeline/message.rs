@@ -8,12 +8,12 @@ use std::net::IpAddr;
 use super::sign::{self, PendingSignature, SignPlan};
 use super::verify::{self, Body, Envelope};
 use super::{oversize_reply, Decision, Outbound, Outcome, Reply};
-use crate::budget::{Buffer, InFlight};
 use crate::config::FailAction;
 use crate::headers::auth_results::{has_forged, remove_forged};
 use crate::headers::edits::Edits;
+use crate::message::budget::{Buffer, InFlight};
 use crate::message::{envelope_address, HeaderBlock, HeaderLimits, MAX_KEPT_PAST_CAP};
-use crate::Snapshot;
+use crate::pipeline::context::Context;
 
 /// What the connection knows, for every message on it.
 #[derive(Debug, Clone, Default)]
@@ -34,7 +34,7 @@ impl ConnInfo {
     /// reports) and the MTA's host name (macro `j`), which names us when no authserv_id is
     /// configured.
     pub fn new(
-        snap: &Snapshot,
+        ctx: &Context,
         ip: Option<IpAddr>,
         client_name: String,
         mta_host_name: Option<&str>,
@@ -44,7 +44,7 @@ impl ConnInfo {
             client_ip: ip.map(|ip| ip.to_canonical()),
             client_name,
             helo: String::new(),
-            authserv_id: snap.config.authserv_id_for(mta_host_name),
+            authserv_id: ctx.config.authserv_id_for(mta_host_name),
             exact_headers,
         }
     }
@@ -95,7 +95,7 @@ pub struct Message {
 
 impl Message {
     /// MAIL FROM: its arguments as the MTA sent them (the address, then ESMTP parameters).
-    pub fn begin(args: &[Vec<u8>]) -> Message {
+    pub fn begin(ctx: &Context, args: &[Vec<u8>]) -> Message {
         let mail_from = args
             .first()
             .map(|a| envelope_address(a))
@@ -108,7 +108,7 @@ impl Message {
                 .flatten()
         });
         Message {
-            _in_flight: InFlight::new(),
+            _in_flight: ctx.services.budget.message(),
             mail_from,
             size_hint,
             headers: HeaderBlock::default(),
@@ -117,10 +117,10 @@ impl Message {
     }
 
     /// One header field, as the MTA sent it (see [`HeaderBlock::push`]).
-    pub fn header(&mut self, snap: &Snapshot, conn: &ConnInfo, name: &[u8], value: &[u8]) {
+    pub fn header(&mut self, ctx: &Context, conn: &ConnInfo, name: &[u8], value: &[u8]) {
         let limits = HeaderLimits {
-            max_bytes: snap.config.limits.max_header_size,
-            max_fields: snap.config.limits.max_headers,
+            max_bytes: ctx.config.limits.max_header_size,
+            max_fields: ctx.config.limits.max_headers,
         };
         if matches!(self.work, Work::Headers)
             && !self.headers.push(name, value, conn.exact_headers, limits)
@@ -133,18 +133,20 @@ impl Message {
     /// milter, forced by the command line tools), start signing or buffering.
     pub fn end_of_headers(
         &mut self,
-        snap: &Snapshot,
+        ctx: &Context,
         conn: &ConnInfo,
         decision: Decision,
         authenticated: bool,
     ) -> EohAnswer {
-        let config = &snap.config;
+        let config = &ctx.config;
         let label = match &decision {
             Decision::Sign(_) => "sign",
             Decision::Verify => "verify",
             Decision::Skip(_) => "skip",
         };
-        crate::metrics::global().inc("mailseal_messages_total", &[("decision", label)]);
+        ctx.services
+            .metrics
+            .inc("mailseal_messages_total", &[("decision", label)]);
         let limits = &config.limits;
         let over = format!(
             "header section over the limit ({} bytes / {} fields)",
@@ -226,9 +228,10 @@ impl Message {
             Decision::Verify => {
                 let cap = limits.max_message_size;
                 let hint = (self.size_hint.unwrap_or(0) + self.headers.bytes() + 2).min(cap);
-                let mut buffer = Buffer::new(hint, limits.max_buffered_total);
+                let budget = &ctx.services.budget;
+                let mut buffer = budget.buffer(hint, limits.max_buffered_total);
                 let not_kept = (!(buffer.extend(self.headers.raw()) && buffer.extend(b"\r\n")))
-                    .then(budget_exhausted);
+                    .then(|| budget_exhausted(budget));
                 self.work = Work::Verify {
                     buffer: not_kept.is_none().then_some(buffer),
                     not_kept,
@@ -251,8 +254,8 @@ impl Message {
     }
 
     /// A body chunk (any size; chunks may split lines anywhere).
-    pub fn body(&mut self, snap: &Snapshot, chunk: &[u8]) {
-        let cap = snap.config.limits.max_message_size;
+    pub fn body(&mut self, ctx: &Context, chunk: &[u8]) {
+        let cap = ctx.config.limits.max_message_size;
         match &mut self.work {
             Work::Sign { signatures, .. } => sign::write_body(signatures, chunk),
             Work::Verify {
@@ -264,7 +267,7 @@ impl Message {
                         *not_kept = Some(format!("message over max_message_size ({cap} bytes)"));
                     } else if !buf.extend(chunk) {
                         *buffer = None;
-                        *not_kept = Some(budget_exhausted());
+                        *not_kept = Some(budget_exhausted(&ctx.services.budget));
                     }
                 }
             }
@@ -274,8 +277,8 @@ impl Message {
 
     /// End of message: finish signing or verify. `None` when the MTA was already answered
     /// at end of headers.
-    pub async fn finish(self, snap: &Snapshot, conn: &ConnInfo) -> Option<Outcome> {
-        let config = &snap.config;
+    pub async fn finish(self, ctx: &Context, conn: &ConnInfo) -> Option<Outcome> {
+        let config = &ctx.config;
         // Forged results under our name go on every path, deletes first.
         let mut edits = Edits::default();
         let forged = conn
@@ -381,7 +384,7 @@ impl Message {
                     (Some(b), _) => Body::Kept(b.as_slice()),
                     (None, why) => Body::NotKept(why.as_deref().unwrap_or("not kept")),
                 };
-                let mut o = verify::verify(config, &snap.auth, &env, &self.headers, body).await;
+                let mut o = verify::verify(ctx, &env, &self.headers, body).await;
                 o.summary = format!("inbound from {ip}: {}", o.summary);
                 if let Some(why) = &not_kept {
                     o.summary.push_str(&format!(" (body not kept: {why})"));
@@ -398,9 +401,9 @@ impl Message {
     }
 }
 
-fn budget_exhausted() -> String {
+fn budget_exhausted(budget: &crate::message::budget::Budget) -> String {
     tracing::warn!(
-        in_use = crate::budget::in_use(),
+        in_use = budget.in_use(),
         "buffer budget (max_buffered_total) exhausted: message verified without its body"
     );
     "no room in max_buffered_total".into()

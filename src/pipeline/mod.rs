@@ -2,6 +2,7 @@
 //! ([`verify`]). Nothing here knows the milter protocol; the result is [`Outcome`]: header
 //! edits plus an SMTP answer.
 
+pub mod context;
 pub mod message;
 pub mod policy;
 pub mod sign;
@@ -158,14 +159,14 @@ impl Outcome {
     /// The edits were applied (or the message refused): only now does the message count for
     /// reports, with the disposition actually applied. A message tempfailed here comes back
     /// and is counted then.
-    pub fn applied(&mut self, snap: &crate::Snapshot) {
+    pub fn applied(&mut self, ctx: &context::Context) {
         if matches!(self.reply, Reply::Tempfail { .. }) {
             return;
         }
-        if let (Some(recorder), Some(e)) = (&snap.reports, self.report.take()) {
+        if let (Some(recorder), Some(e)) = (&ctx.reports, self.report.take()) {
             recorder.record(*e);
         }
-        if let (Some(sender), Some(f)) = (&snap.failures, self.failure.take()) {
+        if let (Some(sender), Some(f)) = (&ctx.failures, self.failure.take()) {
             sender.send(*f);
         }
     }

@@ -7,12 +7,13 @@
 //! outside the policy domain must authorize it (`_report._dmarc`, as for aggregate reports).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
 use crate::config::{Dns, Reports};
+use crate::metrics::Metrics;
 
 /// One message that failed DMARC in a way its domain asked to hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,50 +79,71 @@ const WINDOW: Duration = Duration::from_secs(3600);
 #[derive(Clone, Debug)]
 pub struct FailureSender {
     tx: mpsc::Sender<Box<Failure>>,
+    metrics: Arc<Metrics>,
 }
 
 impl FailureSender {
     /// Start the sending task for this configuration (`helo`: our name towards the relay).
-    /// Must run inside the tokio runtime.
-    pub fn start(reports: &Reports, dns: &Dns, helo: &str) -> Result<FailureSender, String> {
+    /// `limits` outlive reloads. Must run inside the tokio runtime.
+    pub fn start(
+        reports: &Reports,
+        dns: &Dns,
+        helo: &str,
+        metrics: Arc<Metrics>,
+        limits: Arc<Mutex<RateLimits>>,
+    ) -> Result<FailureSender, crate::dns::DnsError> {
         let auth = crate::dns::authenticator(dns)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(sender(
-            Arc::new(reports.clone()),
-            helo.to_string(),
+        let task = Sender {
+            rc: Arc::new(reports.clone()),
+            helo: helo.to_string(),
             auth,
-            rx,
-        ));
-        Ok(FailureSender { tx })
+            metrics: metrics.clone(),
+            limits,
+        };
+        tokio::spawn(task.run(rx));
+        Ok(FailureSender { tx, metrics })
     }
 
     /// Queue a report; never waits. A full queue drops it (counted).
     pub fn send(&self, f: Failure) {
         if self.tx.try_send(Box::new(f)).is_err() {
-            count("dropped");
+            count(&self.metrics, "dropped");
         }
     }
 }
 
-fn count(outcome: &str) {
-    crate::metrics::global().inc("mailseal_failure_reports_total", &[("outcome", outcome)]);
+fn count(metrics: &Metrics, outcome: &str) {
+    metrics.inc("mailseal_failure_reports_total", &[("outcome", outcome)]);
 }
 
-/// Per-domain and overall hourly limits.
-struct Limits {
-    per_domain: u32,
+/// Per-domain and overall hourly limits on failure reports. They live as long as the daemon:
+/// a reload does not grant a fresh hour.
+#[derive(Debug)]
+pub struct RateLimits {
     windows: HashMap<String, (Instant, u32)>,
     total: (Instant, u32),
 }
 
-impl Limits {
-    fn allow(&mut self, domain: &str) -> bool {
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            windows: HashMap::new(),
+            total: (Instant::now(), 0),
+        }
+    }
+}
+
+impl RateLimits {
+    /// One more report about `domain`, at most `per_domain` per domain and ten times that
+    /// overall per hour?
+    fn allow(&mut self, domain: &str, per_domain: u32) -> bool {
         let now = Instant::now();
         if self.windows.len() > 10_000 {
             self.windows
                 .retain(|_, (t, _)| now.duration_since(*t) < WINDOW);
         }
-        let total_cap = self.per_domain.saturating_mul(10);
+        let total_cap = per_domain.saturating_mul(10);
         if now.duration_since(self.total.0) >= WINDOW {
             self.total = (now, 0);
         }
@@ -129,7 +151,7 @@ impl Limits {
         if now.duration_since(w.0) >= WINDOW {
             *w = (now, 0);
         }
-        if w.1 >= self.per_domain || self.total.1 >= total_cap {
+        if w.1 >= per_domain || self.total.1 >= total_cap {
             return false;
         }
         w.1 += 1;
@@ -138,42 +160,52 @@ impl Limits {
     }
 }
 
-async fn sender(
+/// The sending task of one configuration.
+struct Sender {
     rc: Arc<Reports>,
     helo: String,
     auth: mail_auth::MessageAuthenticator,
-    mut rx: mpsc::Receiver<Box<Failure>>,
-) {
-    let mut limits = Limits {
-        per_domain: rc.failure_rate,
-        windows: HashMap::new(),
-        total: (Instant::now(), 0),
-    };
-    while let Some(f) = rx.recv().await {
-        if !limits.allow(&f.policy_domain) {
-            count("rate_limited");
-            continue;
+    metrics: Arc<Metrics>,
+    limits: Arc<Mutex<RateLimits>>,
+}
+
+impl Sender {
+    async fn run(self, mut rx: mpsc::Receiver<Box<Failure>>) {
+        while let Some(f) = rx.recv().await {
+            let allowed = self
+                .limits
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .allow(&f.policy_domain, self.rc.failure_rate);
+            if allowed {
+                self.deliver(&f).await;
+            } else {
+                count(&self.metrics, "rate_limited");
+            }
         }
+    }
+
+    async fn deliver(&self, f: &Failure) {
+        let (rc, auth, helo) = (&self.rc, &self.auth, &self.helo);
         let rua: Vec<(String, usize)> = f.ruf.iter().map(|a| (a.clone(), 0)).collect();
         let mut notes = Vec::new();
         let dests =
-            match super::send::destinations(&rc, &auth, &f.policy_domain, &rua, &mut notes).await {
+            match super::send::destinations(rc, auth, &f.policy_domain, &rua, &mut notes).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::debug!("failure report for {}: {e}", f.header_from);
-                    count("failed");
-                    continue;
+                    count(&self.metrics, "failed");
+                    return;
                 }
             };
         for n in notes {
             tracing::debug!("failure report for {}: {n}", f.header_from);
         }
         for (rcpt, _) in dests {
-            let msg = message(&rc, &f, &rcpt);
-            match super::smtp::submit(&rc.transport(), &helo, rc.from_address(), &rcpt, &msg).await
-            {
+            let msg = message(rc, f, &rcpt);
+            match super::smtp::submit(&rc.transport(), helo, rc.from_address(), &rcpt, &msg).await {
                 Ok(()) => {
-                    count("sent");
+                    count(&self.metrics, "sent");
                     tracing::info!(
                         "failure report for {} from {} sent to {rcpt}",
                         f.header_from,
@@ -181,7 +213,7 @@ async fn sender(
                     );
                 }
                 Err(e) => {
-                    count("failed");
+                    count(&self.metrics, "failed");
                     tracing::warn!("failure report for {} to {rcpt}: {e}", f.header_from);
                 }
             }
@@ -264,19 +296,15 @@ mod tests {
 
     #[test]
     fn hourly_limits_per_domain_and_overall() {
-        let mut l = Limits {
-            per_domain: 2,
-            windows: HashMap::new(),
-            total: (Instant::now(), 0),
-        };
-        assert!(l.allow("a.example"));
-        assert!(l.allow("a.example"));
-        assert!(!l.allow("a.example"));
-        assert!(l.allow("b.example"));
+        let mut l = RateLimits::default();
+        assert!(l.allow("a.example", 2));
+        assert!(l.allow("a.example", 2));
+        assert!(!l.allow("a.example", 2));
+        assert!(l.allow("b.example", 2));
         // Overall: ten times the per-domain limit.
         let mut n = 3;
         for i in 0..100 {
-            if l.allow(&format!("d{i}.example")) {
+            if l.allow(&format!("d{i}.example"), 2) {
                 n += 1;
             }
         }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::store::Store;
 use super::Evaluation;
 use crate::config::StoreSpec;
+use crate::metrics::Metrics;
 
 const BATCH: usize = 256;
 const LINGER: Duration = Duration::from_millis(500);
@@ -29,6 +30,7 @@ pub struct Recorder {
     tx: SyncSender<Msg>,
     spec: Arc<StoreSpec>,
     last_warning: Arc<Mutex<Option<Instant>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -40,13 +42,19 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     /// Start the writer thread. The store is opened by the writer, so a broken store never
     /// delays the start of the daemon; its errors are logged from there.
-    pub fn start(spec: StoreSpec, reporter: String, queue: usize) -> Recorder {
+    pub fn start(
+        spec: StoreSpec,
+        reporter: String,
+        queue: usize,
+        metrics: Arc<Metrics>,
+    ) -> Recorder {
         let (tx, rx) = mpsc::sync_channel(queue);
         let spec = Arc::new(spec);
         let writer_spec = spec.clone();
+        let writer_metrics = metrics.clone();
         let spawned = std::thread::Builder::new()
             .name("mailseal-reports".into())
-            .spawn(move || writer(&writer_spec, &reporter, rx));
+            .spawn(move || writer(&writer_spec, &reporter, rx, &writer_metrics));
         if let Err(e) = spawned {
             tracing::error!("cannot start the report writer: {e}; DMARC report data is not kept");
         }
@@ -54,6 +62,7 @@ impl Recorder {
             tx,
             spec,
             last_warning: Arc::default(),
+            metrics,
         }
     }
 
@@ -66,7 +75,7 @@ impl Recorder {
         match self.tx.try_send(Msg::Record(Box::new(e))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                count("dropped", 1);
+                count(&self.metrics, "dropped", 1);
                 self.warn_rate_limited("report queue full or writer stopped: DMARC report data dropped (mail is not affected)");
             }
         }
@@ -102,15 +111,15 @@ impl Recorder {
     }
 }
 
-fn count(outcome: &str, n: usize) {
-    crate::metrics::global().add(
+fn count(metrics: &Metrics, outcome: &str, n: usize) {
+    metrics.add(
         "mailseal_report_records_total",
         &[("outcome", outcome)],
         n as u64,
     );
 }
 
-fn writer(spec: &StoreSpec, reporter: &str, rx: Receiver<Msg>) {
+fn writer(spec: &StoreSpec, reporter: &str, rx: Receiver<Msg>, metrics: &Metrics) {
     let mut store: Option<Store> = None;
     let mut last_error: Option<Instant> = None;
     let mut batch: Vec<Evaluation> = Vec::with_capacity(BATCH);
@@ -156,13 +165,13 @@ fn writer(spec: &StoreSpec, reporter: &str, rx: Receiver<Msg>) {
             };
             match result {
                 Ok(()) => {
-                    count("stored", batch.len());
+                    count(metrics, "stored", batch.len());
                     if last_error.take().is_some() {
                         tracing::info!("report store {spec} is writable again");
                     }
                 }
                 Err(e) => {
-                    count("lost", batch.len());
+                    count(metrics, "lost", batch.len());
                     // Reconnect next time (a PostgreSQL connection may have died).
                     store = None;
                     if last_error.is_none_or(|t| t.elapsed() >= LOG_EVERY) {

@@ -31,6 +31,8 @@ pub struct SendOptions {
     pub since: i64,
     /// Only records received before this time (default: the start of the current UTC day).
     pub until: i64,
+    /// Where deliveries are counted (the daemon's registry; the command's own otherwise).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// One report's fate, for the summary printed by the command.
@@ -210,7 +212,7 @@ pub fn run(
     let mut store = Store::open(&spec).map_err(|e| e.to_string())?;
     let auth = {
         let _guard = rt.enter();
-        crate::dns::authenticator(&config.dns)?
+        crate::dns::authenticator(&config.dns).map_err(|e| e.to_string())?
     };
     let receiver = rc.receiver().to_string();
     let mut out = Vec::new();
@@ -276,7 +278,7 @@ pub fn run(
     }
     // Long enough for every destination's SMTP timeouts.
     for r in store.take_pending(3600).map_err(|e| e.to_string())? {
-        let sent = deliver_one(config, &mut store, &auth, rt, &r)?;
+        let sent = deliver_one(config, &mut store, &auth, rt, &r, &opts.metrics)?;
         out.push(sent);
     }
     Ok(out)
@@ -288,6 +290,7 @@ fn deliver_one(
     auth: &mail_auth::MessageAuthenticator,
     rt: &tokio::runtime::Handle,
     r: &ReportRow,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Sent, String> {
     let rc = &config.reports;
     let groups = store
@@ -332,7 +335,7 @@ fn deliver_one(
         Ok(d) => d,
         Err(e) => {
             sent.notes.push(format!("{e}; will try again"));
-            retry_or_give_up(config, store, r, &e, &mut sent)?;
+            retry_or_give_up(config, store, r, &e, &mut sent, metrics)?;
             return Ok(sent);
         }
     };
@@ -366,7 +369,7 @@ fn deliver_one(
             Ok(()) => {
                 sent.delivered += 1;
                 sent.notes.push(format!("{rcpt}: sent"));
-                crate::metrics::global().inc("mailseal_reports_total", &[("outcome", "sent")]);
+                metrics.inc("mailseal_reports_total", &[("outcome", "sent")]);
                 tracing::info!(
                     "reports: {} sent to {rcpt} ({} records, {} messages)",
                     sent.filename,
@@ -389,7 +392,14 @@ fn deliver_one(
         };
         mark(store, "sent", &note)?;
     } else if !temp_errors.is_empty() {
-        retry_or_give_up(config, store, r, &temp_errors.join("; "), &mut sent)?;
+        retry_or_give_up(
+            config,
+            store,
+            r,
+            &temp_errors.join("; "),
+            &mut sent,
+            metrics,
+        )?;
     } else {
         sent.notes.push("no usable destination".into());
         mark(store, "undeliverable", &sent.notes.join("; "))?;
@@ -403,18 +413,19 @@ fn retry_or_give_up(
     r: &ReportRow,
     error: &str,
     sent: &mut Sent,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<(), String> {
     let give_up = r.attempts + 1 >= config.reports.max_attempts as i64;
     let status = if give_up { "failed" } else { "pending" };
     sent.retry = !give_up;
     if give_up {
-        crate::metrics::global().inc("mailseal_reports_total", &[("outcome", "gave_up")]);
+        metrics.inc("mailseal_reports_total", &[("outcome", "gave_up")]);
         sent.notes.push(format!(
             "gave up after {} attempts",
             config.reports.max_attempts
         ));
     } else {
-        crate::metrics::global().inc("mailseal_reports_total", &[("outcome", "failed")]);
+        metrics.inc("mailseal_reports_total", &[("outcome", "failed")]);
     }
     store
         .mark(&r.report_id, status, Some(error))

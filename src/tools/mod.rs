@@ -13,9 +13,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::pipeline::context::Context;
 use crate::pipeline::message::{ConnInfo, EohAnswer, Message};
 use crate::pipeline::{Decision, Outbound, Outcome, Reply};
-use crate::Snapshot;
 
 /// Split a message into header fields the way Postfix hands them to a milter (name, the
 /// exact text after the colon with LF-separated folding) and the body with CRLF line ends.
@@ -80,15 +80,15 @@ async fn run_session(
     helo: &str,
     mail_from: &str,
 ) -> Result<Outcome, String> {
-    let snap = Arc::new(Snapshot::new(config)?);
-    let mut conn = ConnInfo::new(&snap, Some(client_ip), String::new(), None, true);
+    let ctx = Arc::new(Context::for_tools(config).map_err(|e| e.to_string())?);
+    let mut conn = ConnInfo::new(&ctx, Some(client_ip), String::new(), None, true);
     conn.helo = helo.to_string();
-    let mut msg = Message::begin(&[format!("<{mail_from}>").into_bytes()]);
+    let mut msg = Message::begin(&ctx, &[format!("<{mail_from}>").into_bytes()]);
     let (fields, body) = split_message(raw);
     for (n, v) in &fields {
-        msg.header(&snap, &conn, n, v);
+        msg.header(&ctx, &conn, n, v);
     }
-    match msg.end_of_headers(&snap, &conn, decision, false) {
+    match msg.end_of_headers(&ctx, &conn, decision, false) {
         EohAnswer::Continue => {}
         EohAnswer::Accept(why) => return Err(format!("nothing to do: {why}")),
         EohAnswer::Refuse(reply, why) => {
@@ -97,8 +97,8 @@ async fn run_session(
             ))
         }
     }
-    msg.body(&snap, &body);
-    msg.finish(&snap, &conn)
+    msg.body(&ctx, &body);
+    msg.finish(&ctx, &conn)
         .await
         .ok_or_else(|| "no result".to_string())
 }

@@ -20,7 +20,7 @@ use base64::Engine;
 use indymilter::{MacroStage, ProtoOpts};
 use indymilter_test::{EomAction, EomActions, Status, TestConnection};
 use mailseal::config::Config;
-use mailseal::Snapshot;
+use mailseal::pipeline::context::Context;
 use tokio::sync::{oneshot, watch};
 
 pub fn b64(data: &[u8]) -> String {
@@ -143,10 +143,10 @@ impl Drop for Scratch {
     }
 }
 
-/// The daemon, running `mailseal::run` on 127.0.0.1:0 inside the test's runtime.
+/// The daemon, running `mailseal::daemon::server::run` on 127.0.0.1:0 inside the test's runtime.
 pub struct Daemon {
     pub addr: SocketAddr,
-    pub snapshots: watch::Sender<Arc<Snapshot>>,
+    pub contexts: watch::Sender<Arc<Context>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     pub scratch: Scratch,
@@ -168,14 +168,14 @@ impl Daemon {
     pub async fn start_on(scratch: Scratch, config: &str, port: u16) -> Daemon {
         let path = scratch.write("mailseal.toml", config);
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("config: {e}"));
-        let snap = Arc::new(Snapshot::new(cfg).unwrap().recording(None));
+        let snap = Arc::new(Context::new(cfg, Arc::default()).unwrap().recording(None));
         let (tx, rx) = watch::channel(snap);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(mailseal::run(
+        let task = tokio::spawn(mailseal::daemon::server::run(
             mailseal::daemon::socket::NodelayListener(listener),
             rx,
             async move {
@@ -184,7 +184,7 @@ impl Daemon {
         ));
         Daemon {
             addr,
-            snapshots: tx,
+            contexts: tx,
             stop: Some(stop_tx),
             task: Some(task),
             scratch,

@@ -28,11 +28,13 @@ use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, MessageAuthenticator};
 use tokio::time::{timeout_at, Instant};
 
+use super::context::Context;
 use super::{policy, Outcome, Reply};
 use crate::config::{Config, MultipleFrom};
 use crate::headers::auth_results::{remove_forged, NAME as AR_NAME};
 use crate::headers::edits::Edits;
 use crate::message::{domain_of, normalize_domain, Author, HeaderBlock};
+use crate::metrics::Metrics;
 use crate::report::failure::Failure;
 use crate::report::Evaluation;
 use crate::results::{AuthResults, DmarcVerdict, SpfIdentity, Word};
@@ -78,15 +80,16 @@ const UNFINISHED: &str = "not finished within the verification timeout";
 /// what it adds to reports. The header section is always complete enough for DMARC (see
 /// [`HeaderBlock`]).
 pub async fn verify(
-    config: &Config,
-    auth: &MessageAuthenticator,
+    ctx: &Context,
     env: &Envelope<'_>,
     headers: &HeaderBlock,
     body: Body<'_>,
 ) -> Outcome {
-    let results = check(config, auth, env, headers, body).await;
+    let config = &ctx.config;
+    let metrics = &ctx.services.metrics;
+    let results = check(config, &ctx.auth, metrics, env, headers, body).await;
     let answer = policy::decide(config, env, &results, body.missing());
-    crate::metrics::global().record_results(&results);
+    metrics.record_results(&results);
     let ar = crate::headers::auth_results::render(&results, answer.disposition);
     let mut o = Outcome::new(
         Edits::default(),
@@ -172,6 +175,7 @@ fn author_domain(config: &Config, author: &Author) -> Result<String, String> {
 async fn check(
     config: &Config,
     auth: &MessageAuthenticator,
+    metrics: &Metrics,
     env: &Envelope<'_>,
     headers: &HeaderBlock,
     body: Body<'_>,
@@ -235,9 +239,12 @@ async fn check(
     };
     let spf_mf_params = SpfParameters::mail_from(ip, helo, id, env.mail_from);
     let spf_mf = async {
-        timeout_at(deadline, timed("spf", spf::check(auth, spf_mf_params)))
-            .await
-            .ok()
+        timeout_at(
+            deadline,
+            timed(metrics, "spf", spf::check(auth, spf_mf_params)),
+        )
+        .await
+        .ok()
     }
     .boxed()
     .shared();
@@ -286,7 +293,7 @@ async fn check(
                 v
             }
         };
-        observe("dmarc", start);
+        observe(metrics, "dmarc", start);
         verdict
     };
     // Everything for the header, verdict or not.
@@ -294,7 +301,11 @@ async fn check(
     let arc_blocked = arc::blocker(headers, body.missing(), env.exact_headers, msg.as_ref());
     let others = async {
         tokio::join!(
-            timed("dkim", join_all((0..planned.len()).map(verdict_of))),
+            timed(
+                metrics,
+                "dkim",
+                join_all((0..planned.len()).map(verdict_of))
+            ),
             spf_mf.clone(),
             async {
                 if check_helo {
@@ -307,7 +318,7 @@ async fn check(
             async {
                 match (&arc_blocked, msg.as_ref()) {
                     (None, Some(m)) => Some(
-                        timeout_at(deadline, timed("arc", auth.verify_arc(m)))
+                        timeout_at(deadline, timed(metrics, "arc", auth.verify_arc(m)))
                             .await
                             .map(|o| arc::verdict(o.result()))
                             .unwrap_or(crate::results::ArcVerdict {
@@ -348,8 +359,8 @@ async fn check(
     }
 }
 
-fn observe(phase: &'static str, start: std::time::Instant) {
-    crate::metrics::global().observe(
+fn observe(metrics: &Metrics, phase: &'static str, start: std::time::Instant) {
+    metrics.observe(
         "mailseal_dns_lookup_seconds",
         &[("phase", phase)],
         start.elapsed(),
@@ -357,9 +368,9 @@ fn observe(phase: &'static str, start: std::time::Instant) {
 }
 
 /// Time one DNS-bound check for the lookup-latency histogram.
-async fn timed<F: std::future::Future>(phase: &'static str, f: F) -> F::Output {
+async fn timed<F: std::future::Future>(metrics: &Metrics, phase: &'static str, f: F) -> F::Output {
     let start = std::time::Instant::now();
     let out = f.await;
-    observe(phase, start);
+    observe(metrics, phase, start);
     out
 }

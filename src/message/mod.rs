@@ -1,12 +1,20 @@
-//! The message as the milter sees it: header fields rebuilt byte-exactly from milter
-//! callbacks, and the envelope.
+//! The message as the milter sees it: the header section rebuilt byte-exactly from milter
+//! callbacks ([`HeaderBlock`]), addresses ([`address`]), and the body buffer with its memory
+//! budget ([`budget`]).
 //!
 //! Postfix sends each header as (name, value). With the leading-space option negotiated the
 //! value is the exact text after the colon; folded lines are separated by a bare LF. The
 //! wire form is `name ":" value CRLF`, with every bare LF turned into CRLF. This module is the
 //! one place that knows this.
 
+pub mod address;
+pub mod budget;
+
 use std::ops::Range;
+
+pub use address::{
+    domain_of, envelope_address, from_addresses, is_subdomain, normalize_domain, Author,
+};
 
 /// Fields kept past the header cap, whatever it costs (within [`MAX_KEPT_PAST_CAP`]): what
 /// DMARC needs (From, DKIM-Signature) and what we must be able to delete
@@ -211,140 +219,6 @@ impl HeaderBlock {
     }
 }
 
-/// Strip `<>` and surrounding space from a MAIL FROM argument. Postfix sends `<a@b>` for SMTP
-/// and `a@b` for sendmail/pickup; the null sender is `<>` → empty string.
-pub fn envelope_address(arg: &[u8]) -> String {
-    let s = String::from_utf8_lossy(arg);
-    let s = s.trim();
-    let s = s.strip_prefix('<').unwrap_or(s);
-    let s = s.strip_suffix('>').unwrap_or(s);
-    s.trim().to_string()
-}
-
-/// A domain as DMARC and the tables compare it: one trailing dot dropped, lower case, U-labels
-/// turned into A-labels (IDNA). An error says why it is not a domain name (empty label, a
-/// label over 63 octets, a name over 253, characters no host name has, an address literal).
-pub fn normalize_domain(domain: &str) -> Result<String, String> {
-    let d = domain.trim();
-    let d = d.strip_suffix('.').unwrap_or(d);
-    if d.is_empty() {
-        return Err("empty domain".into());
-    }
-    if d.starts_with('[') {
-        return Err(format!("{d:?} is an address literal, not a domain name"));
-    }
-    let ascii = if d.is_ascii() {
-        d.to_ascii_lowercase()
-    } else {
-        idna::domain_to_ascii(d).map_err(|_| format!("{d:?} is not a valid IDN domain name"))?
-    };
-    if ascii.len() > 253 {
-        return Err(format!("domain {ascii:?} is longer than 253 octets"));
-    }
-    for label in ascii.split('.') {
-        if label.is_empty() {
-            return Err(format!("domain {ascii:?} has an empty label"));
-        }
-        if label.len() > 63 {
-            return Err(format!(
-                "domain {ascii:?} has a label longer than 63 octets"
-            ));
-        }
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(format!(
-                "domain {ascii:?} has characters no domain name has"
-            ));
-        }
-    }
-    Ok(ascii)
-}
-
-/// Whether `d` is a proper subdomain of `parent` (below it, on a label boundary).
-pub fn is_subdomain(d: &str, parent: &str) -> bool {
-    d.len() > parent.len()
-        && d.ends_with(parent)
-        && d.as_bytes()[d.len() - parent.len() - 1] == b'.'
-}
-
-/// The domain part of an address, normalised ([`normalize_domain`]); `None` when there is
-/// none or it is not a domain name.
-pub fn domain_of(address: &str) -> Option<String> {
-    address
-        .rsplit_once('@')
-        .and_then(|(_, d)| normalize_domain(d).ok())
-}
-
-/// The author of a message as DMARC sees it (RFC 9989 §4.6): the domain of the RFC 5322 From
-/// address, normalised once and used in that form for the DMARC lookup, alignment, the
-/// Authentication-Results field and the reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Author {
-    /// One From field whose addresses share one domain.
-    Domain(String),
-    /// An address whose domain is not a domain name.
-    Invalid(String),
-    /// No From field.
-    Missing,
-    /// A From field without a usable address.
-    NoAddress,
-    /// Several From fields, or addresses with different domains; the first domain given.
-    Several(String),
-}
-
-impl Author {
-    /// Find the author in a header section.
-    pub fn of(headers: &HeaderBlock) -> Author {
-        let (fields, addresses) = from_addresses(headers);
-        if fields == 0 {
-            return Author::Missing;
-        }
-        let mut domains: Vec<String> = Vec::with_capacity(addresses.len());
-        let mut unusable = false;
-        for a in &addresses {
-            match a.rsplit_once('@').map(|(_, d)| normalize_domain(d)) {
-                Some(Ok(d)) => domains.push(d),
-                Some(Err(why)) if domains.is_empty() => return Author::Invalid(why),
-                _ => unusable = true,
-            }
-        }
-        let Some(first) = domains.first().cloned() else {
-            return Author::NoAddress;
-        };
-        if fields > 1 || unusable || domains.iter().any(|d| *d != first) {
-            Author::Several(first)
-        } else {
-            Author::Domain(first)
-        }
-    }
-}
-
-/// Every mailbox address in the From field(s) of a header section.
-/// Returns the number of From fields and the addresses found in them.
-pub fn from_addresses(headers: &HeaderBlock) -> (usize, Vec<String>) {
-    let mut count = 0;
-    let mut out = Vec::new();
-    for value in headers.values("From") {
-        count += 1;
-        let mut field = Vec::with_capacity(value.len() + 8);
-        field.extend_from_slice(b"From:");
-        field.extend_from_slice(value);
-        field.extend_from_slice(b"\r\n\r\n");
-        if let Some(msg) = mail_parser::MessageParser::new().parse_headers(&field) {
-            if let Some(list) = msg.from() {
-                out.extend(
-                    list.mailboxes()
-                        .filter_map(|m| m.address().map(|a| a.trim().to_string()))
-                        .filter(|a| a.contains('@')),
-                );
-            }
-        }
-    }
-    (count, out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,83 +320,5 @@ mod tests {
             h.push(format!("X-{i}").as_bytes(), b" v", true, lim);
         }
         assert!(h.may_have_dropped("Subject"));
-    }
-
-    #[test]
-    fn authors() {
-        let author = |fields: &[&str]| {
-            let mut h = HeaderBlock::default();
-            for f in fields {
-                h.push(b"From", f.as_bytes(), true, L);
-            }
-            Author::of(&h)
-        };
-        assert_eq!(
-            author(&[" <ceo@Example.COM.>"]),
-            Author::Domain("example.com".into())
-        );
-        assert_eq!(
-            author(&[" Staff: ceo@example.com, cfo@example.com;"]),
-            Author::Domain("example.com".into())
-        );
-        assert_eq!(author(&[]), Author::Missing);
-        assert_eq!(author(&[" undisclosed"]), Author::NoAddress);
-        assert!(matches!(author(&[" <a@example..com>"]), Author::Invalid(_)));
-        assert_eq!(
-            author(&[" a@x.example, b@y.example"]),
-            Author::Several("x.example".into())
-        );
-        assert_eq!(
-            author(&[" a@x.example", " a@x.example"]),
-            Author::Several("x.example".into())
-        );
-    }
-
-    #[test]
-    fn envelope() {
-        assert_eq!(
-            envelope_address(b"<alice@example.com>"),
-            "alice@example.com"
-        );
-        assert_eq!(envelope_address(b"alice@example.com"), "alice@example.com");
-        assert_eq!(envelope_address(b"<>"), "");
-        assert_eq!(domain_of("a@Example.COM."), Some("example.com".into()));
-        assert_eq!(domain_of("postmaster"), None);
-        assert_eq!(domain_of("a@example.com.."), None);
-        assert_eq!(
-            domain_of("a@exämple.com"),
-            Some("xn--exmple-cua.com".into())
-        );
-        for bad in [
-            ".example.com",
-            "example..com",
-            "",
-            "[192.0.2.1]",
-            "ex ample.com",
-        ] {
-            assert!(normalize_domain(bad).is_err(), "{bad}");
-        }
-        assert!(normalize_domain(&format!("{}.com", "a".repeat(64))).is_err());
-    }
-
-    #[test]
-    fn from_parsing() {
-        let mut h = HeaderBlock::default();
-        h.push(
-            b"From",
-            b" \"Doe, John\" <john@Example.com> (comment)",
-            true,
-            L,
-        );
-        assert_eq!(
-            from_addresses(&h),
-            (1, vec!["john@Example.com".to_string()])
-        );
-        let mut h = HeaderBlock::default();
-        h.push(b"From", b" a@x.example, b@y.example", true, L);
-        assert_eq!(from_addresses(&h).1.len(), 2);
-        let mut h = HeaderBlock::default();
-        h.push(b"From", b" undisclosed", true, L);
-        assert_eq!(from_addresses(&h), (1, vec![]));
     }
 }

@@ -1,0 +1,89 @@
+//! What every message is handled with: a configuration snapshot ([`Context`]: the config, the
+//! resolver built from it, where reports go) and the services that outlive reloads
+//! ([`Services`]: metrics, the buffer budget, the failure-report rate limits).
+//!
+//! The daemon builds one [`Services`] at start and a new [`Context`] at every reload; each
+//! milter connection takes the current context when it starts and keeps it to the end, so a
+//! reload never changes the rules in the middle of a message.
+
+use std::sync::{Arc, Mutex};
+
+use crate::config::Config;
+use crate::message::budget::Budget;
+use crate::metrics::Metrics;
+use crate::report::failure::{FailureSender, RateLimits};
+use crate::report::Recorder;
+
+/// Daemon-lifetime services: built once, shared by every configuration snapshot. A reload
+/// must neither reset the counters, nor double the memory bound, nor forget how many failure
+/// reports each domain was sent this hour.
+#[derive(Debug, Default)]
+pub struct Services {
+    pub metrics: Arc<Metrics>,
+    pub budget: Arc<Budget>,
+    pub failure_limits: Arc<Mutex<RateLimits>>,
+}
+
+/// One configuration snapshot with the resources built from it.
+pub struct Context {
+    pub config: Config,
+    pub auth: mail_auth::MessageAuthenticator,
+    pub services: Arc<Services>,
+    /// Where DMARC evaluations go for aggregate reports (the daemon only; the command line
+    /// tools record nothing).
+    pub reports: Option<Recorder>,
+    /// Where DMARC failure reports go (`[reports] failure_reports`; the daemon only).
+    pub failures: Option<FailureSender>,
+}
+
+impl Context {
+    /// A context that records nothing (the command line tools, and the start of
+    /// [`Context::recording`]). Must run inside the tokio runtime.
+    pub fn new(config: Config, services: Arc<Services>) -> Result<Context, crate::dns::DnsError> {
+        let auth = crate::dns::authenticator(&config.dns)?;
+        Ok(Context {
+            config,
+            auth,
+            services,
+            reports: None,
+            failures: None,
+        })
+    }
+
+    /// Record DMARC evaluations into `[reports] store`, reusing `running`'s writer when it
+    /// writes to the same store (a reload keeps it), and send failure reports if configured.
+    /// Must run inside the tokio runtime.
+    pub fn recording(mut self, running: Option<&Context>) -> Context {
+        let metrics = &self.services.metrics;
+        let rc = &self.config.reports;
+        if rc.failure_reports {
+            match FailureSender::start(
+                rc,
+                &self.config.dns,
+                &self.config.host_name,
+                metrics.clone(),
+                self.services.failure_limits.clone(),
+            ) {
+                Ok(s) => self.failures = Some(s),
+                Err(e) => tracing::error!("failure reports are off: {e}"),
+            }
+        }
+        self.reports = rc
+            .store()
+            .map(|spec| match running.and_then(|r| r.reports.as_ref()) {
+                Some(r) if *r.spec() == spec => r.clone(),
+                _ => Recorder::start(
+                    spec,
+                    self.config.host_name.clone(),
+                    rc.queue,
+                    metrics.clone(),
+                ),
+            });
+        self
+    }
+
+    /// The tools' context: fresh services, nothing recorded.
+    pub fn for_tools(config: Config) -> Result<Context, crate::dns::DnsError> {
+        Context::new(config, Arc::default())
+    }
+}
