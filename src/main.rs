@@ -1,37 +1,77 @@
 //! `mailseal`: argv → config → the daemon or a tool. No milter, DKIM or DNS logic here.
 //!
-//! Every command returns `Result<ExitCode, String>`; an `Err` is printed once, here.
+//! Every command returns its typed error boxed; it is printed once, here, with its chain of
+//! causes.
 
+use std::error::Error;
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mailseal::cli::{Cli, Command};
+use mailseal::cli::{Cli, Command, ReportsCommand};
 use mailseal::config::Config;
+
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+/// A failed command: what was being done, and why.
+#[derive(Debug)]
+struct Failed {
+    what: String,
+    source: Box<dyn Error>,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.what)
+    }
+}
+
+impl Error for Failed {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        Some(self.source.as_ref())
+    }
+}
+
+/// Wrap an error with what was being done.
+fn doing<E: Error + 'static>(what: impl Into<String>) -> impl FnOnce(E) -> Box<dyn Error> {
+    let what = what.into();
+    move |e| {
+        Box::new(Failed {
+            what,
+            source: Box::new(e),
+        })
+    }
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match command(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{e}");
+            let mut text = e.to_string();
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                text.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            eprintln!("{text}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn load(path: &Path) -> Result<Config, String> {
-    Config::load(path).map_err(|e| e.to_string())
+fn load(path: &Path) -> Result<Config> {
+    Ok(Config::load(path)?)
 }
 
 /// Run a future on a single-threaded runtime (the tools do one thing at a time).
-fn block_on<F: Future>(f: F) -> Result<F::Output, String> {
+fn block_on<F: Future>(f: F) -> Result<F::Output> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+        .map_err(doing("cannot start the runtime"))?;
     Ok(rt.block_on(f))
 }
 
@@ -43,7 +83,7 @@ fn success_if(ok: bool) -> ExitCode {
     }
 }
 
-fn command(cmd: Command) -> Result<ExitCode, String> {
+fn command(cmd: Command) -> Result<ExitCode> {
     match cmd {
         Command::CheckConfig { config } => {
             let c = load(&config)?;
@@ -88,12 +128,13 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
             let rt = rt
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+                .map_err(doing("cannot start the runtime"))?;
             rt.block_on(mailseal::daemon::serve(config, cfg))
                 .map_err(|e| {
                     tracing::error!("{e}");
-                    format!("mailseal: {e}")
-                })?;
+                    e
+                })
+                .map_err(doing("mailseal"))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
@@ -115,17 +156,19 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
             out,
         } => {
             let g = mailseal::tools::keygen::keygen(&domain, &selector, algorithm, bits, &out)
-                .map_err(|e| format!("mailseal keygen: {e}"))?;
+                .map_err(doing("mailseal keygen"))?;
             print!("{}", g.report);
             Ok(ExitCode::SUCCESS)
         }
         Command::Testkey { config } => {
             let cfg = load(&config)?;
             let (report, ok) = block_on(async {
-                let auth = mailseal::dns::authenticator(&cfg.dns).map_err(|e| e.to_string())?;
-                Ok::<_, String>(mailseal::tools::testkey::testkey(&cfg, &auth).await)
+                let auth = mailseal::dns::authenticator(&cfg.dns)?;
+                Ok::<_, mailseal::dns::DnsError>(
+                    mailseal::tools::testkey::testkey(&cfg, &auth).await,
+                )
             })?
-            .map_err(|e| format!("mailseal testkey: {e}"))?;
+            .map_err(doing("mailseal testkey"))?;
             print!("{report}");
             Ok(success_if(ok))
         }
@@ -149,15 +192,14 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
                 ca_file,
             };
             let findings = block_on(async {
-                let auth = mailseal::dns::authenticator(&dns).map_err(|e| e.to_string())?;
-                Ok::<_, String>(check_domain::check_domain(&auth, &domain, &opts).await)
+                let auth = mailseal::dns::authenticator(&dns)?;
+                Ok::<_, mailseal::dns::DnsError>(
+                    check_domain::check_domain(&auth, &domain, &opts).await,
+                )
             })?
-            .map_err(|e| format!("mailseal check-domain: {e}"))?;
+            .map_err(doing("mailseal check-domain"))?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&findings).map_err(|e| e.to_string())?
-                );
+                println!("{}", serde_json::to_string_pretty(&findings)?);
             } else {
                 let colour =
                     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -182,9 +224,7 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
         Command::Manpage { page } => {
             use mailseal::cli::Page;
             let text = match page {
-                Page::Mailseal => {
-                    mailseal::cli::manpage().map_err(|e| format!("mailseal manpage: {e}"))?
-                }
+                Page::Mailseal => mailseal::cli::manpage().map_err(doing("mailseal manpage"))?,
                 Page::ConfigFormat => mailseal::config::docs::man_page().into_bytes(),
                 Page::ExampleConfig => mailseal::config::docs::example_toml().into_bytes(),
             };
@@ -194,8 +234,7 @@ fn command(cmd: Command) -> Result<ExitCode, String> {
     }
 }
 
-fn reports(action: mailseal::cli::ReportsCommand) -> Result<ExitCode, String> {
-    use mailseal::cli::ReportsCommand;
+fn reports(action: ReportsCommand) -> Result<ExitCode> {
     use mailseal::tools::reports;
     match action {
         ReportsCommand::Send {
@@ -225,16 +264,16 @@ fn reports(action: mailseal::cli::ReportsCommand) -> Result<ExitCode, String> {
                 .worker_threads(1)
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start the runtime: {e}"))?;
+                .map_err(doing("cannot start the runtime"))?;
             let sent = mailseal::report::send::run(&cfg, &opts, rt.handle())
-                .map_err(|e| format!("mailseal reports send: {e}"))?;
+                .map_err(doing("mailseal reports send"))?;
             print!("{}", reports::render_sent(&sent, dry_run));
             Ok(success_if(!sent.iter().any(|s| s.retry)))
         }
         ReportsCommand::Show { config, domain } => {
             let cfg = load(&config)?;
-            let text = reports::show(&cfg, domain.as_deref())
-                .map_err(|e| format!("mailseal reports show: {e}"))?;
+            let text =
+                reports::show(&cfg, domain.as_deref()).map_err(doing("mailseal reports show"))?;
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
@@ -242,18 +281,18 @@ fn reports(action: mailseal::cli::ReportsCommand) -> Result<ExitCode, String> {
 }
 
 /// Load the config, read a message from stdin, run `f` and print its output.
-fn message_tool<F, Fut>(path: &Path, f: F) -> Result<ExitCode, String>
+fn message_tool<F, Fut>(path: &Path, f: F) -> Result<ExitCode>
 where
     F: FnOnce(Config, Vec<u8>) -> Fut,
-    Fut: Future<Output = Result<Vec<u8>, String>>,
+    Fut: Future<Output = std::result::Result<Vec<u8>, mailseal::tools::ToolError>>,
 {
     let cfg = load(path)?;
     mailseal::daemon::init_logging("warn");
     let mut msg = Vec::new();
     std::io::stdin()
         .read_to_end(&mut msg)
-        .map_err(|e| format!("cannot read the message from stdin: {e}"))?;
-    let out = block_on(f(cfg, msg))?.map_err(|e| format!("mailseal: {e}"))?;
+        .map_err(doing("cannot read the message from stdin"))?;
+    let out = block_on(f(cfg, msg))?.map_err(doing("mailseal"))?;
     let _ = std::io::stdout().write_all(&out);
     Ok(ExitCode::SUCCESS)
 }

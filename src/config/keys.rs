@@ -80,8 +80,30 @@ pub enum KeyError {
     Unsafe { path: String, mode: u32 },
     #[error("{path} is larger than {MAX_KEY_FILE} bytes; it is not a private key")]
     TooLarge { path: String },
-    #[error("{path}: {msg}")]
-    Invalid { path: String, msg: String },
+    #[error("{path}: {source}")]
+    Invalid { path: String, source: KeyProblem },
+}
+
+/// What is wrong with a key's contents. Never contains key material.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyProblem {
+    #[error("no PEM private key found (expected BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY)")]
+    NoPem,
+    #[error("PKCS#8 key is neither RSA nor Ed25519 (or is malformed)")]
+    NotRsaOrEd25519,
+    #[error("malformed RSA private key")]
+    MalformedRsa,
+    #[error("unsupported key type (only RSA and Ed25519 can sign DKIM)")]
+    Unsupported,
+    #[error(
+        "RSA key has {0} bits; mailseal signs only with {MIN_RSA_BITS} to 8192-bit RSA keys \
+         (RFC 8301 asks signers for at least 2048)"
+    )]
+    Weak(usize),
+    #[error("cannot encode the RSA public key")]
+    PublicKey,
+    #[error("{kind} key rejected: {reason}")]
+    Rejected { kind: &'static str, reason: String },
 }
 
 /// Read, check and parse one private key file.
@@ -105,15 +127,16 @@ pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
         path: shown.clone(),
         source,
     })?;
-    parse_private_key(&pem).map_err(|msg| KeyError::Invalid { path: shown, msg })
+    parse_private_key(&pem).map_err(|source| KeyError::Invalid {
+        path: shown,
+        source,
+    })
 }
 
 /// Detect the key type from the PEM: RSA as PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8
 /// (`BEGIN PRIVATE KEY`), Ed25519 as PKCS#8.
-pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, String> {
-    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| {
-        "no PEM private key found (expected BEGIN PRIVATE KEY or BEGIN RSA PRIVATE KEY)".to_string()
-    })?;
+pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, KeyProblem> {
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| KeyProblem::NoPem)?;
     match &der {
         PrivateKeyDer::Pkcs8(p8) => {
             let bytes = p8.secret_pkcs8_der();
@@ -121,8 +144,12 @@ pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, String> {
             {
                 use aws_lc_rs::signature::KeyPair;
                 let public = key.public_key().as_ref().to_vec();
-                let signing = Ed25519Key::from_pkcs8_maybe_unchecked_der(bytes)
-                    .map_err(|e| format!("Ed25519 key rejected: {e}"))?;
+                let signing = Ed25519Key::from_pkcs8_maybe_unchecked_der(bytes).map_err(|e| {
+                    KeyProblem::Rejected {
+                        kind: "Ed25519",
+                        reason: e.to_string(),
+                    }
+                })?;
                 return Ok(LoadedKey {
                     kind: KeyKind::Ed25519,
                     signing: SharedKey(Arc::new(DkimKey::Ed25519(signing))),
@@ -132,8 +159,8 @@ pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, String> {
             let pair =
                 aws_lc_rs::rsa::KeyPair::from_pkcs8(bytes).map_err(|_| {
                     match pkcs8_inner(bytes).and_then(rsa_modulus_bits) {
-                        Some(bits) if bits < MIN_RSA_BITS => weak(bits),
-                        _ => "PKCS#8 key is neither RSA nor Ed25519 (or is malformed)".to_string(),
+                        Some(bits) if bits < MIN_RSA_BITS => KeyProblem::Weak(bits),
+                        _ => KeyProblem::NotRsaOrEd25519,
                     }
                 })?;
             rsa_key(pair, der.clone_key())
@@ -141,46 +168,41 @@ pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, String> {
         PrivateKeyDer::Pkcs1(p1) => {
             let pair = aws_lc_rs::rsa::KeyPair::from_der(p1.secret_pkcs1_der()).map_err(|_| {
                 match rsa_modulus_bits(p1.secret_pkcs1_der()) {
-                    Some(bits) if bits < MIN_RSA_BITS => weak(bits),
-                    _ => "malformed RSA private key".to_string(),
+                    Some(bits) if bits < MIN_RSA_BITS => KeyProblem::Weak(bits),
+                    _ => KeyProblem::MalformedRsa,
                 }
             })?;
             rsa_key(pair, der.clone_key())
         }
-        _ => Err("unsupported key type (only RSA and Ed25519 can sign DKIM)".into()),
+        _ => Err(KeyProblem::Unsupported),
     }
 }
 
 fn rsa_key(
     pair: aws_lc_rs::rsa::KeyPair,
     der: PrivateKeyDer<'static>,
-) -> Result<LoadedKey, String> {
+) -> Result<LoadedKey, KeyProblem> {
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::signature::KeyPair;
     let bits = pair.public_modulus_len() * 8;
     if bits < MIN_RSA_BITS {
-        return Err(weak(bits));
+        return Err(KeyProblem::Weak(bits));
     }
     let public = pair
         .public_key()
         .as_der()
-        .map_err(|_| "cannot encode the RSA public key".to_string())?
+        .map_err(|_| KeyProblem::PublicKey)?
         .as_ref()
         .to_vec();
-    let signing: RsaKey<Sha256> =
-        RsaKey::from_key_der(der).map_err(|e| format!("RSA key rejected: {e}"))?;
+    let signing: RsaKey<Sha256> = RsaKey::from_key_der(der).map_err(|e| KeyProblem::Rejected {
+        kind: "RSA",
+        reason: e.to_string(),
+    })?;
     Ok(LoadedKey {
         kind: KeyKind::Rsa { bits },
         signing: SharedKey(Arc::new(DkimKey::Rsa(signing))),
         public,
     })
-}
-
-fn weak(bits: usize) -> String {
-    format!(
-        "RSA key has {bits} bits; mailseal signs only with {MIN_RSA_BITS} to 8192-bit RSA keys \
-         (RFC 8301 asks signers for at least 2048)"
-    )
 }
 
 /// Read one DER TLV: (tag, contents, rest).

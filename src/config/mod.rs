@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 pub use raw::{Dmarc, Dns, Limits, Metrics, Reports, Settings, Signing, Verify};
 pub use tables::SigningTables;
 pub use types::{
-    FailAction, Mode, MultipleFrom, QuarantineAction, Schedule, SmtpTls, SocketSpec, TransportKind,
-    MAX_THREADS,
+    FailAction, InvalidValue, Mode, MultipleFrom, QuarantineAction, Schedule, SmtpTls, SocketSpec,
+    TransportKind, MAX_THREADS,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -261,14 +261,14 @@ pub fn writable_by_others(path: &Path) -> Option<String> {
 
 /// Whether `id` can name us in Authentication-Results: a domain name (RFC 8601 §2.5), so it
 /// holds a dot when we verify; no whitespace or `;` in any case.
-pub(crate) fn check_authserv_id(id: &str, verifying: bool) -> Result<(), String> {
+pub(crate) fn check_authserv_id(id: &str, verifying: bool) -> Result<(), InvalidValue> {
     if id.is_empty() || id.contains(|c: char| c.is_whitespace() || c == ';' || c == '"') {
-        return Err(format!("{id:?} is not a valid authserv-id"));
+        return Err(format!("{id:?} is not a valid authserv-id").into());
     }
     if verifying && !id.trim_end_matches('.').contains('.') {
         return Err(format!(
             "{id:?} is not a domain name; RFC 8601 §2.5 wants this host's fully qualified name, e.g. mx.example.net"
-        ));
+        ).into());
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::keys::{load_key, LoadedKey};
+use super::types::InvalidValue;
 use super::ConfigError;
 
 /// One KeyTable row after its key was loaded and checked.
@@ -88,7 +89,10 @@ impl SigningTables {
                 for (line_no, line) in table_lines(&text) {
                     let origin = format!("{}:{}", key_table.display(), line_no);
                     match parse_key_row(line, base) {
-                        Err(msg) => errors.push(ConfigError::Table { origin, msg }),
+                        Err(msg) => errors.push(ConfigError::Table {
+                            origin,
+                            msg: msg.to_string(),
+                        }),
                         Ok((name, domain, selector, path)) => {
                             if by_name.contains_key(&name.to_ascii_lowercase()) {
                                 errors.push(ConfigError::Table {
@@ -182,7 +186,7 @@ impl SigningTables {
 fn parse_key_row(
     line: &str,
     base: &Path,
-) -> Result<(String, Option<String>, String, PathBuf), String> {
+) -> Result<(String, Option<String>, String, PathBuf), InvalidValue> {
     let (name, value) = line
         .split_once(char::is_whitespace)
         .ok_or("expected `keyname domain:selector:/path/to/key`")?;
@@ -192,20 +196,21 @@ fn parse_key_row(
     else {
         return Err(format!(
             "expected `domain:selector:/path/to/key` after the key name, found {value:?}"
-        ));
+        )
+        .into());
     };
     if domain.is_empty() || selector.is_empty() || path.is_empty() {
         return Err("domain, selector and key path must not be empty".into());
     }
     if !valid_dns_label_seq(selector) {
-        return Err(format!("selector {selector:?} is not a valid DNS name"));
+        return Err(format!("selector {selector:?} is not a valid DNS name").into());
     }
     let domain = if domain == "%" {
         None
     } else if valid_dns_label_seq(domain) {
         Some(domain.to_ascii_lowercase())
     } else {
-        return Err(format!("domain {domain:?} is not a valid DNS name"));
+        return Err(format!("domain {domain:?} is not a valid DNS name").into());
     };
     let path = Path::new(path);
     let path = if path.is_absolute() {

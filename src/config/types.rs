@@ -11,6 +11,24 @@ use mail_auth::dkim::Canonicalization;
 use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
 
+/// Why a value written in the configuration (or a table) is not acceptable, in words for the
+/// admin; reported with the file and line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+impl From<String> for InvalidValue {
+    fn from(s: String) -> Self {
+        InvalidValue(s)
+    }
+}
+
+impl From<&str> for InvalidValue {
+    fn from(s: &str) -> Self {
+        InvalidValue(s.to_string())
+    }
+}
+
 /// Where the milter listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketSpec {
@@ -30,10 +48,10 @@ impl fmt::Display for SocketSpec {
 }
 
 impl SocketSpec {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, InvalidValue> {
         if let Some(path) = s.strip_prefix("unix:").or_else(|| s.strip_prefix("local:")) {
             if !path.starts_with('/') {
-                return Err(format!("unix socket path must be absolute: {path:?}"));
+                return Err(format!("unix socket path must be absolute: {path:?}").into());
             }
             return Ok(SocketSpec::Unix(PathBuf::from(path)));
         }
@@ -56,7 +74,7 @@ impl SocketSpec {
             .parse()
             .map_err(|_| format!("invalid port {port:?} in socket {s:?}"))?;
         if host.is_empty() {
-            return Err(format!("missing host in socket {s:?}"));
+            return Err(format!("missing host in socket {s:?}").into());
         }
         Ok(SocketSpec::Inet {
             host: host.to_string(),
@@ -217,12 +235,12 @@ impl<'de> Deserialize<'de> for Canon {
 }
 
 /// Parse "5s", "250ms", "2m", "14d".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+pub fn parse_duration(s: &str) -> Result<Duration, InvalidValue> {
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}").into())
 }
 
 /// Parse "1048576", "64K", "10M", "1G", "10MiB" (binary units).
-pub fn parse_size(s: &str) -> Result<usize, String> {
+pub fn parse_size(s: &str) -> Result<usize, InvalidValue> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
@@ -232,10 +250,10 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("invalid size unit in {s:?} (use K, M or G)")),
+        _ => return Err(format!("invalid size unit in {s:?} (use K, M or G)").into()),
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+        .ok_or_else(|| format!("size {s:?} is too large").into())
 }
 
 /// A duration written as text: `#[serde(with = "duration")]`.

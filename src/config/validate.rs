@@ -63,7 +63,7 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
 
     if let Some(id) = &s.authserv_id {
         if let Err(msg) = check_authserv_id(id, s.mode.verifies()) {
-            c.error("authserv_id", msg);
+            c.error("authserv_id", msg.to_string());
         }
     }
 

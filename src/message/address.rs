@@ -13,42 +13,57 @@ pub fn envelope_address(arg: &[u8]) -> String {
     s.trim().to_string()
 }
 
+/// Why a string is not a domain name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDomain {
+    #[error("empty domain")]
+    Empty,
+    #[error("{0:?} is an address literal, not a domain name")]
+    AddressLiteral(String),
+    #[error("{0:?} is not a valid IDN domain name")]
+    Idn(String),
+    #[error("domain {0:?} is longer than 253 octets")]
+    TooLong(String),
+    #[error("domain {0:?} has an empty label")]
+    EmptyLabel(String),
+    #[error("domain {0:?} has a label longer than 63 octets")]
+    LongLabel(String),
+    #[error("domain {0:?} has characters no domain name has")]
+    Characters(String),
+}
+
 /// A domain as DMARC and the tables compare it: one trailing dot dropped, lower case, U-labels
 /// turned into A-labels (IDNA). An error says why it is not a domain name (empty label, a
 /// label over 63 octets, a name over 253, characters no host name has, an address literal).
-pub fn normalize_domain(domain: &str) -> Result<String, String> {
+pub fn normalize_domain(domain: &str) -> Result<String, InvalidDomain> {
     let d = domain.trim();
     let d = d.strip_suffix('.').unwrap_or(d);
     if d.is_empty() {
-        return Err("empty domain".into());
+        return Err(InvalidDomain::Empty);
     }
     if d.starts_with('[') {
-        return Err(format!("{d:?} is an address literal, not a domain name"));
+        return Err(InvalidDomain::AddressLiteral(d.into()));
     }
     let ascii = if d.is_ascii() {
         d.to_ascii_lowercase()
     } else {
-        idna::domain_to_ascii(d).map_err(|_| format!("{d:?} is not a valid IDN domain name"))?
+        idna::domain_to_ascii(d).map_err(|_| InvalidDomain::Idn(d.into()))?
     };
     if ascii.len() > 253 {
-        return Err(format!("domain {ascii:?} is longer than 253 octets"));
+        return Err(InvalidDomain::TooLong(ascii));
     }
     for label in ascii.split('.') {
         if label.is_empty() {
-            return Err(format!("domain {ascii:?} has an empty label"));
+            return Err(InvalidDomain::EmptyLabel(ascii));
         }
         if label.len() > 63 {
-            return Err(format!(
-                "domain {ascii:?} has a label longer than 63 octets"
-            ));
+            return Err(InvalidDomain::LongLabel(ascii));
         }
         if !label
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(format!(
-                "domain {ascii:?} has characters no domain name has"
-            ));
+            return Err(InvalidDomain::Characters(ascii));
         }
     }
     Ok(ascii)
@@ -77,7 +92,7 @@ pub enum Author {
     /// One From field whose addresses share one domain.
     Domain(String),
     /// An address whose domain is not a domain name.
-    Invalid(String),
+    Invalid(InvalidDomain),
     /// No From field.
     Missing,
     /// A From field without a usable address.

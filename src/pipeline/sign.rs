@@ -207,8 +207,21 @@ pub struct SignedField {
     pub value: String,
 }
 
-/// Finish one signature. Errors carry no key material.
-pub fn finish(mut sig: PendingSignature) -> Result<SignedField, String> {
+/// Why a signature could not be made. Carries no key material.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("d={domain} s={selector}: {source}")]
+    Signer {
+        domain: String,
+        selector: String,
+        source: mail_auth::Error,
+    },
+    #[error("d={domain} s={selector}: signature already finished")]
+    Finished { domain: String, selector: String },
+}
+
+/// Finish one signature.
+pub fn finish(mut sig: PendingSignature) -> Result<SignedField, SignError> {
     let result = sig
         .cell
         .with_dependent_mut(|_, stream| stream.take().map(|st| st.finish()));
@@ -218,10 +231,14 @@ pub fn finish(mut sig: PendingSignature) -> Result<SignedField, String> {
             domain: sig.domain,
             selector: sig.selector,
         }),
-        Some(Err(e)) => Err(format!("d={} s={}: {e}", sig.domain, sig.selector)),
-        None => Err(format!(
-            "d={} s={}: signature already finished",
-            sig.domain, sig.selector
-        )),
+        Some(Err(source)) => Err(SignError::Signer {
+            domain: sig.domain,
+            selector: sig.selector,
+            source,
+        }),
+        None => Err(SignError::Finished {
+            domain: sig.domain,
+            selector: sig.selector,
+        }),
     }
 }

@@ -20,6 +20,27 @@ use super::xml::{feedback, ReportMeta, Reporter};
 use super::Published;
 use crate::config::Config;
 
+/// Why a send run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("reports are off: set [reports] store in the configuration")]
+    Off,
+    #[error("report store: {0}")]
+    Store(#[from] super::store::StoreError),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A temporary DNS failure while checking report destinations: try again at the next run.
+#[derive(Debug, thiserror::Error)]
+#[error("checking report destinations: {0}")]
+pub struct DestinationsUnknown(mail_auth::Error);
+
 /// What `reports send` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct SendOptions {
@@ -162,7 +183,7 @@ pub async fn destinations(
     policy_domain: &str,
     rua: &[(String, usize)],
     notes: &mut Vec<String>,
-) -> Result<Vec<(String, usize)>, String> {
+) -> Result<Vec<(String, usize)>, DestinationsUnknown> {
     let mut candidates = Vec::new();
     for (addr, max) in rua {
         let addr = addr.trim().to_ascii_lowercase();
@@ -181,7 +202,7 @@ pub async fn destinations(
     let authorized = auth
         .authorized_report_addresses((policy_domain, addrs.as_slice()))
         .await
-        .map_err(|e| format!("checking report destinations: {e}"))?;
+        .map_err(DestinationsUnknown)?;
     let authorized: Vec<String> = authorized.into_iter().map(|a| a.to_string()).collect();
     Ok(candidates
         .into_iter()
@@ -204,35 +225,28 @@ pub fn run(
     config: &Config,
     opts: &SendOptions,
     rt: &tokio::runtime::Handle,
-) -> Result<Vec<Sent>, String> {
+) -> Result<Vec<Sent>, SendError> {
     let rc = &config.reports;
-    let spec = rc
-        .store()
-        .ok_or("reports are off: set [reports] store in the configuration")?;
-    let mut store = Store::open(&spec).map_err(|e| e.to_string())?;
+    let spec = rc.store().ok_or(SendError::Off)?;
+    let mut store = Store::open(&spec)?;
     let auth = {
         let _guard = rt.enter();
-        crate::dns::authenticator(&config.dns).map_err(|e| e.to_string())?
+        crate::dns::authenticator(&config.dns)?
     };
     let receiver = rc.receiver().to_string();
     let mut out = Vec::new();
 
     if opts.dry_run {
         if let Some(dir) = &opts.out {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| SendError::Io {
+                path: dir.clone(),
+                source,
+            })?;
         }
-        for (domain, day) in store
-            .unclaimed(opts.since, opts.until)
-            .map_err(|e| e.to_string())?
-        {
+        for (domain, day) in store.unclaimed(opts.since, opts.until)? {
             let r = ReportRow::new(&domain, day, opts.since, opts.until, unique_id(), &receiver);
-            let groups = store
-                .groups_unclaimed(&domain, r.begin, r.end)
-                .map_err(|e| e.to_string())?;
-            let policy = store
-                .latest_policy(None, &domain)
-                .map_err(|e| e.to_string())?;
+            let groups = store.groups_unclaimed(&domain, r.begin, r.end)?;
+            let policy = store.latest_policy(None, &domain)?;
             let Some(policy) = policy.filter(|_| !groups.is_empty()) else {
                 continue;
             };
@@ -243,13 +257,15 @@ pub fn run(
             } else {
                 match rt.block_on(destinations(rc, &auth, &domain, &policy.rua, &mut notes)) {
                     Ok(d) => notes.extend(d.iter().map(|(a, _)| format!("would send to {a}"))),
-                    Err(e) => notes.push(e),
+                    Err(e) => notes.push(e.to_string()),
                 }
             }
             if let Some(dir) = &opts.out {
                 let path = dir.join(&built.filename);
-                std::fs::write(&path, &built.gz)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                std::fs::write(&path, &built.gz).map_err(|source| SendError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
             }
             out.push(Sent {
                 policy_domain: domain,
@@ -264,20 +280,16 @@ pub fn run(
         return Ok(out);
     }
 
-    let purged = store
-        .purge(super::now() - rc.retention.as_secs() as i64)
-        .map_err(|e| e.to_string())?;
+    let purged = store.purge(super::now() - rc.retention.as_secs() as i64)?;
     if purged > 0 {
         tracing::info!("reports: {purged} record(s) older than the retention period deleted");
     }
-    let claimed = store
-        .claim(opts.since, opts.until, &receiver, unique_id)
-        .map_err(|e| e.to_string())?;
+    let claimed = store.claim(opts.since, opts.until, &receiver, unique_id)?;
     if !claimed.is_empty() {
         tracing::info!("reports: {} new report(s) to send", claimed.len());
     }
     // Long enough for every destination's SMTP timeouts.
-    for r in store.take_pending(3600).map_err(|e| e.to_string())? {
+    for r in store.take_pending(3600)? {
         let sent = deliver_one(config, &mut store, &auth, rt, &r, &opts.metrics)?;
         out.push(sent);
     }
@@ -291,14 +303,10 @@ fn deliver_one(
     rt: &tokio::runtime::Handle,
     r: &ReportRow,
     metrics: &crate::metrics::Metrics,
-) -> Result<Sent, String> {
+) -> Result<Sent, SendError> {
     let rc = &config.reports;
-    let groups = store
-        .groups_of_report(&r.report_id)
-        .map_err(|e| e.to_string())?;
-    let policy = store
-        .latest_policy(Some(&r.report_id), &r.policy_domain)
-        .map_err(|e| e.to_string())?;
+    let groups = store.groups_of_report(&r.report_id)?;
+    let policy = store.latest_policy(Some(&r.report_id), &r.policy_domain)?;
     let mut sent = Sent {
         policy_domain: r.policy_domain.clone(),
         filename: filename(rc.receiver(), r),
@@ -308,11 +316,8 @@ fn deliver_one(
         delivered: 0,
         retry: false,
     };
-    let mark = |store: &mut Store, status: &str, note: &str| {
-        store
-            .mark(&r.report_id, status, Some(note))
-            .map_err(|e| e.to_string())
-    };
+    let mark =
+        |store: &mut Store, status: &str, note: &str| store.mark(&r.report_id, status, Some(note));
     let Some(policy) = policy.filter(|_| !groups.is_empty()) else {
         sent.notes
             .push("no records left (deleted by retention)".into());
@@ -335,7 +340,7 @@ fn deliver_one(
         Ok(d) => d,
         Err(e) => {
             sent.notes.push(format!("{e}; will try again"));
-            retry_or_give_up(config, store, r, &e, &mut sent, metrics)?;
+            retry_or_give_up(config, store, r, &e.to_string(), &mut sent, metrics)?;
             return Ok(sent);
         }
     };
@@ -414,7 +419,7 @@ fn retry_or_give_up(
     error: &str,
     sent: &mut Sent,
     metrics: &crate::metrics::Metrics,
-) -> Result<(), String> {
+) -> Result<(), SendError> {
     let give_up = r.attempts + 1 >= config.reports.max_attempts as i64;
     let status = if give_up { "failed" } else { "pending" };
     sent.retry = !give_up;
@@ -427,7 +432,5 @@ fn retry_or_give_up(
     } else {
         metrics.inc("mailseal_reports_total", &[("outcome", "failed")]);
     }
-    store
-        .mark(&r.report_id, status, Some(error))
-        .map_err(|e| e.to_string())
+    Ok(store.mark(&r.report_id, status, Some(error))?)
 }

@@ -13,6 +13,58 @@ use crate::config::{SmtpTls, Transport};
 
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Why a report was not handed on. Never contains the password.
+#[derive(Debug, thiserror::Error)]
+pub enum SmtpError {
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("{step}: timed out")]
+    Timeout { step: String },
+    #[error("{step}: {source}")]
+    Io {
+        step: String,
+        source: std::io::Error,
+    },
+    #[error("{step}: the relay closed the connection")]
+    Closed { step: String },
+    #[error("{step}: {reply}")]
+    Reply { step: String, reply: String },
+    #[error("TLS with {addr}: {reason}")]
+    Tls { addr: String, reason: String },
+    #[error("{addr} does not offer STARTTLS and reports.smtp_tls = \"required\"")]
+    TlsRequired { addr: String },
+    #[error("{addr} does not offer STARTTLS: not sending the password in clear")]
+    ClearPassword { addr: String },
+    #[error("the relay does not offer AUTH PLAIN")]
+    NoAuthPlain,
+    #[error("{}: {reason}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("{}: {reason}", command.display())]
+    Sendmail {
+        command: std::path::PathBuf,
+        reason: String,
+    },
+}
+
+fn step_io(step: &str) -> impl FnOnce(std::io::Error) -> SmtpError + '_ {
+    move |source| SmtpError::Io {
+        step: step.to_string(),
+        source,
+    }
+}
+
+fn timeout(step: &str) -> impl FnOnce(tokio::time::error::Elapsed) -> SmtpError + '_ {
+    move |_| SmtpError::Timeout {
+        step: step.to_string(),
+    }
+}
+
 /// Submit `message` (CRLF line ends) from `from` to `rcpt`.
 pub async fn submit(
     transport: &Transport,
@@ -20,7 +72,7 @@ pub async fn submit(
     from: &str,
     rcpt: &str,
     message: &[u8],
-) -> Result<(), String> {
+) -> Result<(), SmtpError> {
     match transport {
         Transport::Sendmail(cmd) => sendmail(cmd, from, rcpt, message).await,
         Transport::Smtp {
@@ -37,8 +89,11 @@ pub async fn submit(
             let addr = format!("{host}:{port}");
             let tcp = tokio::time::timeout(STEP_TIMEOUT, TcpStream::connect(&addr))
                 .await
-                .map_err(|_| format!("connect to {addr}: timed out"))?
-                .map_err(|e| format!("connect to {addr}: {e}"))?;
+                .map_err(timeout("connect"))?
+                .map_err(|source| SmtpError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
             let _ = tcp.set_nodelay(true);
             let mut conn = BufReader::new(tcp);
             expect(&mut conn, "greeting", 220).await?;
@@ -50,25 +105,25 @@ pub async fn submit(
             if *tls != SmtpTls::None && offers_tls {
                 command(&mut conn, "STARTTLS", "STARTTLS", 220).await?;
                 let tcp = conn.into_inner();
+                let tls_error = |reason: String| SmtpError::Tls {
+                    addr: addr.clone(),
+                    reason,
+                };
                 let connector = tls_connector(ca_file.as_deref())?;
                 let name = rustls_pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| format!("relay name {host:?}: {e}"))?;
+                    .map_err(|e| tls_error(format!("relay name {host:?}: {e}")))?;
                 let stream = tokio::time::timeout(STEP_TIMEOUT, connector.connect(name, tcp))
                     .await
-                    .map_err(|_| "TLS handshake: timed out".to_string())?
-                    .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+                    .map_err(timeout("TLS handshake"))?
+                    .map_err(|e| tls_error(e.to_string()))?;
                 let mut conn = BufReader::new(stream);
                 let ehlo = command(&mut conn, &format!("EHLO {helo}"), "EHLO", 250).await?;
                 transaction(&mut conn, &ehlo, password, from, rcpt, message).await
             } else if *tls == SmtpTls::Required {
-                Err(format!(
-                    "{addr} does not offer STARTTLS and reports.smtp_tls = \"required\""
-                ))
+                Err(SmtpError::TlsRequired { addr })
             } else {
                 if password.is_some() && !is_loopback(host) {
-                    return Err(format!(
-                        "{addr} does not offer STARTTLS: not sending the password in clear"
-                    ));
+                    return Err(SmtpError::ClearPassword { addr });
                 }
                 transaction(&mut conn, &ehlo, password, from, rcpt, message).await
             }
@@ -83,38 +138,40 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-fn read_password(file: &Path) -> Result<String, String> {
+fn file_error(path: &Path, reason: impl ToString) -> SmtpError {
+    SmtpError::File {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_password(file: &Path) -> Result<String, SmtpError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta =
-        std::fs::metadata(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let meta = std::fs::metadata(file).map_err(|e| file_error(file, e))?;
     if meta.permissions().mode() & 0o066 != 0 {
-        return Err(format!(
-            "{} is readable or writable by others; refusing the password file (chmod 600)",
-            file.display()
+        return Err(file_error(
+            file,
+            "readable or writable by others; refusing the password file (chmod 600)",
         ));
     }
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let text = std::fs::read_to_string(file).map_err(|e| file_error(file, e))?;
     Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }
 
-fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, String> {
+fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, SmtpError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
-            let pem =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
             let mut found = false;
             use rustls_pki_types::pem::PemObject;
             for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let cert = cert.map_err(|e| file_error(path, e))?;
+                roots.add(cert).map_err(|e| file_error(path, e))?;
                 found = true;
             }
             if !found {
-                return Err(format!("{}: no certificate found", path.display()));
+                return Err(file_error(path, "no certificate found"));
             }
         }
         None => {
@@ -127,7 +184,10 @@ fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, S
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
+    .map_err(|e| SmtpError::Tls {
+        addr: String::new(),
+        reason: e.to_string(),
+    })?
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
@@ -140,14 +200,14 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     from: &str,
     rcpt: &str,
     message: &[u8],
-) -> Result<(), String> {
+) -> Result<(), SmtpError> {
     if let Some((user, password)) = auth {
         if !ehlo.lines().any(|l| {
             let l = l.to_ascii_uppercase();
             l.get(4..)
                 .is_some_and(|k| k.starts_with("AUTH") && k.contains("PLAIN"))
         }) {
-            return Err("the relay does not offer AUTH PLAIN".into());
+            return Err(SmtpError::NoAuthPlain);
         }
         let token = base64::engine::general_purpose::STANDARD
             .encode(format!("\0{user}\0{password}").as_bytes());
@@ -171,8 +231,8 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     data.extend_from_slice(b".\r\n");
     tokio::time::timeout(STEP_TIMEOUT, conn.get_mut().write_all(&data))
         .await
-        .map_err(|_| "sending the message: timed out".to_string())?
-        .map_err(|e| format!("sending the message: {e}"))?;
+        .map_err(timeout("sending the message"))?
+        .map_err(step_io("sending the message"))?;
     expect(conn, "end of DATA", 250).await?;
     let _ = write_line(conn, "QUIT").await;
     Ok(())
@@ -181,14 +241,14 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
 async fn write_line<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut BufReader<S>,
     line: &str,
-) -> Result<(), String> {
+) -> Result<(), SmtpError> {
     let mut buf = Vec::with_capacity(line.len() + 2);
     buf.extend_from_slice(line.as_bytes());
     buf.extend_from_slice(b"\r\n");
     tokio::time::timeout(STEP_TIMEOUT, conn.get_mut().write_all(&buf))
         .await
-        .map_err(|_| "write: timed out".to_string())?
-        .map_err(|e| format!("write: {e}"))
+        .map_err(timeout("write"))?
+        .map_err(step_io("write"))
 }
 
 async fn command<S: AsyncRead + AsyncWrite + Unpin>(
@@ -196,7 +256,7 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
     line: &str,
     step: &str,
     want: u16,
-) -> Result<String, String> {
+) -> Result<String, SmtpError> {
     write_line(conn, line).await?;
     expect(conn, step, want).await
 }
@@ -206,19 +266,25 @@ async fn expect<S: AsyncRead + Unpin>(
     conn: &mut BufReader<S>,
     step: &str,
     want: u16,
-) -> Result<String, String> {
+) -> Result<String, SmtpError> {
+    let bad_reply = |reply: &str| SmtpError::Reply {
+        step: step.to_string(),
+        reply: reply.to_string(),
+    };
     let mut reply = String::new();
     for _ in 0..100 {
         let mut line = String::new();
         let n = tokio::time::timeout(STEP_TIMEOUT, conn.read_line(&mut line))
             .await
-            .map_err(|_| format!("{step}: no reply from the relay"))?
-            .map_err(|e| format!("{step}: {e}"))?;
+            .map_err(timeout(step))?
+            .map_err(step_io(step))?;
         if n == 0 {
-            return Err(format!("{step}: the relay closed the connection"));
+            return Err(SmtpError::Closed {
+                step: step.to_string(),
+            });
         }
         if line.len() > 1000 {
-            return Err(format!("{step}: reply line too long"));
+            return Err(bad_reply("reply line too long"));
         }
         reply.push_str(&line);
         let bytes = line.as_bytes();
@@ -227,17 +293,18 @@ async fn expect<S: AsyncRead + Unpin>(
             return if code == want {
                 Ok(reply)
             } else {
-                Err(format!(
-                    "{step}: {}",
-                    reply.trim_end().replace("\r\n", " / ")
-                ))
+                Err(bad_reply(&reply.trim_end().replace("\r\n", " / ")))
             };
         }
     }
-    Err(format!("{step}: reply too long"))
+    Err(bad_reply("reply too long"))
 }
 
-async fn sendmail(cmd: &Path, from: &str, rcpt: &str, message: &[u8]) -> Result<(), String> {
+async fn sendmail(cmd: &Path, from: &str, rcpt: &str, message: &[u8]) -> Result<(), SmtpError> {
+    let failed = |reason: String| SmtpError::Sendmail {
+        command: cmd.to_path_buf(),
+        reason,
+    };
     // sendmail wants local line ends.
     let mut text = Vec::with_capacity(message.len());
     let mut i = 0;
@@ -256,8 +323,11 @@ async fn sendmail(cmd: &Path, from: &str, rcpt: &str, message: &[u8]) -> Result<
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", cmd.display()))?;
-    let mut stdin = child.stdin.take().ok_or("no stdin for sendmail")?;
+        .map_err(|e| failed(format!("cannot run it: {e}")))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| failed("no stdin".into()))?;
     let write = async move {
         stdin.write_all(&text).await?;
         stdin.shutdown().await
@@ -268,19 +338,18 @@ async fn sendmail(cmd: &Path, from: &str, rcpt: &str, message: &[u8]) -> Result<
         (w, out)
     })
     .await
-    .map_err(|_| format!("{} did not finish in time", cmd.display()))?;
-    let output = out.1.map_err(|e| format!("{}: {e}", cmd.display()))?;
+    .map_err(|_| failed("did not finish in time".into()))?;
+    let output = out.1.map_err(|e| failed(e.to_string()))?;
     if let Err(e) = out.0 {
-        return Err(format!("writing to {}: {e}", cmd.display()));
+        return Err(failed(format!("writing the message: {e}")));
     }
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "{} exited with {}: {}",
-            cmd.display(),
+        Err(failed(format!(
+            "exited with {}: {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        )))
     }
 }

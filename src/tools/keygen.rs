@@ -48,6 +48,28 @@ pub fn zone_record(name: &str, value: &str) -> String {
     format!("{name}\tIN\tTXT\t( {} )\n", parts.join("\n\t\t\t  "))
 }
 
+/// Why no key was generated.
+#[derive(Debug, thiserror::Error)]
+pub enum KeygenError {
+    #[error("{0:?} is not a valid domain name")]
+    Domain(String),
+    #[error("{0:?} is not a valid selector")]
+    Selector(String),
+    #[error("--bits {0}: use 2048, 3072, 4096 or 8192")]
+    Bits(u32),
+    #[error("{0} key generation failed")]
+    Generate(&'static str),
+    #[error(transparent)]
+    Key(#[from] crate::config::keys::KeyProblem),
+    #[error("{} already exists; not overwriting a key (choose another selector)", .0.display())]
+    Exists(std::path::PathBuf),
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Generate a key for `selector._domainkey.domain` into `out`. Never overwrites a key.
 pub fn keygen(
     domain: &str,
@@ -55,14 +77,18 @@ pub fn keygen(
     algorithm: Algorithm,
     bits: u32,
     out: &Path,
-) -> Result<Generated, String> {
+) -> Result<Generated, KeygenError> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     if !valid_dns_label_seq(&domain) {
-        return Err(format!("{domain:?} is not a valid domain name"));
+        return Err(KeygenError::Domain(domain));
     }
     if !valid_dns_label_seq(selector) {
-        return Err(format!("{selector:?} is not a valid selector"));
+        return Err(KeygenError::Selector(selector.to_string()));
     }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KeygenError::Io { path, source }
+    };
     let der = match algorithm {
         Algorithm::Rsa => {
             let size = match bits {
@@ -70,19 +96,17 @@ pub fn keygen(
                 3072 => aws_lc_rs::rsa::KeySize::Rsa3072,
                 4096 => aws_lc_rs::rsa::KeySize::Rsa4096,
                 8192 => aws_lc_rs::rsa::KeySize::Rsa8192,
-                b => return Err(format!("--bits {b}: use 2048, 3072, 4096 or 8192")),
+                b => return Err(KeygenError::Bits(b)),
             };
-            let pair =
-                aws_lc_rs::rsa::KeyPair::generate(size).map_err(|_| "RSA key generation failed")?;
-            let der: aws_lc_rs::encoding::Pkcs8V1Der =
-                pair.as_der().map_err(|_| "cannot encode the RSA key")?;
+            let failed = |_| KeygenError::Generate("RSA");
+            let pair = aws_lc_rs::rsa::KeyPair::generate(size).map_err(failed)?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der = pair.as_der().map_err(failed)?;
             der.as_ref().to_vec()
         }
         Algorithm::Ed25519 => {
-            let pair = aws_lc_rs::signature::Ed25519KeyPair::generate()
-                .map_err(|_| "Ed25519 key generation failed")?;
-            let der: aws_lc_rs::encoding::Pkcs8V1Der =
-                pair.as_der().map_err(|_| "cannot encode the Ed25519 key")?;
+            let failed = |_| KeygenError::Generate("Ed25519");
+            let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().map_err(failed)?;
+            let der: aws_lc_rs::encoding::Pkcs8V1Der = pair.as_der().map_err(failed)?;
             der.as_ref().to_vec()
         }
     };
@@ -98,7 +122,7 @@ pub fn keygen(
         base64::engine::general_purpose::STANDARD.encode(&key.public)
     );
 
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(io(out))?;
     let private = out.join(format!("{selector}.private"));
     let record_file = out.join(format!("{selector}.txt"));
     let mut f = std::fs::OpenOptions::new()
@@ -107,20 +131,14 @@ pub fn keygen(
         .mode(0o600)
         .open(&private)
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => {
-                format!(
-                    "{} already exists; not overwriting a key (choose another selector)",
-                    private.display()
-                )
-            }
-            _ => format!("cannot create {}: {e}", private.display()),
+            std::io::ErrorKind::AlreadyExists => KeygenError::Exists(private.clone()),
+            _ => io(&private)(e),
         })?;
     f.write_all(pem.as_bytes())
         .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", private.display()))?;
+        .map_err(io(&private))?;
     let zone = zone_record(&format!("{selector}._domainkey.{domain}."), &record);
-    std::fs::write(&record_file, &zone)
-        .map_err(|e| format!("cannot write {}: {e}", record_file.display()))?;
+    std::fs::write(&record_file, &zone).map_err(io(&record_file))?;
 
     let keyname = format!("{selector}._domainkey.{domain}");
     let abs = std::fs::canonicalize(&private).unwrap_or_else(|_| private.clone());

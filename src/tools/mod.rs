@@ -72,6 +72,21 @@ pub fn split_message(raw: &[u8]) -> (Fields, Vec<u8>) {
     (fields, body)
 }
 
+/// Why `mailseal sign` or `verify` produced nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
+    #[error("nothing to do: {0}")]
+    NothingToDo(String),
+    #[error("the daemon would refuse this message ({reply}): {why}")]
+    Refused { reply: String, why: String },
+    #[error("signing failed ({reply}): {summary}")]
+    Signing { reply: String, summary: String },
+    #[error("the message gave no result")]
+    NoResult,
+}
+
 async fn run_session(
     config: Config,
     raw: &[u8],
@@ -79,8 +94,8 @@ async fn run_session(
     client_ip: IpAddr,
     helo: &str,
     mail_from: &str,
-) -> Result<Outcome, String> {
-    let ctx = Arc::new(Context::for_tools(config).map_err(|e| e.to_string())?);
+) -> Result<Outcome, ToolError> {
+    let ctx = Arc::new(Context::for_tools(config)?);
     let mut conn = ConnInfo::new(&ctx, Some(client_ip), String::new(), None, true);
     conn.helo = helo.to_string();
     let mut msg = Message::begin(&ctx, &[format!("<{mail_from}>").into_bytes()]);
@@ -90,17 +105,16 @@ async fn run_session(
     }
     match msg.end_of_headers(&ctx, &conn, decision, false) {
         EohAnswer::Continue => {}
-        EohAnswer::Accept(why) => return Err(format!("nothing to do: {why}")),
+        EohAnswer::Accept(why) => return Err(ToolError::NothingToDo(why)),
         EohAnswer::Refuse(reply, why) => {
-            return Err(format!(
-                "the daemon would refuse this message ({reply:?}): {why}"
-            ))
+            return Err(ToolError::Refused {
+                reply: describe(&reply).unwrap_or_default(),
+                why,
+            })
         }
     }
     msg.body(&ctx, &body);
-    msg.finish(&ctx, &conn)
-        .await
-        .ok_or_else(|| "no result".to_string())
+    msg.finish(&ctx, &conn).await.ok_or(ToolError::NoResult)
 }
 
 fn describe(reply: &Reply) -> Option<String> {
@@ -119,7 +133,7 @@ pub async fn verify_message(
     client_ip: IpAddr,
     helo: &str,
     mail_from: &str,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ToolError> {
     let o = run_session(config, raw, Decision::Verify, client_ip, helo, mail_from).await?;
     if let Some(r) = describe(&o.reply) {
         eprintln!("the daemon would answer: {r}");
@@ -132,8 +146,8 @@ pub async fn verify_message(
 }
 
 /// The message with the DKIM-Signature field(s) the daemon would add for outbound mail.
-pub async fn sign_message(config: Config, raw: &[u8]) -> Result<Vec<u8>, String> {
-    let ip: IpAddr = "127.0.0.1".parse().map_err(|_| "bad address")?;
+pub async fn sign_message(config: Config, raw: &[u8]) -> Result<Vec<u8>, ToolError> {
+    let ip = IpAddr::from([127, 0, 0, 1]);
     let o = run_session(
         config,
         raw,
@@ -143,8 +157,11 @@ pub async fn sign_message(config: Config, raw: &[u8]) -> Result<Vec<u8>, String>
         "",
     )
     .await?;
-    if let Some(r) = describe(&o.reply) {
-        return Err(format!("signing failed ({r}): {}", o.summary));
+    if let Some(reply) = describe(&o.reply) {
+        return Err(ToolError::Signing {
+            reply,
+            summary: o.summary,
+        });
     }
     let mut out = o.edits.inserted_lines().into_bytes();
     out.extend_from_slice(raw);

@@ -2,12 +2,12 @@
 
 use std::fmt::Write;
 
-use crate::config::Config;
-use crate::report::send::Sent;
+use crate::config::{Config, InvalidValue};
+use crate::report::send::{SendError, Sent};
 use crate::report::store::Store;
 
 /// "2026-11-22" (UTC midnight), an RFC 3339 time, Unix seconds, or an age ("3d", "12h").
-pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
+pub fn parse_time(s: &str, now: i64) -> Result<i64, InvalidValue> {
     let s = s.trim();
     if let Ok(n) = s.parse::<i64>() {
         return Ok(n);
@@ -15,7 +15,7 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
     let as_unix = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
-            .map_err(|_| format!("{s:?} is before 1970"))
+            .map_err(|_| InvalidValue(format!("{s:?} is before 1970")))
     };
     if s.len() == 10 && s.as_bytes()[4] == b'-' {
         if let Ok(t) = humantime::parse_rfc3339(&format!("{s}T00:00:00Z")) {
@@ -30,7 +30,8 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
     }
     Err(format!(
         "invalid time {s:?}: use 2026-11-22, 2026-11-22T06:00:00Z, Unix seconds or an age like 3d"
-    ))
+    )
+    .into())
 }
 
 fn time(t: i64) -> String {
@@ -64,14 +65,11 @@ pub fn render_sent(sent: &[Sent], dry_run: bool) -> String {
 }
 
 /// `reports show`: per policy domain, or one domain's grouped records.
-pub fn show(config: &Config, domain: Option<&str>) -> Result<String, String> {
-    let spec = config
-        .reports
-        .store()
-        .ok_or("reports are off: set [reports] store in the configuration")?;
-    let mut store = Store::open(&spec).map_err(|e| e.to_string())?;
+pub fn show(config: &Config, domain: Option<&str>) -> Result<String, SendError> {
+    let spec = config.reports.store().ok_or(SendError::Off)?;
+    let mut store = Store::open(&spec)?;
     let mut out = String::new();
-    let summary = store.summary(domain).map_err(|e| e.to_string())?;
+    let summary = store.summary(domain)?;
     let _ = writeln!(out, "store: {spec}");
     if summary.is_empty() {
         out.push_str("no DMARC evaluations recorded\n");
@@ -110,7 +108,7 @@ pub fn show(config: &Config, domain: Option<&str>) -> Result<String, String> {
         );
     }
     if let Some(d) = domain {
-        let groups = store.groups_of_domain(d).map_err(|e| e.to_string())?;
+        let groups = store.groups_of_domain(d)?;
         out.push_str("\nrecords (grouped as in a report):\n");
         let _ = writeln!(
             out,
@@ -138,7 +136,7 @@ pub fn show(config: &Config, domain: Option<&str>) -> Result<String, String> {
             );
         }
     }
-    let reports = store.reports(domain, 50).map_err(|e| e.to_string())?;
+    let reports = store.reports(domain, 50)?;
     if !reports.is_empty() {
         out.push_str("\nreports (newest first):\n");
         for r in reports {

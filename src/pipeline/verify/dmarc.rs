@@ -33,12 +33,20 @@ pub enum Discovery {
 /// (skipping to the seven-label name from deeper ones).
 const MAX_WALK: usize = 8;
 
+/// A lookup failed: whether a record exists there is not known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("DNS error at _dmarc.{name}: {error}")]
+pub struct LookupFailed {
+    pub name: String,
+    pub error: String,
+}
+
 /// The DMARC records found walking up from `domain`, longest name first; a record with `psd=`
 /// ends the walk.
 async fn tree_walk(
     auth: &MessageAuthenticator,
     domain: &str,
-) -> Result<Vec<(String, Arc<DmarcRecord>)>, String> {
+) -> Result<Vec<(String, Arc<DmarcRecord>)>, LookupFailed> {
     let labels: Vec<&str> = domain.split('.').filter(|l| !l.is_empty()).collect();
     let mut found = Vec::new();
     if labels.len() < 2 {
@@ -58,9 +66,7 @@ async fn tree_walk(
                     break;
                 }
             }
-            Err(Error::Dns(DnsError::Resolver(e))) => {
-                return Err(format!("DNS error at _dmarc.{name}: {e}"))
-            }
+            Err(Error::Dns(DnsError::Resolver(error))) => return Err(LookupFailed { name, error }),
             Err(_) => {}
         }
         if count == 1 {
@@ -92,7 +98,7 @@ fn organizational_domain(walk: &[(String, Arc<DmarcRecord>)], start: &str) -> Op
 pub async fn discover(auth: &MessageAuthenticator, author: &str) -> Discovery {
     let walk = match tree_walk(auth, author).await {
         Ok(w) => w,
-        Err(e) => return Discovery::TempError(e),
+        Err(e) => return Discovery::TempError(e.to_string()),
     };
     let Some(org_domain) = organizational_domain(&walk, author) else {
         return Discovery::None;
@@ -168,7 +174,7 @@ impl Found {
         author: &str,
         d: &str,
         mode: Alignment,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, LookupFailed> {
         if d == author || (mode == Alignment::Relaxed && d == self.org_domain) {
             return Ok(true);
         }
@@ -241,7 +247,7 @@ pub async fn judge(
                 Check::Other => {}
             },
             Err(e) => {
-                temp.get_or_insert(e);
+                temp.get_or_insert(e.to_string());
             }
         }
     }
@@ -253,7 +259,7 @@ pub async fn judge(
             }
             Ok(false) => {}
             Err(e) => {
-                temp.get_or_insert(e);
+                temp.get_or_insert(e.to_string());
             }
         }
     }

@@ -158,15 +158,28 @@ fn summary(r: &AuthResults, answer: &policy::Answer) -> String {
     )
 }
 
-/// The author domain DMARC evaluates, or why there is none (`dmarc=permerror`).
-fn author_domain(config: &Config, author: &Author) -> Result<String, String> {
+/// Why a message has no author domain for DMARC (`dmarc=permerror`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoAuthor {
+    #[error("message has several From fields or From addresses")]
+    Several,
+    #[error("message has no From field")]
+    Missing,
+    #[error("From field has no usable address")]
+    NoAddress,
+    #[error("From domain is not a domain name: {0}")]
+    Invalid(crate::message::address::InvalidDomain),
+}
+
+/// The author domain DMARC evaluates, or why there is none.
+fn author_domain(config: &Config, author: &Author) -> Result<String, NoAuthor> {
     match author {
         Author::Domain(d) => Ok(d.clone()),
         Author::Several(d) if config.dmarc.multiple_from == MultipleFrom::First => Ok(d.clone()),
-        Author::Several(_) => Err("message has several From fields or From addresses".into()),
-        Author::Missing => Err("message has no From field".into()),
-        Author::NoAddress => Err("From field has no usable address".into()),
-        Author::Invalid(why) => Err(format!("From domain is not a domain name: {why}")),
+        Author::Several(_) => Err(NoAuthor::Several),
+        Author::Missing => Err(NoAuthor::Missing),
+        Author::NoAddress => Err(NoAuthor::NoAddress),
+        Author::Invalid(why) => Err(NoAuthor::Invalid(why.clone())),
     }
 }
 
@@ -253,7 +266,7 @@ async fn check(
     let dmarc = async {
         let author = match &author {
             Ok(a) => a.as_str(),
-            Err(problem) => return DmarcVerdict::new(Word::PermError, Some(problem.clone())),
+            Err(problem) => return DmarcVerdict::new(Word::PermError, Some(problem.to_string())),
         };
         let start = std::time::Instant::now();
         let discovery = timeout_at(deadline, dmarc::discover(auth, author))

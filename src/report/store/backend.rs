@@ -1,0 +1,268 @@
+//! The two databases behind the store, on common ground: one schema, values ([`Val`]),
+//! statements with `$n` parameters, and transactions under a store-wide lock (SQLite
+//! `BEGIN IMMEDIATE`, a PostgreSQL advisory lock).
+
+use crate::config::StoreSpec;
+
+/// Why the store could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite {}: {source}", path.display())]
+    Open {
+        path: std::path::PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgresql: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("stored data: {0}")]
+    Data(#[from] serde_json::Error),
+}
+
+pub(super) type Result<T> = std::result::Result<T, StoreError>;
+
+/// A SQL value, the common ground of the two backends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Int(i64),
+    Text(String),
+    Null,
+}
+
+impl Val {
+    pub(super) fn int(&self) -> i64 {
+        match self {
+            Val::Int(i) => *i,
+            Val::Text(t) => t.parse().unwrap_or(0),
+            Val::Null => 0,
+        }
+    }
+
+    pub(super) fn text(&self) -> String {
+        match self {
+            Val::Text(t) => t.clone(),
+            Val::Int(i) => i.to_string(),
+            Val::Null => String::new(),
+        }
+    }
+}
+
+impl From<&str> for Val {
+    fn from(s: &str) -> Self {
+        Val::Text(s.to_string())
+    }
+}
+impl From<String> for Val {
+    fn from(s: String) -> Self {
+        Val::Text(s)
+    }
+}
+impl From<i64> for Val {
+    fn from(i: i64) -> Self {
+        Val::Int(i)
+    }
+}
+
+/// The schema for both backends; `@ID@` is the auto-numbered key (SQLite's rowid alias or a
+/// PostgreSQL sequence). SQLite stores BIGINT as INTEGER.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS dmarc_records (
+    id @ID@ PRIMARY KEY,
+    received BIGINT NOT NULL,
+    reporter TEXT NOT NULL,
+    policy_domain TEXT NOT NULL,
+    header_from TEXT NOT NULL,
+    envelope_from TEXT NOT NULL,
+    source_ip TEXT NOT NULL,
+    published TEXT NOT NULL,
+    disposition TEXT NOT NULL,
+    dkim_aligned TEXT NOT NULL,
+    spf_aligned TEXT NOT NULL,
+    reasons TEXT NOT NULL,
+    dkim TEXT NOT NULL,
+    spf TEXT NOT NULL,
+    report_id TEXT
+);
+CREATE INDEX IF NOT EXISTS dmarc_records_pending ON dmarc_records (report_id, policy_domain, received);
+CREATE TABLE IF NOT EXISTS dmarc_reports (
+    report_id TEXT PRIMARY KEY,
+    unique_id TEXT NOT NULL,
+    policy_domain TEXT NOT NULL,
+    begin_ts BIGINT NOT NULL,
+    end_ts BIGINT NOT NULL,
+    created BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    lease_until BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT
+);
+";
+
+/// A lock key for PostgreSQL advisory locks ("mailseal" in ASCII, truncated).
+const PG_LOCK: i64 = 0x6d61_696c_7365;
+
+/// An open store.
+pub enum Store {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<postgres::Client>),
+}
+
+impl Store {
+    /// Open (and create if needed) the store.
+    pub fn open(spec: &StoreSpec) -> Result<Store> {
+        match spec {
+            StoreSpec::Sqlite(path) => {
+                let open_error = |source| StoreError::Open {
+                    path: path.clone(),
+                    source,
+                };
+                let conn = rusqlite::Connection::open(path).map_err(open_error)?;
+                conn.busy_timeout(std::time::Duration::from_secs(5))?;
+                let schema = format!(
+                    "PRAGMA journal_mode = WAL;\nPRAGMA synchronous = NORMAL;\n{}",
+                    SCHEMA.replace("@ID@", "INTEGER")
+                );
+                conn.execute_batch(&schema).map_err(open_error)?;
+                Ok(Store::Sqlite(conn))
+            }
+            StoreSpec::Postgres(url) => {
+                let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+                // Two hosts creating the schema at once must not collide.
+                let mut tx = client.transaction()?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK])?;
+                tx.batch_execute(&SCHEMA.replace("@ID@", "BIGSERIAL"))?;
+                tx.commit()?;
+                Ok(Store::Postgres(Box::new(client)))
+            }
+        }
+    }
+
+    pub(super) fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64> {
+        match self {
+            Store::Sqlite(c) => {
+                let sql = sql.replace('$', "?");
+                let mut st = c.prepare_cached(&sql)?;
+                let n = st.execute(rusqlite::params_from_iter(params.iter().map(sqlite_val)))?;
+                Ok(n as u64)
+            }
+            Store::Postgres(c) => {
+                let owned = pg_params(params);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    owned.iter().map(|b| b.as_ref()).collect();
+                Ok(c.execute(sql, &refs)?)
+            }
+        }
+    }
+
+    pub(super) fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Vec<Val>>> {
+        match self {
+            Store::Sqlite(c) => {
+                let sql = sql.replace('$', "?");
+                let mut st = c.prepare_cached(&sql)?;
+                let cols = st.column_count();
+                let rows = st.query_map(
+                    rusqlite::params_from_iter(params.iter().map(sqlite_val)),
+                    |row| {
+                        (0..cols)
+                            .map(|i| {
+                                Ok(match row.get_ref(i)? {
+                                    rusqlite::types::ValueRef::Integer(n) => Val::Int(n),
+                                    rusqlite::types::ValueRef::Text(t) => {
+                                        Val::Text(String::from_utf8_lossy(t).into_owned())
+                                    }
+                                    rusqlite::types::ValueRef::Real(r) => Val::Int(r as i64),
+                                    _ => Val::Null,
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<Val>>>()
+                    },
+                )?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            }
+            Store::Postgres(c) => {
+                let owned = pg_params(params);
+                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                    owned.iter().map(|b| b.as_ref()).collect();
+                let rows = c.query(sql, &refs)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let mut vals = Vec::with_capacity(row.len());
+                    for (i, col) in row.columns().iter().enumerate() {
+                        use postgres::types::Type;
+                        let v = match *col.type_() {
+                            Type::INT8 => row.get::<_, Option<i64>>(i).map(Val::Int),
+                            Type::INT4 => row.get::<_, Option<i32>>(i).map(|n| Val::Int(n.into())),
+                            _ => row.get::<_, Option<String>>(i).map(Val::Text),
+                        };
+                        vals.push(v.unwrap_or(Val::Null));
+                    }
+                    out.push(vals);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn begin(&mut self) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => c.execute_batch("BEGIN IMMEDIATE")?,
+            Store::Postgres(c) => {
+                c.batch_execute("BEGIN")?;
+                c.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        match self {
+            Store::Sqlite(c) => c.execute_batch("COMMIT")?,
+            Store::Postgres(c) => c.batch_execute("COMMIT")?,
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        let _ = match self {
+            Store::Sqlite(c) => c.execute_batch("ROLLBACK").map_err(StoreError::from),
+            Store::Postgres(c) => c.batch_execute("ROLLBACK").map_err(StoreError::from),
+        };
+    }
+
+    /// Run `f` in one transaction (under the store-wide lock); roll back on error.
+    pub(super) fn transaction<T>(&mut self, f: impl FnOnce(&mut Store) -> Result<T>) -> Result<T> {
+        self.begin()?;
+        match f(self) {
+            Ok(v) => {
+                self.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+}
+
+fn sqlite_val(v: &Val) -> rusqlite::types::Value {
+    match v {
+        Val::Int(i) => rusqlite::types::Value::Integer(*i),
+        Val::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        Val::Null => rusqlite::types::Value::Null,
+    }
+}
+
+fn pg_params(params: &[Val]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
+    params
+        .iter()
+        .map(|v| -> Box<dyn postgres::types::ToSql + Sync> {
+            match v {
+                Val::Int(i) => Box::new(*i),
+                Val::Text(t) => Box::new(t.clone()),
+                Val::Null => Box::new(Option::<String>::None),
+            }
+        })
+        .collect()
+}
