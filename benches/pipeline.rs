@@ -2,7 +2,7 @@
 //! signing (RSA-2048, Ed25519) and verification with a warm DNS cache.
 //!   cargo bench --ignore-rust-version --bench pipeline
 
-#[path = "../tests/common/dns.rs"]
+#[path = "../tests/it/common/dns.rs"]
 #[allow(dead_code)]
 mod dns;
 

@@ -1,24 +1,20 @@
 //! Faults around the daemon: DNS down, slow or truncating; SIGTERM with messages in flight;
 //! kill -9 under Postfix load with nothing lost.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream as StdTcp;
 use std::time::{Duration, Instant};
 
-use common::dns::{DnsServer, Rr, Zones};
-use common::postfix::Postfix;
-use common::process::Running;
-use common::sink::Sink;
-use common::*;
+use crate::common::dns::{DnsServer, Rr, Zones};
+use crate::common::postfix::Postfix;
+use crate::common::process::Running;
+use crate::common::sink::Sink;
+use crate::common::*;
 use indymilter_test::Status;
 
-fn verify_cfg(ns: &str, extra: &str) -> String {
-    format!(
-        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{ns}\"]\ntimeout = \"1s\"\nattempts = 1\n{extra}"
-    )
+fn verify_cfg(ns: std::net::SocketAddr, extra: &str) -> String {
+    TestConfig::verifying(ns).with(extra).text()
 }
 
 async fn inbound(d: &Daemon, from: &str) -> Delivered {
@@ -40,7 +36,7 @@ async fn dns_down_slow_and_truncating() {
     let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
-    let d = Daemon::start(&verify_cfg(&dead_addr.to_string(), "")).await;
+    let d = Daemon::start(&verify_cfg(dead_addr, "")).await;
     let start = Instant::now();
     let out = inbound(&d, "example.com").await;
     assert!(start.elapsed() < Duration::from_secs(20));
@@ -64,11 +60,7 @@ async fn dns_down_slow_and_truncating() {
     let dns = DnsServer::start(z).await;
     // Slow: every lookup for the sender (its DMARC policy too) times out; the whole check is
     // bounded by [verify] timeout.
-    let d = Daemon::start(&verify_cfg(
-        &dns.addr.to_string(),
-        "[verify]\ntimeout = \"3s\"\n",
-    ))
-    .await;
+    let d = Daemon::start(&verify_cfg(dns.addr, "[verify]\ntimeout = \"3s\"\n")).await;
     let start = Instant::now();
     let out = inbound(&d, "slow.example").await;
     assert!(
@@ -105,7 +97,7 @@ fn signing_cfg(s: &Scratch, port: u16) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_messages_in_flight() {
     let s = Scratch::new("sigterm");
-    let port = common::postfix::free_port();
+    let port = crate::common::postfix::free_port();
     let mut p = Running::started(&signing_cfg(&s, port), &[]);
     let mut tasks = Vec::new();
     for i in 0..20 {
@@ -216,6 +208,7 @@ fn smtp_send(port: u16, id: usize) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_postfix_load_loses_nothing() {
+    let _exclusive = crate::common::exclusive().await;
     if !Postfix::available() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -227,7 +220,7 @@ async fn kill_9_under_postfix_load_loses_nothing() {
     const N: usize = 300;
     let sink = Sink::start().await;
     let s = Scratch::new("kill9");
-    let port = common::postfix::free_port();
+    let port = crate::common::postfix::free_port();
     let cfg = signing_cfg(&s, port);
     let p = Running::started(&cfg, &[]);
     let pf_dir = Scratch::new("kill9-postfix");

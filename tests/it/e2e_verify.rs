@@ -4,14 +4,12 @@
 //! refused with 550 5.7.1 when DMARC is enforced, also padded past the header cap or with a
 //! trailing dot in From. DNS comes from a loopback server.
 
-mod common;
-
 use std::process::{Command, Stdio};
 
-use common::dns::{DnsServer, Zones};
-use common::postfix::Postfix;
-use common::sink::Sink;
-use common::*;
+use crate::common::dns::{DnsServer, Zones};
+use crate::common::postfix::Postfix;
+use crate::common::sink::Sink;
+use crate::common::*;
 
 /// Debian's OpenDKIM running as a signing milter (rsa-sha256) for the sending Postfix.
 struct OpenDkim {
@@ -62,6 +60,7 @@ impl Drop for OpenDkim {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opendkim_signed_mail_passes_and_spoof_is_refused() {
+    let _exclusive = crate::common::exclusive().await;
     if !Postfix::available() || !std::path::Path::new("/usr/sbin/opendkim").exists() {
         assert!(
             std::env::var_os("CI").is_none(),

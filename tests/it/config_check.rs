@@ -1,12 +1,9 @@
 //! The shipped example configuration, and `mailseal check-config` on broken ones.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use mailseal::config::Config;
 
 fn copy_example(scratch: &Scratch) {
@@ -25,14 +22,11 @@ fn copy_example(scratch: &Scratch) {
 }
 
 fn check_config(path: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mailseal"))
-        .args(["check-config", "-c"])
-        .arg(path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
+    let o = cli_blocking(
+        &["check-config".as_ref(), "-c".as_ref(), path.as_os_str()],
+        None,
+    );
+    (o.ok, o.text())
 }
 
 #[test]

@@ -1,12 +1,10 @@
 //! Hostile messages through the verifier: results stay correct (never a pass where a fail
 //! is due) and bounded in time.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::dns::{DnsServer, Zones};
-use common::*;
+use crate::common::dns::{DnsServer, Zones};
+use crate::common::*;
 
 async fn setup() -> (DnsServer, Daemon) {
     let k = keys();
@@ -36,10 +34,7 @@ async fn setup() -> (DnsServer, Daemon) {
     z.txt("junk.example", "v=spf1 ip4:192.0.2.10 -all");
     z.txt("_dmarc.junk.example", "v=DMARC1; p=bogus; rua=nonsense");
     let dns = DnsServer::start(z).await;
-    let cfg = format!(
-        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
-        dns.addr
-    );
+    let cfg = TestConfig::verifying(dns.addr).text();
     (dns, Daemon::start(&cfg).await)
 }
 

@@ -1,13 +1,11 @@
 //! End to end through a real Postfix on loopback: SMTP from an internal client and the
 //! sendmail command both arrive signed; with mailseal down, mail is deferred, not lost.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::postfix::Postfix;
-use common::sink::Sink;
-use common::*;
+use crate::common::postfix::Postfix;
+use crate::common::sink::Sink;
+use crate::common::*;
 
 fn postfix_or_skip() -> bool {
     if Postfix::available() {
@@ -58,6 +56,7 @@ fn assert_signed(raw: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_signs_smtp_and_sendmail_and_defers_when_mailseal_is_down() {
+    let _exclusive = crate::common::exclusive().await;
     if !postfix_or_skip() {
         return;
     }
@@ -128,10 +127,11 @@ async fn postfix_signs_smtp_and_sendmail_and_defers_when_mailseal_is_down() {
 /// example.com), so they pass DMARC at the receiver as RFC 9990 §2.5 requires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dmarc_reports_leave_through_postfix_signed() {
+    let _exclusive = crate::common::exclusive().await;
     if !postfix_or_skip() {
         return;
     }
-    use common::dns::{DnsServer, Zones};
+    use crate::common::dns::{DnsServer, Zones};
     let z = Zones::default();
     z.txt("a.example", "v=spf1 ip4:192.0.2.10 -all");
     z.txt(

@@ -2,13 +2,11 @@
 //! warning, SIGTERM. Every step waits on an acknowledgement (a log line or a notify
 //! datagram), never on a sleep.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use common::process::Running;
-use common::*;
+use crate::common::process::Running;
+use crate::common::*;
 use indymilter_test::Status;
 
 fn recv_notify(sock: &UnixDatagram) -> String {
@@ -39,7 +37,7 @@ async fn signed_with(port: u16) -> Vec<String> {
 async fn notify_reload_broken_reload_socket_change_and_term() {
     let k = keys();
     let s = Scratch::new("daemon-bin");
-    let port = common::postfix::free_port();
+    let port = crate::common::postfix::free_port();
     let signing = signing_section(
         &s.0,
         &[
@@ -156,14 +154,14 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_counts_messages_results_replies_and_connections() {
-    use common::dns::{DnsServer, Zones};
+    use crate::common::dns::{DnsServer, Zones};
     let k = keys();
     let zones = Zones::default();
     zones.txt("example.com", "v=spf1 ip4:192.0.2.10 -all");
     let dns = DnsServer::start(zones).await;
     let s = Scratch::new("metrics");
-    let port = common::postfix::free_port();
-    let mport = common::postfix::free_port();
+    let port = crate::common::postfix::free_port();
+    let mport = crate::common::postfix::free_port();
     let signing = signing_section(
         &s.0,
         &[("k", "example.com", "rsa", &k.rsa.path)],
@@ -287,12 +285,12 @@ async fn unix_socket_replaces_a_stale_one_and_has_the_configured_mode() {
     drop(d);
     std::fs::remove_file(&sock).ok();
     std::fs::write(&sock, "not a socket").unwrap();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mailseal"))
-        .args(["run", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("exists and is not a socket"));
+    let o = cli(&["run", "-c", cfg.to_str().unwrap()], None).await;
+    assert!(!o.ok);
+    assert!(
+        o.stderr.contains("exists and is not a socket"),
+        "{}",
+        o.stderr
+    );
     assert_eq!(std::fs::read_to_string(&sock).unwrap(), "not a socket");
 }

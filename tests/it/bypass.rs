@@ -3,12 +3,10 @@
 //! the real listener, resolving through a DNS server on loopback. Every test asserts the SMTP
 //! answer and the header section the MTA would store.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::dns::{DnsServer, Rr, Zones};
-use common::*;
+use crate::common::dns::{DnsServer, Rr, Zones};
+use crate::common::*;
 use indymilter::{Actions, MacroStage, ProtoOpts};
 use indymilter_test::{Status, TestConnection};
 
@@ -739,12 +737,12 @@ async fn recording(extra: &str) -> Recording {
     let dns = DnsServer::start(z).await;
     let s = Scratch::new("bypass-reports");
     let store = s.0.join("reports.sqlite");
-    let cfg = format!(
-        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
-         [reports]\nstore = \"{}\"\norg_name = \"Test\"\nemail = \"dmarc-reports@receiver.test\"\n{extra}\n",
-        dns.addr,
-        store.display()
-    );
+    let cfg = TestConfig::verifying(dns.addr)
+        .set("reports.store", store.display().to_string())
+        .set("reports.org_name", "Test")
+        .set("reports.email", "dmarc-reports@receiver.test")
+        .with(extra)
+        .text();
     let d = Daemon::start_in(s, &cfg).await;
     Recording { dns, d, store }
 }
@@ -863,10 +861,7 @@ async fn evaluations_are_recorded_after_the_edits_as_applied() {
 async fn the_default_authserv_id_is_the_mtas_host_name() {
     let dns = DnsServer::start(zones()).await;
     let s = Scratch::new("bypass-id");
-    let cfg = format!(
-        "mode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
-        dns.addr
-    );
+    let cfg = TestConfig::verifying(dns.addr).unset("authserv_id").text();
     let d = Daemon::start_in(s, &cfg).await;
     let mut c = Client::open(d.addr).await;
     c.conn
@@ -1034,45 +1029,26 @@ async fn adversarial_header_sections_keep_both_invariants() {
 async fn the_command_line_tools_end_the_headers_where_postfix_does() {
     let dns = DnsServer::start(zones()).await;
     let s = Scratch::new("bypass-cli");
-    let cfg = s.write(
-        "m.toml",
-        &format!(
-            "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n",
-            dns.addr
-        ),
-    );
+    let cfg = s.write("m.toml", &TestConfig::verifying(dns.addr).text());
     // Postfix would put "From:" in the body: the message has no From field.
     let raw =
         "Subject: x\r\nthis line is not a header field\r\nFrom: <ceo@example.com>\r\n\r\nbody\r\n";
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailseal"))
-            .args(["verify", "-c"])
-            .arg(&cfg)
-            .args([
-                "--client-ip",
-                SPOOF_IP,
-                "--helo",
-                "evil.example",
-                "--mail-from",
-                "mallory@evil.example",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(raw.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = cli(
+        &[
+            "verify",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--client-ip",
+            SPOOF_IP,
+            "--helo",
+            "evil.example",
+            "--mail-from",
+            "mallory@evil.example",
+        ],
+        Some(raw.as_bytes()),
+    )
+    .await;
+    let text = &out.stdout;
     assert!(
         text.contains("dmarc=permerror") && !text.contains("header.from=example.com"),
         "{text}"

@@ -3,16 +3,14 @@
 //! binary, the XML checked against the RFC 9990 schema with xmllint, and delivery to an SMTP
 //! sink on loopback.
 
-mod common;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::dns::{DnsServer, Zones};
-use common::sink::Sink;
-use common::*;
+use crate::common::dns::{DnsServer, Zones};
+use crate::common::sink::Sink;
+use crate::common::*;
 use indymilter_test::Status;
 
 const SCHEMA: &str = concat!(
@@ -49,11 +47,12 @@ fn zones() -> Zones {
 }
 
 fn config(dns: &DnsServer, store: &str, extra: &str) -> String {
-    format!(
-        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
-         [reports]\nstore = \"{store}\"\norg_name = \"Test Receiver\"\nemail = \"dmarc-reports@receiver.test\"\n{extra}\n",
-        dns.addr
-    )
+    TestConfig::verifying(dns.addr)
+        .set("reports.store", store)
+        .set("reports.org_name", "Test Receiver")
+        .set("reports.email", "dmarc-reports@receiver.test")
+        .with(&format!("[reports]\n{extra}"))
+        .text()
 }
 
 fn env(ip: &'static str, mail_from: &str) -> Envelope {
@@ -112,18 +111,10 @@ async fn flush(d: &Daemon) {
 }
 
 fn mailseal(config: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mailseal"))
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    all.extend([std::ffi::OsStr::new("-c"), config.as_os_str()]);
+    let o = cli_blocking(&all, None);
+    (o.ok, o.text())
 }
 
 fn gunzip(data: &[u8]) -> String {
@@ -622,6 +613,7 @@ impl Drop for Postgres {
 /// same time, and each policy domain gets exactly one report covering both hosts' mail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_store_shared_by_two_hosts() {
+    let _exclusive = crate::common::exclusive().await;
     let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
     let dns = DnsServer::start(zones()).await;
     let sink = Sink::start().await;
@@ -678,7 +670,7 @@ async fn postgres_store_shared_by_two_hosts() {
 async fn sigterm_stores_what_is_queued() {
     let dns = DnsServer::start(zones()).await;
     let s = Scratch::new("reports-term");
-    let port = common::postfix::free_port();
+    let port = crate::common::postfix::free_port();
     let store = s.0.join("reports.sqlite");
     let cfg = s.write(
         "mailseal.toml",
@@ -687,7 +679,7 @@ async fn sigterm_stores_what_is_queued() {
             config(&dns, &store.display().to_string(), "")
         ),
     );
-    let mut d = common::process::Running::started(&cfg, &[]);
+    let mut d = crate::common::process::Running::started(&cfg, &[]);
     for _ in 0..5 {
         let out = deliver(
             ([127, 0, 0, 1], port).into(),
@@ -724,12 +716,14 @@ async fn failure_reports_are_arf_rate_limited_and_authorized() {
     );
     let dns = DnsServer::start(z).await;
     let sink = Sink::start().await;
-    let cfg = format!(
-        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
-         [reports]\norg_name = \"Test Receiver\"\nemail = \"dmarc-reports@receiver.test\"\n\
-         failure_reports = true\nfailure_rate = 2\nsmtp_port = {}\nsmtp_tls = \"none\"\n",
-        dns.addr, sink.port
-    );
+    let cfg = TestConfig::verifying(dns.addr)
+        .set("reports.org_name", "Test Receiver")
+        .set("reports.email", "dmarc-reports@receiver.test")
+        .set("reports.failure_reports", true)
+        .set("reports.failure_rate", 2)
+        .set("reports.smtp_port", i64::from(sink.port))
+        .set("reports.smtp_tls", "none")
+        .text();
     let d = Daemon::start(&cfg).await;
     // Passing mail: no report (fo=0, the default: only when DMARC fails).
     let out = deliver(

@@ -492,3 +492,116 @@ pub async fn signed_by_example_com(raw: &str) -> String {
     )
     .unwrap()
 }
+
+/// Held by tests that need something fixed and shared: a Postfix instance (its ports, its
+/// commands), the PostgreSQL server. They run one at a time; every other test runs beside
+/// them on ports and addresses of its own.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// A test daemon's configuration, built as TOML (so no test types a preamble again, and no
+/// section is written twice).
+#[derive(Debug, Clone, Default)]
+pub struct TestConfig(toml::Table);
+
+impl TestConfig {
+    /// Verify only, as `mx.test`, resolving through `dns` (1 s per query, one attempt).
+    pub fn verifying(dns: SocketAddr) -> TestConfig {
+        TestConfig::default()
+            .set("authserv_id", "mx.test")
+            .set("mode", "v")
+            .set("dns.nameservers", vec![dns.to_string()])
+            .set("dns.timeout", "1s")
+            .set("dns.attempts", 1)
+    }
+
+    /// Set one key; `key` is dotted (`dmarc.enforce`).
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> TestConfig {
+        let mut table = &mut self.0;
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts.pop().unwrap();
+        for p in parts {
+            table = table
+                .entry(p)
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .unwrap();
+        }
+        table.insert(last.to_string(), value.into());
+        self
+    }
+
+    /// Leave a top-level key out.
+    pub fn unset(mut self, key: &str) -> TestConfig {
+        self.0.remove(key);
+        self
+    }
+
+    /// Merge TOML text into it, key by key.
+    pub fn with(mut self, text: &str) -> TestConfig {
+        let extra: toml::Table = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+        for (k, v) in extra {
+            match (self.0.get_mut(&k), v) {
+                (Some(toml::Value::Table(mine)), toml::Value::Table(theirs)) => mine.extend(theirs),
+                (_, v) => {
+                    self.0.insert(k, v);
+                }
+            }
+        }
+        self
+    }
+
+    pub fn text(&self) -> String {
+        toml::to_string(&self.0).unwrap()
+    }
+}
+
+/// What a run of the `mailseal` binary printed.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Both streams, for messages.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// The `mailseal` binary with these arguments, run to completion (on a blocking thread, so a
+/// DNS server in the test's runtime keeps answering).
+pub async fn cli(args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let stdin = stdin.map(|s| s.to_vec());
+    tokio::task::spawn_blocking(move || cli_blocking(&args, stdin.as_deref()))
+        .await
+        .unwrap()
+}
+
+/// [`cli`] for tests without a runtime.
+pub fn cli_blocking(args: &[impl AsRef<std::ffi::OsStr>], stdin: Option<&[u8]>) -> CliOutput {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mailseal"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the mailseal binary");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(data) = stdin {
+        input.write_all(data).unwrap();
+    }
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    CliOutput {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

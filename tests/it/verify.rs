@@ -1,10 +1,8 @@
 //! Inbound verification over the milter protocol, resolving through a real DNS server on
 //! loopback (hickory-server).
 
-mod common;
-
-use common::dns::{DnsServer, Rr, Zones};
-use common::*;
+use crate::common::dns::{DnsServer, Rr, Zones};
+use crate::common::*;
 use indymilter_test::{EomAction, Status};
 
 const SPF_OK: &str = "v=spf1 ip4:192.0.2.10 -all";
@@ -26,12 +24,10 @@ async fn setup(dmarc_extra: &str) -> (DnsServer, Daemon) {
     z.txt("bulk.example", "v=spf1 ip4:198.51.100.0/24 -all");
     z.txt("_dmarc.bulk.example", "v=DMARC1; p=reject");
     let dns = DnsServer::start(z).await;
-    let cfg = format!(
-        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n\
-         [verify]\ntimeout = \"10s\"\n[dmarc]\n{dmarc_extra}\n",
-        dns.addr
-    );
-    (dns, Daemon::start(&cfg).await)
+    let cfg = TestConfig::verifying(dns.addr)
+        .set("verify.timeout", "10s")
+        .with(&format!("[dmarc]\n{dmarc_extra}"));
+    (dns, Daemon::start(&cfg.text()).await)
 }
 
 fn env(mail_from: &str) -> Envelope {
@@ -303,11 +299,8 @@ async fn servfail_tempfails_and_accept_records_temperror() {
     );
     d.stop().await;
     // With on_dns_error = "accept" the message passes with temperror recorded.
-    let cfg = format!(
-        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[verify]\non_dns_error = \"accept\"\n",
-        dns.addr
-    );
-    let d = Daemon::start(&cfg).await;
+    let cfg = TestConfig::verifying(dns.addr).set("verify.on_dns_error", "accept");
+    let d = Daemon::start(&cfg.text()).await;
     let out = send(&d, &env("a@sf.example"), &msg("a@sf.example")).await;
     assert_eq!(out.status, Status::Continue);
     assert!(ar(&out).contains("spf=temperror"), "{}", ar(&out));
@@ -374,11 +367,8 @@ async fn quarantine_holds_and_allowlisted_clients_are_not_rejected() {
 #[tokio::test]
 async fn received_spf_is_optional() {
     let (dns, _d) = setup("").await;
-    let cfg = format!(
-        "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\n[verify]\nreceived_spf = true\n",
-        dns.addr
-    );
-    let d = Daemon::start(&cfg).await;
+    let cfg = TestConfig::verifying(dns.addr).set("verify.received_spf", true);
+    let d = Daemon::start(&cfg.text()).await;
     let out = send(&d, &env("a@example.com"), &msg("a@example.com")).await;
     let rs = out.inserted("Received-SPF");
     assert_eq!(rs.len(), 1, "{:?}", out.actions);
@@ -394,45 +384,25 @@ async fn received_spf_is_optional() {
 async fn verify_command_prints_the_daemons_header() {
     let (dns, d) = setup("").await;
     let s = Scratch::new("verify-cli");
-    let cfg = s.write(
-        "m.toml",
-        &format!(
-            "authserv_id = \"mx.test\"\nmode = \"v\"\n[dns]\nnameservers = [\"{}\"]\n",
-            dns.addr
-        ),
-    );
+    let cfg = s.write("m.toml", &TestConfig::verifying(dns.addr).text());
     let raw = signed_by_example_com(&msg("alice@example.com")).await;
-    let raw2 = raw.clone();
-    // The DNS server runs in this process's runtime, so the command runs on a blocking thread.
-    let out = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailseal"))
-            .args(["verify", "-c"])
-            .arg(&cfg)
-            .args([
-                "--client-ip",
-                "192.0.2.10",
-                "--helo",
-                "client.example",
-                "--mail-from",
-                "alice@example.com",
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(raw2.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let out = cli(
+        &[
+            "verify",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--client-ip",
+            "192.0.2.10",
+            "--helo",
+            "client.example",
+            "--mail-from",
+            "alice@example.com",
+        ],
+        Some(raw.as_bytes()),
+    )
+    .await;
+    assert!(out.ok, "{}", out.text());
+    let text = out.stdout;
     assert!(
         text.starts_with("Authentication-Results: mx.test;\r\n"),
         "{text}"

@@ -1,13 +1,10 @@
 //! Key material never appears in logs, errors or debug output; files others could change are
 //! flagged.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
-use common::process::Running;
-use common::*;
+use crate::common::process::Running;
+use crate::common::*;
 
 /// Distinctive pieces of a PEM key: every 24-byte run of its base64 body.
 fn fragments(pem: &[u8]) -> Vec<String> {
@@ -59,7 +56,7 @@ fn config_debug_output_holds_no_key_material() {
 async fn trace_logs_and_errors_never_show_keys() {
     let k = keys();
     let s = Scratch::new("sec-logs");
-    let port = common::postfix::free_port();
+    let port = crate::common::postfix::free_port();
     let signing = signing_section(
         &s.0,
         &[
@@ -112,15 +109,9 @@ async fn trace_logs_and_errors_never_show_keys() {
     assert!(logs.len() > 1000, "trace logging was on");
     assert_no_key_material(&logs);
     // check-config on the same broken file.
-    let o = Command::new(env!("CARGO_BIN_EXE_mailseal"))
-        .args(["check-config", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success());
-    assert_no_key_material(&text);
+    let o = cli_blocking(&["check-config", "-c", cfg.to_str().unwrap()], None);
+    assert!(!o.ok);
+    assert_no_key_material(&o.text());
 }
 
 #[test]
@@ -138,23 +129,18 @@ fn files_others_can_change_are_flagged() {
         std::fs::Permissions::from_mode(0o666),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_mailseal"))
-        .args(["check-config", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success());
-    assert!(err.contains("signing.table: writable by everyone"), "{err}");
+    let o = cli_blocking(&["check-config", "-c", cfg.to_str().unwrap()], None);
+    assert!(o.ok);
+    assert!(
+        o.stderr.contains("signing.table: writable by everyone"),
+        "{}",
+        o.stderr
+    );
     std::fs::set_permissions(
         s.0.join("signing.table"),
         std::fs::Permissions::from_mode(0o644),
     )
     .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_mailseal"))
-        .args(["check-config", "-c"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert!(!String::from_utf8_lossy(&o.stderr).contains("warning"));
+    let o = cli_blocking(&["check-config", "-c", cfg.to_str().unwrap()], None);
+    assert!(!o.stderr.contains("warning"), "{}", o.stderr);
 }

@@ -1,11 +1,9 @@
 //! Outbound signing over the real milter protocol against the real listener, every
 //! signature checked by python3-dkim.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use crate::common::*;
 use indymilter_test::Status;
 
 const MSG: &str = "From: Alice <alice@example.com>\n\

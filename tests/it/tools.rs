@@ -1,35 +1,11 @@
 //! keygen, testkey (against a loopback DNS server) and explain, run as the real binary.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
-use common::dns::{DnsServer, Zones};
-use common::*;
-
-fn mailseal(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailseal"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(data) = stdin {
-        pipe.write_all(data).unwrap();
-    }
-    drop(pipe);
-    child.wait_with_output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-}
+use crate::common::dns::{DnsServer, Zones};
+use crate::common::*;
 
 /// The TXT value in a keygen `.txt` zone-file line, strings joined.
 fn record_from_zone(zone: &str) -> String {
@@ -41,7 +17,7 @@ fn keygen_writes_safe_keys_that_sign_and_never_overwrites() {
     let s = Scratch::new("keygen");
     let out_dir = s.0.join("keys");
     for (alg, sel) in [("rsa", "r2026"), ("ed25519", "e2026")] {
-        let o = mailseal(
+        let o = cli_blocking(
             &[
                 "keygen",
                 "--domain",
@@ -55,8 +31,8 @@ fn keygen_writes_safe_keys_that_sign_and_never_overwrites() {
             ],
             None,
         );
-        assert!(o.status.success(), "{}", text(&o));
-        let report = text(&o);
+        assert!(o.ok, "{}", o.text());
+        let report = o.text();
         assert!(
             report.contains(&format!("{sel}._domainkey.example.com\texample.com:{sel}:")),
             "{report}"
@@ -79,7 +55,7 @@ fn keygen_writes_safe_keys_that_sign_and_never_overwrites() {
     }
     // A second run with the same selector refuses and leaves the key alone.
     let before = std::fs::read(out_dir.join("r2026.private")).unwrap();
-    let o = mailseal(
+    let o = cli_blocking(
         &[
             "keygen",
             "--domain",
@@ -91,8 +67,8 @@ fn keygen_writes_safe_keys_that_sign_and_never_overwrites() {
         ],
         None,
     );
-    assert!(!o.status.success());
-    assert!(text(&o).contains("already exists"), "{}", text(&o));
+    assert!(!o.ok);
+    assert!(o.text().contains("already exists"), "{}", o.text());
     assert_eq!(
         std::fs::read(out_dir.join("r2026.private")).unwrap(),
         before
@@ -114,8 +90,8 @@ fn keygen_writes_safe_keys_that_sign_and_never_overwrites() {
     .unwrap();
     let cfg = s.write("m.toml", "[signing]\nkey_table = \"key.table\"\nsigning_table = \"signing.table\"\nmultiple_signatures = true\n");
     let msg = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: keygen\r\n\r\nbody\r\n";
-    let o = mailseal(&["sign", "-c", cfg.to_str().unwrap()], Some(msg));
-    assert!(o.status.success(), "{}", text(&o));
+    let o = cli_blocking(&["sign", "-c", cfg.to_str().unwrap()], Some(msg));
+    assert!(o.ok, "{}", o.text());
     let mut records = BTreeMap::new();
     for sel in ["r2026", "e2026"] {
         let zone = std::fs::read_to_string(out_dir.join(format!("{sel}.txt"))).unwrap();
@@ -124,7 +100,7 @@ fn keygen_writes_safe_keys_that_sign_and_never_overwrites() {
             record_from_zone(&zone),
         );
     }
-    assert_eq!(dkim_check(&o.stdout, &records), vec![true, true]);
+    assert_eq!(dkim_check(o.stdout.as_bytes(), &records), vec![true, true]);
 }
 
 /// The public half of an RSA key file as a PKCS#1 RSAPublicKey (DER).
@@ -181,12 +157,9 @@ async fn testkey_reports_each_state_and_exits_1_on_problems() {
             dns.addr
         ),
     );
-    let path = cfg.to_str().unwrap().to_string();
-    let o = tokio::task::spawn_blocking(move || mailseal(&["testkey", "-c", &path], None))
-        .await
-        .unwrap();
-    let t = text(&o);
-    assert!(!o.status.success(), "{t}");
+    let o = cli(&["testkey", "-c", cfg.to_str().unwrap()], None).await;
+    let t = o.text();
+    assert!(!o.ok, "{t}");
     for (word, name) in [
         ("ok", "k-ok"),
         ("ok", "k-ed"),
@@ -214,11 +187,8 @@ async fn testkey_reports_each_state_and_exits_1_on_problems() {
             dns.addr
         ),
     );
-    let path = cfg.to_str().unwrap().to_string();
-    let o = tokio::task::spawn_blocking(move || mailseal(&["testkey", "-c", &path], None))
-        .await
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
+    let o = cli(&["testkey", "-c", cfg.to_str().unwrap()], None).await;
+    assert!(o.ok, "{}", o.text());
 }
 
 #[test]
@@ -238,8 +208,8 @@ fn explain_names_the_row_and_key_or_the_reason() {
         &format!("[signing]\n{signing}internal_hosts = [\"10.0.0.0/8\"]\n"),
     );
     let c = cfg.to_str().unwrap();
-    let o = mailseal(&["explain", "-c", c, "alice@example.com"], None);
-    let t = text(&o);
+    let o = cli_blocking(&["explain", "-c", c, "alice@example.com"], None);
+    let t = o.text();
     assert!(
         t.contains("signing.table:2")
             && t.contains("key k-rsa")
@@ -247,12 +217,9 @@ fn explain_names_the_row_and_key_or_the_reason() {
         "{t}"
     );
     assert!(t.contains("first match only"), "{t}");
-    let t = text(&mailseal(
-        &["explain", "-c", c, "bob@elsewhere.example"],
-        None,
-    ));
+    let t = cli_blocking(&["explain", "-c", c, "bob@elsewhere.example"], None).text();
     assert!(t.contains("no SigningTable row matches"), "{t}");
-    let t = text(&mailseal(
+    let t = cli_blocking(
         &[
             "explain",
             "-c",
@@ -262,9 +229,10 @@ fn explain_names_the_row_and_key_or_the_reason() {
             "192.0.2.1",
         ],
         None,
-    ));
+    )
+    .text();
     assert!(t.contains("inbound"), "{t}");
-    let t = text(&mailseal(
+    let t = cli_blocking(
         &[
             "explain",
             "-c",
@@ -274,12 +242,13 @@ fn explain_names_the_row_and_key_or_the_reason() {
             "10.1.1.1",
         ],
         None,
-    ));
+    )
+    .text();
     assert!(
         t.contains("outbound: internal host 10.1.1.1") && t.contains("key k-rsa"),
         "{t}"
     );
-    let t = text(&mailseal(
+    let t = cli_blocking(
         &[
             "explain",
             "-c",
@@ -291,6 +260,7 @@ fn explain_names_the_row_and_key_or_the_reason() {
             "alice",
         ],
         None,
-    ));
+    )
+    .text();
     assert!(t.contains("authenticated as alice"), "{t}");
 }

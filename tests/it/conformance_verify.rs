@@ -3,14 +3,12 @@
 //! `N passed, M failed`; the failures that remain are listed in KNOWN with their reason (and
 //! in the README); any other failure, or a known one that starts passing, fails the test.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::dns::{DnsServer, Rr, Zones};
+use crate::common::dns::{DnsServer, Rr, Zones};
 use mail_auth::dmarc::DmarcRecord;
 use mail_auth::dns::TxtRecordParser;
 use mail_auth::{AuthenticatedMessage, MessageAuthenticator, SpfOutput};

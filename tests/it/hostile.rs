@@ -2,11 +2,9 @@
 //! idle connections. Each runs on its own connection; afterwards the daemon must still serve a
 //! normal client, and memory must stay bounded.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use indymilter::ProtoOpts;
 use indymilter_test::{Status, TestConnection};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,7 +25,7 @@ fn optneg() -> Vec<u8> {
     pkt(b'O', &d)
 }
 
-async fn raw(d: &Daemon) -> TcpStream {
+async fn raw(d: &Hostile) -> TcpStream {
     let mut s = TcpStream::connect(d.addr).await.unwrap();
     s.write_all(&optneg()).await.unwrap();
     let mut len = [0u8; 4];
@@ -55,32 +53,73 @@ async fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
     }
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+/// The daemon under attack: the real binary in a process of its own, so its memory is
+/// measured apart from the attacking client and from the other tests of this binary.
+struct Hostile {
+    addr: std::net::SocketAddr,
+    process: crate::common::process::Running,
+    _scratch: Scratch,
 }
 
-async fn daemon() -> Daemon {
-    let k = keys();
-    let s = Scratch::new("hostile");
-    let signing = signing_section(
-        &s.0,
-        &[("k", "example.com", "rsa", &k.rsa.path)],
-        &[("*@example.com", "k")],
-    );
-    let cfg = format!(
-        "authserv_id = \"mx.test\"\nconnection_timeout = \"3s\"\nmax_connections = 1500\n\
-         [signing]\n{signing}internal_hosts = [\"10.0.0.0/8\"]\n[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout = \"1s\"\nattempts = 1\n"
-    );
-    Daemon::start_in(s, &cfg).await
+impl Hostile {
+    async fn start() -> Hostile {
+        let k = keys();
+        let s = Scratch::new("hostile");
+        let signing = signing_section(
+            &s.0,
+            &[("k", "example.com", "rsa", &k.rsa.path)],
+            &[("*@example.com", "k")],
+        );
+        let port = crate::common::postfix::free_port();
+        let cfg = s.write(
+            "mailseal.toml",
+            &format!(
+                "socket = \"inet:{port}@127.0.0.1\"\nauthserv_id = \"mx.test\"\nconnection_timeout = \"3s\"\n\
+                 max_connections = 1500\n[signing]\n{signing}internal_hosts = [\"10.0.0.0/8\"]\n\
+                 [dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout = \"1s\"\nattempts = 1\n"
+            ),
+        );
+        let process = tokio::task::spawn_blocking(move || {
+            crate::common::process::Running::started(&cfg, &[])
+        })
+        .await
+        .unwrap();
+        Hostile {
+            addr: ([127, 0, 0, 1], port).into(),
+            process,
+            _scratch: s,
+        }
+    }
+
+    /// SIGTERM, and wait (bounded) for a clean exit.
+    async fn stop(mut self) {
+        self.process.signal(libc::SIGTERM);
+        let log = tokio::task::spawn_blocking(move || self.process.wait_all_logs())
+            .await
+            .unwrap();
+        assert!(
+            log.contains("stopping") || log.contains("in flight"),
+            "{log}"
+        );
+    }
+
+    /// The daemon's resident memory.
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.process.child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+async fn daemon() -> Hostile {
+    Hostile::start().await
 }
 
 /// A normal outbound message still gets signed.
-async fn alive(d: &Daemon) {
+async fn alive(d: &Hostile) {
     let env = Envelope {
         client_ip: "10.0.0.1",
         ..Default::default()
@@ -101,7 +140,7 @@ async fn alive(d: &Daemon) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_packets_close_only_that_connection() {
     let d = daemon().await;
-    let before = rss_kib();
+    let before = d.rss_kib();
 
     // Truncated packet, then the client goes away.
     let mut s = raw(&d).await;
@@ -144,9 +183,9 @@ async fn malformed_packets_close_only_that_connection() {
     alive(&d).await;
 
     assert!(
-        rss_kib() < before + 100 * 1024,
+        d.rss_kib() < before + 100 * 1024,
         "RSS grew from {before} KiB to {} KiB",
-        rss_kib()
+        d.rss_kib()
     );
     d.stop().await;
 }
@@ -154,7 +193,7 @@ async fn malformed_packets_close_only_that_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_orders_huge_headers_and_drops_get_defined_answers() {
     let d = daemon().await;
-    let before = rss_kib();
+    let before = d.rss_kib();
     let inbound = Envelope::default();
 
     // Body before any header, then end of message: a defined answer, no crash.
@@ -215,9 +254,9 @@ async fn odd_orders_huge_headers_and_drops_get_defined_answers() {
     alive(&d).await;
 
     assert!(
-        rss_kib() < before + 150 * 1024,
+        d.rss_kib() < before + 150 * 1024,
         "RSS grew from {before} KiB to {} KiB",
-        rss_kib()
+        d.rss_kib()
     );
     d.stop().await;
 }
@@ -235,12 +274,12 @@ async fn a_thousand_idle_connections_then_the_idle_timeout() {
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
     let d = daemon().await;
-    let before = rss_kib();
+    let before = d.rss_kib();
     let mut idle = Vec::new();
     for _ in 0..1000 {
         idle.push(raw(&d).await);
     }
-    let held = rss_kib();
+    let held = d.rss_kib();
     // Others are still served while 1000 connections sit idle.
     alive(&d).await;
     // The idle ones are closed by the connection timeout (3 s here).
@@ -255,7 +294,7 @@ async fn a_thousand_idle_connections_then_the_idle_timeout() {
     assert!(start.elapsed() < Duration::from_secs(15));
     eprintln!(
         "1000 idle connections: RSS {before} KiB before, {held} KiB while held, {} KiB after",
-        rss_kib()
+        d.rss_kib()
     );
     assert!(
         held < before + 200 * 1024,

@@ -2,14 +2,12 @@
 //! message, our bh= must equal the vector's body hash and our signature must verify with
 //! python3-dkim against the vector's DNS record.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use mailseal::config::Config;
 use serde_json::Value;
 

@@ -1,14 +1,12 @@
 //! `mailseal check-domain` against a loopback DNS server and a local HTTPS server (test CA)
 //! serving the MTA-STS policies.
 
-mod common;
-
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::dns::{DnsServer, Rr, Zones};
-use common::*;
+use crate::common::dns::{DnsServer, Rr, Zones};
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
