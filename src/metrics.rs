@@ -28,8 +28,8 @@ struct Histogram {
 
 #[derive(Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
-    histograms: Mutex<BTreeMap<(&'static str, Labels), Histogram>>,
+    counters: Mutex<BTreeMap<(Counter, Labels), u64>>,
+    histograms: Mutex<BTreeMap<(Timing, Labels), Histogram>>,
     active_connections: AtomicI64,
 }
 
@@ -39,60 +39,93 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-const HELP: &[(&str, &str, &str)] = &[
-    (
-        "mailseal_messages_total",
-        "counter",
-        "Messages by decision (sign, verify, skip).",
-    ),
-    (
-        "mailseal_results_total",
-        "counter",
-        "Authentication results by method and result.",
-    ),
-    (
-        "mailseal_replies_total",
-        "counter",
-        "Answers given to the MTA at end of message or headers.",
-    ),
-    (
-        "mailseal_dns_lookup_seconds",
-        "histogram",
-        "Time spent in each DNS-bound check (spf, dkim, arc, dmarc) of one message.",
-    ),
-    (
-        "mailseal_dns_errors_total",
-        "counter",
-        "DNS failures (temperror) by method.",
-    ),
-    (
-        "mailseal_report_records_total",
-        "counter",
-        "DMARC evaluations for aggregate reports: stored, dropped (queue full) or lost (store failed).",
-    ),
-    (
-        "mailseal_reports_total",
-        "counter",
-        "Aggregate report deliveries by outcome (sent, failed, gave_up).",
-    ),
-    (
-        "mailseal_failure_reports_total",
-        "counter",
-        "DMARC failure reports by outcome (sent, failed, rate_limited, dropped).",
-    ),
-    (
-        "mailseal_active_connections",
-        "gauge",
-        "Milter connections open now.",
-    ),
-];
+/// A counter mailseal exports: its name and meaning written once, here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Counter {
+    Messages,
+    Results,
+    Replies,
+    DnsErrors,
+    ReportRecords,
+    Reports,
+    FailureReports,
+}
+
+impl Counter {
+    const ALL: [Counter; 7] = [
+        Counter::Messages,
+        Counter::Results,
+        Counter::Replies,
+        Counter::DnsErrors,
+        Counter::ReportRecords,
+        Counter::Reports,
+        Counter::FailureReports,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Messages => "mailseal_messages_total",
+            Counter::Results => "mailseal_results_total",
+            Counter::Replies => "mailseal_replies_total",
+            Counter::DnsErrors => "mailseal_dns_errors_total",
+            Counter::ReportRecords => "mailseal_report_records_total",
+            Counter::Reports => "mailseal_reports_total",
+            Counter::FailureReports => "mailseal_failure_reports_total",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Counter::Messages => "Messages by decision (sign, verify, skip).",
+            Counter::Results => "Authentication results by method and result.",
+            Counter::Replies => "Answers given to the MTA at end of message or headers.",
+            Counter::DnsErrors => "DNS failures (temperror) by method.",
+            Counter::ReportRecords => {
+                "DMARC evaluations for aggregate reports: stored, dropped (queue full) or lost (store failed)."
+            }
+            Counter::Reports => "Aggregate report deliveries by outcome (sent, failed, gave_up).",
+            Counter::FailureReports => {
+                "DMARC failure reports by outcome (sent, failed, rate_limited, dropped)."
+            }
+        }
+    }
+}
+
+/// A latency histogram mailseal exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timing {
+    DnsLookup,
+}
+
+impl Timing {
+    const ALL: [Timing; 1] = [Timing::DnsLookup];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Timing::DnsLookup => "mailseal_dns_lookup_seconds",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            Timing::DnsLookup => {
+                "Time spent in each DNS-bound check (spf, dkim, arc, dmarc) of one message."
+            }
+        }
+    }
+}
+
+const ACTIVE_CONNECTIONS: (&str, &str) = (
+    "mailseal_active_connections",
+    "Milter connections open now.",
+);
 
 impl Metrics {
-    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+    pub fn inc(&self, name: Counter, labels: &[(&'static str, &str)]) {
         self.add(name, labels, 1);
     }
 
-    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
+    pub fn add(&self, name: Counter, labels: &[(&'static str, &str)], n: u64) {
         let key = (
             name,
             labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
@@ -102,7 +135,7 @@ impl Metrics {
         }
     }
 
-    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], value: Duration) {
+    pub fn observe(&self, name: Timing, labels: &[(&'static str, &str)], value: Duration) {
         let secs = value.as_secs_f64();
         let key = (
             name,
@@ -138,11 +171,11 @@ impl Metrics {
         .chain(dkim.into_iter().map(|w| ("dkim", w)))
         {
             self.inc(
-                "mailseal_results_total",
+                Counter::Results,
                 &[("method", method), ("result", word.as_str())],
             );
             if word == Word::TempError {
-                self.inc("mailseal_dns_errors_total", &[("method", method)]);
+                self.inc(Counter::DnsErrors, &[("method", method)]);
             }
         }
     }
@@ -175,50 +208,54 @@ impl Metrics {
             .lock()
             .map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>());
         let histograms = self.histograms.lock();
-        for (name, kind, help) in HELP {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            match *kind {
-                "counter" => {
-                    for ((n, l), v) in counters.iter().flatten() {
-                        if n == name {
-                            let _ = writeln!(out, "{name}{} {v}", labels(l, None));
-                        }
-                    }
-                }
-                "histogram" => {
-                    if let Ok(hs) = &histograms {
-                        for ((n, l), h) in hs.iter() {
-                            if n != name {
-                                continue;
-                            }
-                            for (i, bound) in BUCKETS.iter().enumerate() {
-                                let _ = writeln!(
-                                    out,
-                                    "{name}_bucket{} {}",
-                                    labels(l, Some(("le", bound.to_string()))),
-                                    h.counts[i]
-                                );
-                            }
-                            let _ = writeln!(
-                                out,
-                                "{name}_bucket{} {}",
-                                labels(l, Some(("le", "+Inf".into()))),
-                                h.count
-                            );
-                            let _ = writeln!(out, "{name}_sum{} {}", labels(l, None), h.sum);
-                            let _ = writeln!(out, "{name}_count{} {}", labels(l, None), h.count);
-                        }
-                    }
-                }
-                _ => {
-                    let _ = writeln!(
-                        out,
-                        "{name} {}",
-                        self.active_connections.load(Ordering::Relaxed)
-                    );
+        for counter in Counter::ALL {
+            let name = counter.name();
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}\n# TYPE {name} counter",
+                counter.help()
+            );
+            for ((c, l), v) in counters.iter().flatten() {
+                if *c == counter {
+                    let _ = writeln!(out, "{name}{} {v}", labels(l, None));
                 }
             }
         }
+        for timing in Timing::ALL {
+            let name = timing.name();
+            let _ = writeln!(
+                out,
+                "# HELP {name} {}\n# TYPE {name} histogram",
+                timing.help()
+            );
+            for ((t, l), h) in histograms.iter().flat_map(|hs| hs.iter()) {
+                if *t != timing {
+                    continue;
+                }
+                for (i, bound) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {}",
+                        labels(l, Some(("le", bound.to_string()))),
+                        h.counts[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{} {}",
+                    labels(l, Some(("le", "+Inf".into()))),
+                    h.count
+                );
+                let _ = writeln!(out, "{name}_sum{} {}", labels(l, None), h.sum);
+                let _ = writeln!(out, "{name}_count{} {}", labels(l, None), h.count);
+            }
+        }
+        let (name, help) = ACTIVE_CONNECTIONS;
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+            self.active_connections.load(Ordering::Relaxed)
+        );
         out
     }
 }
@@ -286,10 +323,10 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
-        m.inc("mailseal_messages_total", &[("decision", "sign")]);
-        m.inc("mailseal_messages_total", &[("decision", "sign")]);
+        m.inc(Counter::Messages, &[("decision", "sign")]);
+        m.inc(Counter::Messages, &[("decision", "sign")]);
         m.observe(
-            "mailseal_dns_lookup_seconds",
+            Timing::DnsLookup,
             &[("phase", "spf")],
             Duration::from_millis(3),
         );

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::config::FailAction;
 use crate::headers::edits;
+use crate::metrics::Counter;
 use crate::pipeline::context::Context as MessageContext;
 use crate::pipeline::message::{ConnInfo, EohAnswer, Message};
 use crate::pipeline::{decide, ClientFacts, Reply};
@@ -222,7 +223,7 @@ async fn eoh(cx: &mut Context<Session>) -> Status {
                 .ctx
                 .services
                 .metrics
-                .inc("mailseal_replies_total", &[("reply", "accept")]);
+                .inc(Counter::Replies, &[("reply", "accept")]);
             tracing::info!(queue_id = %qid, "accept: {why}");
             Status::Accept
         }
@@ -232,7 +233,7 @@ async fn eoh(cx: &mut Context<Session>) -> Status {
                 .ctx
                 .services
                 .metrics
-                .inc("mailseal_replies_total", &[("reply", reply_label(&reply))]);
+                .inc(Counter::Replies, &[("reply", reply_label(&reply))]);
             tracing::warn!(queue_id = %qid, "refuse: {why}");
             reply_status(&mut cx.reply, &reply)
         }
@@ -296,7 +297,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
         .ctx
         .services
         .metrics
-        .inc("mailseal_replies_total", &[("reply", label)]);
+        .inc(Counter::Replies, &[("reply", label)]);
     if matches!(outcome.reply, Reply::Continue) {
         tracing::info!(queue_id = %qid, reply = %answer, "{}", outcome.summary);
     } else {

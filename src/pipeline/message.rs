@@ -13,6 +13,7 @@ use crate::headers::auth_results::{has_forged, remove_forged};
 use crate::headers::edits::Edits;
 use crate::message::budget::{Buffer, InFlight};
 use crate::message::{envelope_address, HeaderBlock, HeaderLimits, MAX_KEPT_PAST_CAP};
+use crate::metrics::Counter;
 use crate::pipeline::context::Context;
 
 /// What the connection knows, for every message on it.
@@ -146,7 +147,7 @@ impl Message {
         };
         ctx.services
             .metrics
-            .inc("mailseal_messages_total", &[("decision", label)]);
+            .inc(Counter::Messages, &[("decision", label)]);
         let limits = &config.limits;
         let over = format!(
             "header section over the limit ({} bytes / {} fields)",

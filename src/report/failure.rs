@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use crate::config::{Dns, Reports};
+use crate::metrics::Counter;
 use crate::metrics::Metrics;
 
 /// One message that failed DMARC in a way its domain asked to hear about.
@@ -114,7 +115,7 @@ impl FailureSender {
 }
 
 fn count(metrics: &Metrics, outcome: &str) {
-    metrics.inc("mailseal_failure_reports_total", &[("outcome", outcome)]);
+    metrics.inc(Counter::FailureReports, &[("outcome", outcome)]);
 }
 
 /// Per-domain and overall hourly limits on failure reports. They live as long as the daemon:

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::store::Store;
 use super::Evaluation;
 use crate::config::StoreSpec;
+use crate::metrics::Counter;
 use crate::metrics::Metrics;
 
 const BATCH: usize = 256;
@@ -112,11 +113,7 @@ impl Recorder {
 }
 
 fn count(metrics: &Metrics, outcome: &str, n: usize) {
-    metrics.add(
-        "mailseal_report_records_total",
-        &[("outcome", outcome)],
-        n as u64,
-    );
+    metrics.add(Counter::ReportRecords, &[("outcome", outcome)], n as u64);
 }
 
 fn writer(spec: &StoreSpec, reporter: &str, rx: Receiver<Msg>, metrics: &Metrics) {

@@ -15,10 +15,11 @@ use std::path::PathBuf;
 
 use base64::Engine;
 
-use super::store::{Group, ReportRow, Store};
+use super::store::{Group, ReportRow, ReportStatus, Store};
 use super::xml::{feedback, ReportMeta, Reporter};
 use super::Published;
 use crate::config::Config;
+use crate::metrics::Counter;
 
 /// Why a send run stopped.
 #[derive(Debug, thiserror::Error)]
@@ -316,17 +317,18 @@ fn deliver_one(
         delivered: 0,
         retry: false,
     };
-    let mark =
-        |store: &mut Store, status: &str, note: &str| store.mark(&r.report_id, status, Some(note));
+    let mark = |store: &mut Store, status: ReportStatus, note: &str| {
+        store.mark(&r.report_id, status, Some(note))
+    };
     let Some(policy) = policy.filter(|_| !groups.is_empty()) else {
         sent.notes
             .push("no records left (deleted by retention)".into());
-        mark(store, "empty", "no records")?;
+        mark(store, ReportStatus::Empty, "no records")?;
         return Ok(sent);
     };
     if rc.suppressed(&r.policy_domain) {
         sent.notes.push("suppressed domain, not sent".into());
-        mark(store, "suppressed", "suppressed domain")?;
+        mark(store, ReportStatus::Suppressed, "suppressed domain")?;
         return Ok(sent);
     }
     let built = build(config, r, &policy, &groups);
@@ -374,7 +376,7 @@ fn deliver_one(
             Ok(()) => {
                 sent.delivered += 1;
                 sent.notes.push(format!("{rcpt}: sent"));
-                metrics.inc("mailseal_reports_total", &[("outcome", "sent")]);
+                metrics.inc(Counter::Reports, &[("outcome", "sent")]);
                 tracing::info!(
                     "reports: {} sent to {rcpt} ({} records, {} messages)",
                     sent.filename,
@@ -395,7 +397,7 @@ fn deliver_one(
         } else {
             temp_errors.join("; ")
         };
-        mark(store, "sent", &note)?;
+        mark(store, ReportStatus::Sent, &note)?;
     } else if !temp_errors.is_empty() {
         retry_or_give_up(
             config,
@@ -407,7 +409,7 @@ fn deliver_one(
         )?;
     } else {
         sent.notes.push("no usable destination".into());
-        mark(store, "undeliverable", &sent.notes.join("; "))?;
+        mark(store, ReportStatus::Undeliverable, &sent.notes.join("; "))?;
     }
     Ok(sent)
 }
@@ -421,16 +423,20 @@ fn retry_or_give_up(
     metrics: &crate::metrics::Metrics,
 ) -> Result<(), SendError> {
     let give_up = r.attempts + 1 >= config.reports.max_attempts as i64;
-    let status = if give_up { "failed" } else { "pending" };
+    let status = if give_up {
+        ReportStatus::Failed
+    } else {
+        ReportStatus::Pending
+    };
     sent.retry = !give_up;
     if give_up {
-        metrics.inc("mailseal_reports_total", &[("outcome", "gave_up")]);
+        metrics.inc(Counter::Reports, &[("outcome", "gave_up")]);
         sent.notes.push(format!(
             "gave up after {} attempts",
             config.reports.max_attempts
         ));
     } else {
-        metrics.inc("mailseal_reports_total", &[("outcome", "failed")]);
+        metrics.inc(Counter::Reports, &[("outcome", "failed")]);
     }
     Ok(store.mark(&r.report_id, status, Some(error))?)
 }

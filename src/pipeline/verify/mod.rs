@@ -35,6 +35,7 @@ use crate::headers::auth_results::{remove_forged, NAME as AR_NAME};
 use crate::headers::edits::Edits;
 use crate::message::{domain_of, normalize_domain, Author, HeaderBlock};
 use crate::metrics::Metrics;
+use crate::metrics::Timing;
 use crate::report::failure::Failure;
 use crate::report::Evaluation;
 use crate::results::{AuthResults, DmarcVerdict, SpfIdentity, Word};
@@ -373,11 +374,7 @@ async fn check(
 }
 
 fn observe(metrics: &Metrics, phase: &'static str, start: std::time::Instant) {
-    metrics.observe(
-        "mailseal_dns_lookup_seconds",
-        &[("phase", phase)],
-        start.elapsed(),
-    );
+    metrics.observe(Timing::DnsLookup, &[("phase", phase)], start.elapsed());
 }
 
 /// Time one DNS-bound check for the lookup-latency histogram.

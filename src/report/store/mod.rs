@@ -38,9 +38,65 @@ pub struct ReportRow {
     pub policy_domain: String,
     pub begin: i64,
     pub end: i64,
-    pub status: String,
+    pub status: ReportStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
+}
+
+/// Where a report is in its life. Stored as its word (`pending`, `sent`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportStatus {
+    /// Not sent yet, or to be tried again.
+    Pending,
+    /// Delivered to at least one destination.
+    Sent,
+    /// Given up after `max_attempts` temporary failures.
+    Failed,
+    /// Every destination refused it for good or was unusable.
+    Undeliverable,
+    /// Nothing left to report (records removed by retention).
+    Empty,
+    /// The policy domain is in `suppress_domains`.
+    Suppressed,
+}
+
+impl ReportStatus {
+    const ALL: [ReportStatus; 6] = [
+        ReportStatus::Pending,
+        ReportStatus::Sent,
+        ReportStatus::Failed,
+        ReportStatus::Undeliverable,
+        ReportStatus::Empty,
+        ReportStatus::Suppressed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Pending => "pending",
+            ReportStatus::Sent => "sent",
+            ReportStatus::Failed => "failed",
+            ReportStatus::Undeliverable => "undeliverable",
+            ReportStatus::Empty => "empty",
+            ReportStatus::Suppressed => "suppressed",
+        }
+    }
+}
+
+impl std::fmt::Display for ReportStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ReportStatus {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<ReportStatus> {
+        ReportStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| StoreError::Status(s.to_string()))
+    }
 }
 
 impl ReportRow {
@@ -60,7 +116,7 @@ impl ReportRow {
             policy_domain: domain.to_string(),
             begin,
             end: (day + 86_400).min(until),
-            status: "pending".into(),
+            status: ReportStatus::Pending,
             attempts: 0,
             last_error: None,
         }
@@ -171,7 +227,7 @@ impl Store {
                     &[(now + lease).into(), r[0].clone()],
                 )?;
             }
-            Ok(rows.into_iter().map(report_row).collect())
+            rows.into_iter().map(report_row).collect()
         })
     }
 
@@ -183,16 +239,21 @@ impl Store {
              ORDER BY begin_ts DESC, policy_domain LIMIT $2",
             &[domain.unwrap_or("").into(), limit.into()],
         )?;
-        Ok(rows.into_iter().map(report_row).collect())
+        rows.into_iter().map(report_row).collect()
     }
 
     /// Record a delivery attempt.
-    pub fn mark(&mut self, report_id: &str, status: &str, error: Option<&str>) -> Result<()> {
+    pub fn mark(
+        &mut self,
+        report_id: &str,
+        status: ReportStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
         self.exec(
             "UPDATE dmarc_reports SET status = $1, attempts = attempts + 1, last_error = $2, \
              lease_until = 0 WHERE report_id = $3",
             &[
-                status.into(),
+                status.as_str().into(),
                 error.map(Val::from).unwrap_or(Val::Null),
                 report_id.into(),
             ],
@@ -338,20 +399,20 @@ fn pass_fail(b: bool) -> &'static str {
     }
 }
 
-fn report_row(r: Vec<Val>) -> ReportRow {
-    ReportRow {
+fn report_row(r: Vec<Val>) -> Result<ReportRow> {
+    Ok(ReportRow {
         report_id: r[0].text(),
         unique_id: r[1].text(),
         policy_domain: r[2].text(),
         begin: r[3].int(),
         end: r[4].int(),
-        status: r[5].text(),
+        status: r[5].text().parse()?,
         attempts: r[6].int(),
         last_error: match &r[7] {
             Val::Null => None,
             v => Some(v.text()),
         },
-    }
+    })
 }
 
 #[cfg(test)]
@@ -432,10 +493,15 @@ mod tests {
         assert_eq!(s.take_pending(600).unwrap().len(), 1);
         // Leased: a second run at the same time does not get it.
         assert!(s.take_pending(600).unwrap().is_empty());
-        s.mark(&claimed[0].report_id, "pending", Some("relay down"))
-            .unwrap();
+        s.mark(
+            &claimed[0].report_id,
+            ReportStatus::Pending,
+            Some("relay down"),
+        )
+        .unwrap();
         assert_eq!(s.take_pending(600).unwrap().len(), 1);
-        s.mark(&claimed[0].report_id, "sent", None).unwrap();
+        s.mark(&claimed[0].report_id, ReportStatus::Sent, None)
+            .unwrap();
         assert!(s.take_pending(600).unwrap().is_empty());
         assert_eq!(s.purge(day + 86_400).unwrap(), 3);
         assert_eq!(s.count().unwrap(), 1);

@@ -1,0 +1,82 @@
+//! The daily DMARC report run inside the daemon.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::pipeline::context::Context;
+
+/// `[reports] schedule = "daily"`: shortly after midnight UTC, send the reports for the day
+/// that ended. Each host waits a different few minutes (from its name), so hosts sharing a
+/// PostgreSQL store do not all start at once; the store's lock keeps them from sending the
+/// same report twice anyway.
+pub(super) async fn daily_reports(contexts: watch::Receiver<Arc<Context>>) {
+    let name = contexts.borrow().config.host_name.clone();
+    loop {
+        let now = crate::report::now();
+        let next = next_daily_run(now, &name);
+        tokio::time::sleep(std::time::Duration::from_secs((next - now).max(1) as u64)).await;
+        let ctx = contexts.borrow().clone();
+        if !ctx.config.reports.daily() || ctx.config.reports.store.is_none() {
+            continue;
+        }
+        let handle = tokio::runtime::Handle::current();
+        let result = tokio::task::spawn_blocking(move || {
+            let opts = crate::report::send::SendOptions {
+                until: crate::report::day_start(crate::report::now()),
+                metrics: ctx.services.metrics.clone(),
+                ..Default::default()
+            };
+            crate::report::send::run(&ctx.config, &opts, &handle)
+        })
+        .await;
+        match result {
+            Ok(Ok(sent)) => tracing::info!(
+                "reports: daily run done, {} report(s) handled, {} delivered",
+                sent.len(),
+                sent.iter().filter(|s| s.delivered > 0).count()
+            ),
+            Ok(Err(e)) => tracing::warn!("reports: daily run failed: {e}"),
+            Err(e) => tracing::warn!("reports: daily run failed: {e}"),
+        }
+    }
+}
+
+/// When the daily report run after `now` starts: 5 to 20 minutes past midnight UTC, the
+/// same minute every day for a given host name.
+pub fn next_daily_run(now: i64, host: &str) -> i64 {
+    let h = host
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+    let offset = 300 + (h % 900) as i64;
+    let today = crate::report::day_start(now) + offset;
+    if today > now {
+        today
+    } else {
+        today + 86_400
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_daily_run;
+
+    #[test]
+    fn daily_run_is_after_midnight_and_in_the_future() {
+        let midnight = 1_795_392_000; // 2026-11-23T00:00:00Z
+        for (now, host) in [
+            (midnight + 9 * 3600, "mx1.example.net"),
+            (midnight, "mx2.example.net"),
+            (midnight + 86_399, "a"),
+        ] {
+            let next = next_daily_run(now, host);
+            assert!(next > now && next - now <= 86_400, "{now} {host} {next}");
+            let past_midnight = next.rem_euclid(86_400);
+            assert!((300..1200).contains(&past_midnight), "{past_midnight}");
+            // Stable per host.
+            assert_eq!(next_daily_run(now, host), next);
+        }
+        // Right after midnight, today's run is still ahead.
+        assert!(next_daily_run(midnight + 1, "mx1.example.net") < midnight + 1200);
+    }
+}
