@@ -155,12 +155,9 @@ pub fn from_addresses(headers: &HeaderBlock) -> (usize, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::HeaderLimits;
+    use crate::message::{HeaderLimits, TEST_LIMITS};
 
-    const L: HeaderLimits = HeaderLimits {
-        max_bytes: 1 << 20,
-        max_fields: 100,
-    };
+    const L: HeaderLimits = TEST_LIMITS;
 
     #[test]
     fn authors() {

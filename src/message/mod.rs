@@ -219,14 +219,18 @@ impl HeaderBlock {
     }
 }
 
+/// Limits for the tests of this module and its children.
+#[cfg(test)]
+const TEST_LIMITS: HeaderLimits = HeaderLimits {
+    max_bytes: 1 << 20,
+    max_fields: 100,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const L: HeaderLimits = HeaderLimits {
-        max_bytes: 1 << 20,
-        max_fields: 100,
-    };
+    const L: HeaderLimits = TEST_LIMITS;
 
     #[test]
     fn rebuilds_exact_bytes() {

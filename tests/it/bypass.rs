@@ -48,13 +48,8 @@ fn zones() -> Zones {
 /// A daemon that signs for example.com (internal 10.0.0.0/8, SMTP AUTH, daemon ORIGINATING)
 /// and verifies everything else, resolving through `dns`.
 async fn daemon(dns: &DnsServer, top: &str, sections: &str) -> Daemon {
-    let k = keys();
     let s = Scratch::new("bypass");
-    let signing = signing_section(
-        &s.0,
-        &[("k", "example.com", "rsa", &k.rsa.path)],
-        &[("*@example.com", "k")],
-    );
+    let signing = example_com_rsa(&s.0, "*@example.com");
     let cfg = format!(
         "authserv_id = \"mx.test\"\n{top}\n[signing]\n{signing}internal_hosts = [\"10.0.0.0/8\"]\n\
          daemon_names = [\"ORIGINATING\"]\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n{sections}\n",
@@ -593,13 +588,8 @@ async fn without_leading_space_headers_are_relaxed() {
     let dns = DnsServer::start(zones()).await;
     let d = daemon(&dns, "", "").await;
     let cfg_simple = {
-        let k = keys();
         let s = Scratch::new("bypass-simple");
-        let signing = signing_section(
-            &s.0,
-            &[("k", "example.com", "rsa", &k.rsa.path)],
-            &[("*@example.com", "k")],
-        );
+        let signing = example_com_rsa(&s.0, "*@example.com");
         let cfg = format!(
             "authserv_id = \"mx.test\"\n[signing]\n{signing}internal_hosts = [\"10.0.0.0/8\"]\ncanonicalization = \"simple/simple\"\n\
              [dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
@@ -638,26 +628,7 @@ async fn without_leading_space_headers_are_relaxed() {
         sig[0]
     );
     // Inbound: a simple-header signature is not evaluated (neutral), never a fail.
-    let signed = {
-        let k = keys();
-        let s = Scratch::new("bypass-signer");
-        let signing = signing_section(
-            &s.0,
-            &[("k", "example.com", "rsa", &k.rsa.path)],
-            &[("*", "k")],
-        );
-        let cfg = mailseal::config::Config::load(&s.write(
-            "m.toml",
-            &format!("[signing]\n{signing}canonicalization = \"simple/simple\"\n"),
-        ))
-        .unwrap();
-        String::from_utf8(
-            mailseal::tools::sign_message(cfg, raw.as_bytes())
-                .await
-                .unwrap(),
-        )
-        .unwrap()
-    };
+    let signed = signed_by_example_com_with(raw, "canonicalization = \"simple/simple\"\n").await;
     let mut c = Client {
         conn: open(d.addr).await,
     };
@@ -680,11 +651,7 @@ async fn without_leading_space_headers_are_relaxed() {
 async fn oversigned_names_outside_sign_headers_are_signed() {
     let k = keys();
     let s = Scratch::new("oversign");
-    let signing = signing_section(
-        &s.0,
-        &[("k", "example.com", "rsa", &k.rsa.path)],
-        &[("*@example.com", "k")],
-    );
+    let signing = example_com_rsa(&s.0, "*@example.com");
     let cfg = format!(
         "authserv_id = \"mx.test\"\n[signing]\n{signing}internal_hosts = [\"10.0.0.0/8\"]\n\
          sign_headers = [\"From\", \"Subject\"]\noversign_headers = [\"From\", \"To\", \"Reply-To\"]\n"

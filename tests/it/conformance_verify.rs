@@ -225,17 +225,7 @@ async fn verification_conformance() {
         let (mf, h) = check_spf(&auth, ip, helo, "mx.test", mail_from, helo_identity).await;
         let out: SpfOutput = if helo_identity { h.unwrap() } else { mf };
         let word = Word::from(out.result()).as_str();
-        let allowed: Vec<&str> = case["expected"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        let r = if allowed.contains(&word) {
-            Ok(())
-        } else {
-            Err(format!("got {word}, expected one of {allowed:?}"))
-        };
+        let r = one_of_expected(case, word);
         results.push((id, r));
     }
     unexpected.extend(report("spf-rfc7208", results));
@@ -245,10 +235,7 @@ async fn verification_conformance() {
         let mut results = Vec::new();
         for case in conformance(file).unwrap() {
             let id = case["id"].as_str().unwrap().to_string();
-            zones.clear();
-            for (name, value) in case["txt_records"].as_object().unwrap() {
-                zones.add(name, Rr::Txt(value.as_str().unwrap().to_string()));
-            }
+            serve_txt_records(&zones, &case);
             let auth = resolver(&dns);
             let raw = case["message"].as_str().unwrap().as_bytes();
             let complete = HeaderBlock::default();
@@ -302,10 +289,7 @@ async fn verification_conformance() {
     let mut results = Vec::new();
     for case in conformance("arc-verify.jsonl").unwrap() {
         let id = case["id"].as_str().unwrap().to_string();
-        zones.clear();
-        for (name, value) in case["txt_records"].as_object().unwrap() {
-            zones.add(name, Rr::Txt(value.as_str().unwrap().to_string()));
-        }
+        serve_txt_records(&zones, &case);
         let auth = resolver(&dns);
         let raw = case["message"].as_str().unwrap().as_bytes();
         let word = match AuthenticatedMessage::parse(raw) {
@@ -314,17 +298,7 @@ async fn verification_conformance() {
                 .as_str(),
             None => "none",
         };
-        let allowed: Vec<&str> = case["expected"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap())
-            .collect();
-        let r = if allowed.contains(&word) {
-            Ok(())
-        } else {
-            Err(format!("got {word}, expected {allowed:?}"))
-        };
+        let r = one_of_expected(&case, word);
         results.push((id, r));
     }
     unexpected.extend(report("arc-verify", results));
@@ -407,4 +381,27 @@ async fn verification_conformance() {
         "unexpected results:\n{}",
         unexpected.join("\n")
     );
+}
+
+/// The case's `expected` list holds `word`.
+fn one_of_expected(case: &Value, word: &str) -> Result<(), String> {
+    let allowed: Vec<&str> = case["expected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    if allowed.contains(&word) {
+        Ok(())
+    } else {
+        Err(format!("got {word}, expected one of {allowed:?}"))
+    }
+}
+
+/// Serve exactly the case's `txt_records`.
+fn serve_txt_records(zones: &Zones, case: &Value) {
+    zones.clear();
+    for (name, value) in case["txt_records"].as_object().unwrap() {
+        zones.add(name, Rr::Txt(value.as_str().unwrap().to_string()));
+    }
 }

@@ -38,14 +38,7 @@ async fn notify_reload_broken_reload_socket_change_and_term() {
     let k = keys();
     let s = Scratch::new("daemon-bin");
     let port = crate::common::postfix::free_port();
-    let signing = signing_section(
-        &s.0,
-        &[
-            ("k-rsa", "example.com", "rsa", &k.rsa.path),
-            ("k-ed", "example.com", "ed", &k.ed.path),
-        ],
-        &[("*@example.com", "k-rsa")],
-    );
+    let signing = example_com_rsa_ed(&s.0, &[("*@example.com", "k-rsa")]);
     let base = format!("socket = \"inet:{port}@127.0.0.1\"\nmode = \"s\"\n[signing]\n{signing}multiple_signatures = true\n");
     let cfg = s.write("mailseal.toml", &base);
     let notify_path = s.0.join("notify.sock");
@@ -155,18 +148,13 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_counts_messages_results_replies_and_connections() {
     use crate::common::dns::{DnsServer, Zones};
-    let k = keys();
     let zones = Zones::default();
     zones.txt("example.com", "v=spf1 ip4:192.0.2.10 -all");
     let dns = DnsServer::start(zones).await;
     let s = Scratch::new("metrics");
     let port = crate::common::postfix::free_port();
     let mport = crate::common::postfix::free_port();
-    let signing = signing_section(
-        &s.0,
-        &[("k", "example.com", "rsa", &k.rsa.path)],
-        &[("*@example.com", "k")],
-    );
+    let signing = example_com_rsa(&s.0, "*@example.com");
     let cfg = s.write(
         "mailseal.toml",
         &format!(
@@ -230,7 +218,6 @@ async fn metrics_endpoint_counts_messages_results_replies_and_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_replaces_a_stale_one_and_has_the_configured_mode() {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    let k = keys();
     let s = Scratch::new("unix-sock");
     let sock = s.0.join("mailseal.sock");
     // A stale socket file left by an earlier run.
@@ -239,11 +226,7 @@ async fn unix_socket_replaces_a_stale_one_and_has_the_configured_mode() {
         .unwrap()
         .file_type()
         .is_socket());
-    let signing = signing_section(
-        &s.0,
-        &[("k", "example.com", "rsa", &k.rsa.path)],
-        &[("*@example.com", "k")],
-    );
+    let signing = example_com_rsa(&s.0, "*@example.com");
     let cfg = s.write(
         "m.toml",
         &format!(

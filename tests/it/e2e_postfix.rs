@@ -27,12 +27,7 @@ fn message(n: u32, via: &str) -> String {
 }
 
 fn signing_config(scratch: &Scratch) -> String {
-    let k = keys();
-    let signing = signing_section(
-        &scratch.0,
-        &[("k", "example.com", "rsa", &k.rsa.path)],
-        &[("*@example.com", "k")],
-    );
+    let signing = example_com_rsa(&scratch.0, "*@example.com");
     format!("authserv_id = \"mx.test\"\n[signing]\n{signing}internal_hosts = [\"127.0.0.0/8\"]\n")
 }
 

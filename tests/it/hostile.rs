@@ -63,13 +63,8 @@ struct Hostile {
 
 impl Hostile {
     async fn start() -> Hostile {
-        let k = keys();
         let s = Scratch::new("hostile");
-        let signing = signing_section(
-            &s.0,
-            &[("k", "example.com", "rsa", &k.rsa.path)],
-            &[("*@example.com", "k")],
-        );
+        let signing = example_com_rsa(&s.0, "*@example.com");
         let port = crate::common::postfix::free_port();
         let cfg = s.write(
             "mailseal.toml",
@@ -360,17 +355,12 @@ async fn missing_leading_space_option_still_signs_correctly() {
 
 #[tokio::test]
 async fn oversize_answers_follow_on_oversize() {
-    let k = keys();
     for (action, outbound_want, inbound_want) in [
         ("reject", "552 5.3.4", "552 5.3.4"),
         ("tempfail", "452 4.3.4", "452 4.3.4"),
     ] {
         let s = Scratch::new("oversize");
-        let signing = signing_section(
-            &s.0,
-            &[("k", "example.com", "rsa", &k.rsa.path)],
-            &[("*@example.com", "k")],
-        );
+        let signing = example_com_rsa(&s.0, "*@example.com");
         let cfg = format!(
             "authserv_id = \"mx.test\"\n[limits]\nmax_headers = 5\non_oversize = \"{action}\"\n[signing]\n{signing}internal_hosts = [\"10.0.0.0/8\"]\n"
         );

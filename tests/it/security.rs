@@ -57,13 +57,9 @@ async fn trace_logs_and_errors_never_show_keys() {
     let k = keys();
     let s = Scratch::new("sec-logs");
     let port = crate::common::postfix::free_port();
-    let signing = signing_section(
+    let signing = example_com_rsa_ed(
         &s.0,
-        &[
-            ("a", "example.com", "rsa", &k.rsa.path),
-            ("b", "example.com", "ed", &k.ed.path),
-        ],
-        &[("*@example.com", "a"), ("*@example.com", "b")],
+        &[("*@example.com", "k-rsa"), ("*@example.com", "k-ed")],
     );
     let cfg = s.write(
         "m.toml",
@@ -116,13 +112,8 @@ async fn trace_logs_and_errors_never_show_keys() {
 
 #[test]
 fn files_others_can_change_are_flagged() {
-    let k = keys();
     let s = Scratch::new("sec-perms");
-    let signing = signing_section(
-        &s.0,
-        &[("a", "example.com", "rsa", &k.rsa.path)],
-        &[("*", "a")],
-    );
+    let signing = example_com_rsa(&s.0, "*");
     let cfg = s.write("m.toml", &format!("[signing]\n{signing}"));
     std::fs::set_permissions(
         s.0.join("signing.table"),

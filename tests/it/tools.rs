@@ -149,15 +149,18 @@ async fn testkey_reports_each_state_and_exits_1_on_problems() {
         .iter()
         .map(|(a, b, c, d)| (*a, *b, *c, d.as_path()))
         .collect();
-    let signing = signing_section(&s.0, &rows, &[("*", "k-ok")]);
-    let cfg = s.write(
-        "m.toml",
-        &format!(
-            "[signing]\n{signing}[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n",
-            dns.addr
-        ),
-    );
-    let o = cli(&["testkey", "-c", cfg.to_str().unwrap()], None).await;
+    let testkey = |s: &Scratch, rows: &[(&str, &str, &str, &Path)]| {
+        let signing = signing_section(&s.0, rows, &[("*", "k-ok")]);
+        let cfg = s.write(
+            "m.toml",
+            &format!(
+                "[signing]\n{signing}[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n",
+                dns.addr
+            ),
+        );
+        async move { cli(&["testkey", "-c", cfg.to_str().unwrap()], None).await }
+    };
+    let o = testkey(&s, &rows).await;
     let t = o.text();
     assert!(!o.ok, "{t}");
     for (word, name) in [
@@ -178,38 +181,27 @@ async fn testkey_reports_each_state_and_exits_1_on_problems() {
         );
     }
     // Only good keys: exit 0.
-    let s2 = Scratch::new("testkey-ok");
-    let signing = signing_section(&s2.0, &rows[..2], &[("*", "k-ok")]);
-    let cfg = s2.write(
-        "m.toml",
-        &format!(
-            "[signing]\n{signing}[dns]\nnameservers = [\"{}\"]\n",
-            dns.addr
-        ),
-    );
-    let o = cli(&["testkey", "-c", cfg.to_str().unwrap()], None).await;
+    let o = testkey(&Scratch::new("testkey-ok"), &rows[..2]).await;
     assert!(o.ok, "{}", o.text());
 }
 
 #[test]
 fn explain_names_the_row_and_key_or_the_reason() {
-    let k = keys();
     let s = Scratch::new("explain");
-    let signing = signing_section(
+    let signing = example_com_rsa_ed(
         &s.0,
-        &[
-            ("k-rsa", "example.com", "rsa", &k.rsa.path),
-            ("k-ed", "example.com", "ed", &k.ed.path),
-        ],
         &[("*@example.com", "k-rsa"), ("*@example.com", "k-ed")],
     );
     let cfg = s.write(
         "m.toml",
         &format!("[signing]\n{signing}internal_hosts = [\"10.0.0.0/8\"]\n"),
     );
-    let c = cfg.to_str().unwrap();
-    let o = cli_blocking(&["explain", "-c", c, "alice@example.com"], None);
-    let t = o.text();
+    let explain = |extra: &[&str]| {
+        let mut args = vec!["explain", "-c", cfg.to_str().unwrap()];
+        args.extend(extra);
+        cli_blocking(&args, None).text()
+    };
+    let t = explain(&["alice@example.com"]);
     assert!(
         t.contains("signing.table:2")
             && t.contains("key k-rsa")
@@ -217,50 +209,21 @@ fn explain_names_the_row_and_key_or_the_reason() {
         "{t}"
     );
     assert!(t.contains("first match only"), "{t}");
-    let t = cli_blocking(&["explain", "-c", c, "bob@elsewhere.example"], None).text();
+    let t = explain(&["bob@elsewhere.example"]);
     assert!(t.contains("no SigningTable row matches"), "{t}");
-    let t = cli_blocking(
-        &[
-            "explain",
-            "-c",
-            c,
-            "alice@example.com",
-            "--client-ip",
-            "192.0.2.1",
-        ],
-        None,
-    )
-    .text();
+    let t = explain(&["alice@example.com", "--client-ip", "192.0.2.1"]);
     assert!(t.contains("inbound"), "{t}");
-    let t = cli_blocking(
-        &[
-            "explain",
-            "-c",
-            c,
-            "alice@example.com",
-            "--client-ip",
-            "10.1.1.1",
-        ],
-        None,
-    )
-    .text();
+    let t = explain(&["alice@example.com", "--client-ip", "10.1.1.1"]);
     assert!(
         t.contains("outbound: internal host 10.1.1.1") && t.contains("key k-rsa"),
         "{t}"
     );
-    let t = cli_blocking(
-        &[
-            "explain",
-            "-c",
-            c,
-            "alice@example.com",
-            "--client-ip",
-            "192.0.2.1",
-            "--auth",
-            "alice",
-        ],
-        None,
-    )
-    .text();
+    let t = explain(&[
+        "alice@example.com",
+        "--client-ip",
+        "192.0.2.1",
+        "--auth",
+        "alice",
+    ]);
     assert!(t.contains("authenticated as alice"), "{t}");
 }

@@ -5,7 +5,7 @@ use mail_auth::MessageAuthenticator;
 
 use super::{Level, Report};
 use crate::config::keys::rsa_public_key_bits;
-use crate::tools::lookup::{record_tags as tags, txt_records as txt, TxtAnswer as Txt};
+use crate::tools::lookup::record_tags as tags;
 
 pub(super) async fn check_dkim(
     auth: &MessageAuthenticator,
@@ -14,17 +14,12 @@ pub(super) async fn check_dkim(
     r: &mut Report,
 ) {
     let name = format!("{selector}._domainkey.{domain}");
-    let records = match txt(auth, &name).await {
-        Txt::Records(v) => v,
-        Txt::NoRecords => return r.add("dkim", Level::Fail, format!("no DKIM key at {name}")),
-        Txt::Error(e) => {
-            return r.add(
-                "dkim",
-                Level::Fail,
-                format!("DNS error looking up {name}: {e}"),
-            )
-        }
+    let Some(records) = r.txt(auth, "dkim", &name).await else {
+        return;
     };
+    if records.is_empty() {
+        return r.add("dkim", Level::Fail, format!("no DKIM key at {name}"));
+    }
     let Some(record) = records.iter().find(|v| v.contains("p=")) else {
         return r.add(
             "dkim",

@@ -15,16 +15,8 @@ pub(super) fn is_external(domain: &str, dest: &str) -> bool {
 
 pub(super) async fn check_dmarc(auth: &MessageAuthenticator, domain: &str, r: &mut Report) {
     let name = format!("_dmarc.{domain}");
-    let records = match txt(auth, &name).await {
-        Txt::Records(v) => v,
-        Txt::NoRecords => Vec::new(),
-        Txt::Error(e) => {
-            return r.add(
-                "dmarc",
-                Level::Fail,
-                format!("DNS error looking up {name}: {e}"),
-            )
-        }
+    let Some(records) = r.txt(auth, "dmarc", &name).await else {
+        return;
     };
     let dmarc: Vec<&String> = records
         .iter()

@@ -39,6 +39,29 @@ pub struct Options {
 pub(super) struct Report(Vec<Finding>);
 
 impl Report {
+    /// The TXT records at `name` (none is an empty list); a failed lookup is reported as a
+    /// failure of `area` and gives `None`.
+    async fn txt(
+        &mut self,
+        auth: &MessageAuthenticator,
+        area: &'static str,
+        name: &str,
+    ) -> Option<Vec<String>> {
+        use crate::tools::lookup::{txt_records, TxtAnswer};
+        match txt_records(auth, name).await {
+            TxtAnswer::Records(v) => Some(v),
+            TxtAnswer::NoRecords => Some(Vec::new()),
+            TxtAnswer::Error(e) => {
+                self.add(
+                    area,
+                    Level::Fail,
+                    format!("DNS error looking up TXT {name}: {e}"),
+                );
+                None
+            }
+        }
+    }
+
     fn add(&mut self, area: &'static str, level: Level, message: impl Into<String>) {
         self.0.push(Finding {
             area,

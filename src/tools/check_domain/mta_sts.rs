@@ -7,7 +7,6 @@ use mail_auth::dns::TxtRecordParser;
 use mail_auth::MessageAuthenticator;
 
 use super::{Level, Options, Report};
-use crate::tools::lookup::{txt_records as txt, TxtAnswer as Txt};
 
 /// MTA-STS `mx:` pattern match: `*.example.com` matches exactly one extra label.
 pub(super) fn mx_pattern_matches(pattern: &str, host: &str) -> bool {
@@ -122,23 +121,16 @@ pub(super) async fn check_mta_sts(
     r: &mut Report,
 ) {
     let name = format!("_mta-sts.{domain}");
-    let records = match txt(auth, &name).await {
-        Txt::Records(v) => v,
-        Txt::NoRecords => {
-            return r.add(
-                "mta-sts",
-                Level::Warn,
-                format!("no MTA-STS record at {name}: senders may deliver without TLS"),
-            )
-        }
-        Txt::Error(e) => {
-            return r.add(
-                "mta-sts",
-                Level::Fail,
-                format!("DNS error looking up {name}: {e}"),
-            )
-        }
+    let Some(records) = r.txt(auth, "mta-sts", &name).await else {
+        return;
     };
+    if records.is_empty() {
+        return r.add(
+            "mta-sts",
+            Level::Warn,
+            format!("no MTA-STS record at {name}: senders may deliver without TLS"),
+        );
+    }
     let Some(record) = records
         .iter()
         .find(|v| v.to_ascii_uppercase().starts_with("V=STSV1"))
@@ -235,23 +227,16 @@ pub(super) async fn check_mta_sts(
 
 pub(super) async fn check_tlsrpt(auth: &MessageAuthenticator, domain: &str, r: &mut Report) {
     let name = format!("_smtp._tls.{domain}");
-    let records = match txt(auth, &name).await {
-        Txt::Records(v) => v,
-        Txt::NoRecords => {
-            return r.add(
-                "tls-rpt",
-                Level::Warn,
-                format!("no TLS-RPT record at {name}: you will not hear about TLS failures"),
-            )
-        }
-        Txt::Error(e) => {
-            return r.add(
-                "tls-rpt",
-                Level::Fail,
-                format!("DNS error looking up {name}: {e}"),
-            )
-        }
+    let Some(records) = r.txt(auth, "tls-rpt", &name).await else {
+        return;
     };
+    if records.is_empty() {
+        return r.add(
+            "tls-rpt",
+            Level::Warn,
+            format!("no TLS-RPT record at {name}: you will not hear about TLS failures"),
+        );
+    }
     let Some(record) = records
         .iter()
         .find(|v| v.to_ascii_uppercase().starts_with("V=TLSRPTV1"))

@@ -105,16 +105,8 @@ pub(super) fn walk_spf<'a>(
 }
 
 pub(super) async fn check_spf(auth: &MessageAuthenticator, domain: &str, r: &mut Report) {
-    let records = match txt(auth, domain).await {
-        Txt::Records(r) => r,
-        Txt::NoRecords => Vec::new(),
-        Txt::Error(e) => {
-            return r.add(
-                "spf",
-                Level::Fail,
-                format!("DNS error looking up TXT {domain}: {e}"),
-            )
-        }
+    let Some(records) = r.txt(auth, "spf", domain).await else {
+        return;
     };
     let spf = spf_records(&records);
     let record = match spf.as_slice() {

@@ -235,6 +235,31 @@ pub fn signing_section(
     "key_table = \"key.table\"\nsigning_table = \"signing.table\"\n".to_string()
 }
 
+/// [`signing_section`] for example.com with the 2048-bit RSA test key as `k` (selector
+/// `rsa`), used for the senders `pattern` matches.
+pub fn example_com_rsa(dir: &Path, pattern: &str) -> String {
+    let k = keys();
+    signing_section(
+        dir,
+        &[("k", "example.com", "rsa", &k.rsa.path)],
+        &[(pattern, "k")],
+    )
+}
+
+/// [`signing_section`] for example.com with the RSA test key as `k-rsa` (selector `rsa`) and
+/// the Ed25519 one as `k-ed` (selector `ed`), used as `sign_rows` say.
+pub fn example_com_rsa_ed(dir: &Path, sign_rows: &[(&str, &str)]) -> String {
+    let k = keys();
+    signing_section(
+        dir,
+        &[
+            ("k-rsa", "example.com", "rsa", &k.rsa.path),
+            ("k-ed", "example.com", "ed", &k.ed.path),
+        ],
+        sign_rows,
+    )
+}
+
 /// One SMTP session as the MTA side of the milter protocol, with Postfix's habits: exact
 /// leading-space header values, LF-folded values, queue id from RCPT on.
 pub struct Client {
@@ -476,15 +501,17 @@ pub fn tag(sig: &str, name: &str) -> Option<String> {
 /// `raw` signed as example.com (selector `rsa`, the 2048-bit test key) through the daemon's
 /// own signing path (`mailseal::tools::sign_message`).
 pub async fn signed_by_example_com(raw: &str) -> String {
-    let k = keys();
+    signed_by_example_com_with(raw, "").await
+}
+
+/// [`signed_by_example_com`] with more `[signing]` keys (TOML lines).
+pub async fn signed_by_example_com_with(raw: &str, signing_keys: &str) -> String {
     let s = Scratch::new("signer");
-    let signing = signing_section(
-        &s.0,
-        &[("k", "example.com", "rsa", &k.rsa.path)],
-        &[("*", "k")],
-    );
-    let cfg = mailseal::config::Config::load(&s.write("m.toml", &format!("[signing]\n{signing}")))
-        .unwrap();
+    let signing = example_com_rsa(&s.0, "*");
+    let cfg = mailseal::config::Config::load(
+        &s.write("m.toml", &format!("[signing]\n{signing}{signing_keys}")),
+    )
+    .unwrap();
     String::from_utf8(
         mailseal::tools::sign_message(cfg, raw.as_bytes())
             .await
