@@ -8,12 +8,15 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use mail_auth::dmarc::{DmarcRecord, Policy};
+use serde::{Deserialize, Serialize};
 
-/// An RFC 8601 result value (§2.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An RFC 8601 result value (§2.7). Stored and serialized as its word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Word {
     Pass,
     Fail,
@@ -25,6 +28,16 @@ pub enum Word {
 }
 
 impl Word {
+    const ALL: [Word; 7] = [
+        Word::Pass,
+        Word::Fail,
+        Word::SoftFail,
+        Word::Neutral,
+        Word::None,
+        Word::TempError,
+        Word::PermError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Word::Pass => "pass",
@@ -43,6 +56,22 @@ impl fmt::Display for Word {
         f.write_str(self.as_str())
     }
 }
+
+impl FromStr for Word {
+    type Err = UnknownWord;
+
+    fn from_str(s: &str) -> Result<Word, UnknownWord> {
+        Word::ALL
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| UnknownWord(s.to_string()))
+    }
+}
+
+/// A word that is none of a type's values (read back from storage).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown result word {0:?}")]
+pub struct UnknownWord(pub String);
 
 impl From<mail_auth::SpfResult> for Word {
     fn from(r: mail_auth::SpfResult) -> Word {
@@ -146,8 +175,9 @@ pub struct ArcVerdict {
     pub reason: Option<String>,
 }
 
-/// What the policy did about a DMARC failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the policy did about a DMARC failure. Stored and serialized as its word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Disposition {
     None,
     Quarantine,
@@ -161,6 +191,27 @@ impl Disposition {
             Disposition::Quarantine => "quarantine",
             Disposition::Reject => "reject",
         }
+    }
+}
+
+impl fmt::Display for Disposition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Disposition {
+    type Err = UnknownWord;
+
+    fn from_str(s: &str) -> Result<Disposition, UnknownWord> {
+        [
+            Disposition::None,
+            Disposition::Quarantine,
+            Disposition::Reject,
+        ]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+        .ok_or_else(|| UnknownWord(s.to_string()))
     }
 }
 

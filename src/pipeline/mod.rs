@@ -13,6 +13,7 @@ pub use decide::{decide, ClientFacts, Decision, Outbound};
 
 use crate::config::FailAction;
 use crate::headers::edits::Edits;
+use crate::results::Disposition;
 
 /// The SMTP answer for a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,16 +115,16 @@ impl Outcome {
         if let Some(e) = self
             .report
             .as_mut()
-            .filter(|e| e.disposition == "quarantine")
+            .filter(|e| e.disposition == Disposition::Quarantine)
         {
-            e.disposition = "none".into();
+            e.disposition = Disposition::None;
             e.reasons.push(crate::report::Reason {
-                kind: "local_policy".into(),
+                kind: crate::report::ReasonKind::LocalPolicy,
                 comment: Some(why.into()),
             });
         }
         if let Some(f) = self.failure.as_mut() {
-            f.delivery = "delivered";
+            f.disposition = Disposition::None;
         }
     }
 }

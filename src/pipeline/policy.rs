@@ -6,7 +6,7 @@ use mail_auth::dmarc::Policy;
 use super::verify::Envelope;
 use super::Reply;
 use crate::config::{Config, FailAction, QuarantineAction};
-use crate::report::Reason;
+use crate::report::{Reason, ReasonKind};
 use crate::results::{AuthResults, Disposition, Word};
 
 /// The answer for one inbound message.
@@ -125,29 +125,38 @@ fn override_reason(
     testing: bool,
     unverifiable: bool,
 ) -> Option<Reason> {
-    let reason = |kind: &str, comment: &str| Reason {
-        kind: kind.into(),
+    let reason = |kind: ReasonKind, comment: &str| Reason {
+        kind,
         comment: Some(comment.into()),
     };
     if testing {
-        return Some(reason("policy_test_mode", "t=y in the DMARC record"));
+        return Some(reason(
+            ReasonKind::PolicyTestMode,
+            "t=y in the DMARC record",
+        ));
     }
     if !matches!(policy, Policy::Reject | Policy::Quarantine) {
         return None;
     }
     Some(if !config.dmarc.enforce {
-        reason("local_policy", "the receiver does not enforce DMARC policy")
+        reason(
+            ReasonKind::LocalPolicy,
+            "the receiver does not enforce DMARC policy",
+        )
     } else if exempt(config, env) {
-        reason("local_policy", "sender exempt by local policy")
+        reason(ReasonKind::LocalPolicy, "sender exempt by local policy")
     } else if unverifiable {
         reason(
-            "other",
+            ReasonKind::Other,
             "DMARC not decided: an aligned DKIM signature could not be evaluated",
         )
     } else if policy == Policy::Quarantine
         && config.dmarc.quarantine_action == QuarantineAction::Accept
     {
-        reason("local_policy", "quarantine not applied by local policy")
+        reason(
+            ReasonKind::LocalPolicy,
+            "quarantine not applied by local policy",
+        )
     } else {
         return None;
     })

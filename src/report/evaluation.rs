@@ -6,14 +6,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::is_subdomain;
 use crate::pipeline::policy::Answer;
-use crate::results::{policy_word, AuthResults, Word};
+use crate::results::{policy_word, AuthResults, Disposition, Word};
 
 /// One DKIM signature result, as reported (`auth_results/dkim`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DkimAuth {
     pub domain: String,
     pub selector: String,
-    pub result: String,
+    pub result: Word,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub human: Option<String>,
 }
@@ -21,9 +21,36 @@ pub struct DkimAuth {
 /// A policy override reason (`policy_evaluated/reason`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
-    pub kind: String,
+    pub kind: ReasonKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+}
+
+/// Why the policy was not applied as published (RFC 9990 `PolicyOverrideType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonKind {
+    Forwarded,
+    SampledOut,
+    TrustedForwarder,
+    MailingList,
+    LocalPolicy,
+    PolicyTestMode,
+    Other,
+}
+
+impl ReasonKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonKind::Forwarded => "forwarded",
+            ReasonKind::SampledOut => "sampled_out",
+            ReasonKind::TrustedForwarder => "trusted_forwarder",
+            ReasonKind::MailingList => "mailing_list",
+            ReasonKind::LocalPolicy => "local_policy",
+            ReasonKind::PolicyTestMode => "policy_test_mode",
+            ReasonKind::Other => "other",
+        }
+    }
 }
 
 /// The DMARC policy record as found (`policy_published`), with its report destinations.
@@ -52,13 +79,13 @@ pub struct Evaluation {
     /// The MAIL FROM domain SPF was checked for (the HELO name for a null sender).
     pub envelope_from: String,
     pub published: Published,
-    /// none | quarantine | reject: what we did.
-    pub disposition: String,
+    /// What we did.
+    pub disposition: Disposition,
     pub dkim_aligned: bool,
     pub spf_aligned: bool,
     pub reasons: Vec<Reason>,
     pub dkim: Vec<DkimAuth>,
-    pub spf_result: String,
+    pub spf_result: Word,
 }
 
 /// RFC 9990 §2.1.5: at most 100 signatures per row, best first — passing and aligned with
@@ -67,7 +94,7 @@ pub fn rank_dkim(mut dkim: Vec<DkimAuth>, header_from: &str) -> Vec<DkimAuth> {
     let from = header_from.to_ascii_lowercase();
     dkim.sort_by_key(|d| {
         let domain = d.domain.to_ascii_lowercase();
-        let pass = d.result == "pass";
+        let pass = d.result == Word::Pass;
         let exact = domain == from;
         let relaxed = is_subdomain(&from, &domain) || is_subdomain(&domain, &from);
         match (pass, exact, relaxed) {
@@ -97,7 +124,7 @@ impl Evaluation {
             .map(|d| DkimAuth {
                 domain: d.domain.clone(),
                 selector: d.s.clone(),
-                result: d.result.as_str().into(),
+                result: d.result,
                 human: d.reason.clone(),
             })
             .collect();
@@ -125,12 +152,12 @@ impl Evaluation {
                     .map(|u| (u.uri.clone(), u.max_size))
                     .collect(),
             },
-            disposition: answer.disposition.as_str().into(),
+            disposition: answer.disposition,
             dkim_aligned: r.dmarc.dkim_aligned,
             spf_aligned: r.dmarc.spf_aligned,
             reasons: answer.reason.clone().into_iter().collect(),
             dkim: rank_dkim(dkim, author),
-            spf_result: r.spf.result.as_str().into(),
+            spf_result: r.spf.result,
         })
     }
 }

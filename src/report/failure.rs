@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::results::Disposition;
+
 use tokio::sync::mpsc;
 
 use crate::config::{Dns, Reports};
@@ -31,7 +33,8 @@ pub struct Failure {
     pub dkim_aligned: bool,
     pub spf_aligned: bool,
     /// RFC 6591 Delivery-Result: delivered, spam (quarantined) or reject.
-    pub delivery: &'static str,
+    /// What was done with the message (its `Delivery-Result`).
+    pub disposition: Disposition,
     /// The message's header section (CRLF), capped.
     pub headers: Vec<u8>,
 }
@@ -46,7 +49,6 @@ impl Failure {
         headers: &[u8],
         auth_results: &str,
     ) -> Option<Failure> {
-        use crate::results::Disposition;
         let found = r.dmarc.policy.as_ref()?;
         if !super::evaluation::failure_due(r) {
             return None;
@@ -61,11 +63,7 @@ impl Failure {
             auth_results: auth_results.to_string(),
             dkim_aligned: r.dmarc.dkim_aligned,
             spf_aligned: r.dmarc.spf_aligned,
-            delivery: match answer.disposition {
-                Disposition::Reject => "reject",
-                Disposition::Quarantine => "policy",
-                Disposition::None => "delivered",
-            },
+            disposition: answer.disposition,
             headers: headers[..headers.len().min(MAX_HEADERS)].to_vec(),
         })
     }
@@ -280,7 +278,13 @@ pub fn message(rc: &Reports, f: &Failure, rcpt: &str) -> Vec<u8> {
     m.push_str(&format!("Authentication-Results: {}\r\n", f.auth_results));
     m.push_str("Auth-Failure: dmarc\r\n");
     m.push_str(&format!("Identity-Alignment: {alignment}\r\n"));
-    m.push_str(&format!("Delivery-Result: {}\r\n\r\n", f.delivery));
+    // RFC 6591 §3.2.
+    let delivery = match f.disposition {
+        Disposition::Reject => "reject",
+        Disposition::Quarantine => "policy",
+        Disposition::None => "delivered",
+    };
+    m.push_str(&format!("Delivery-Result: {delivery}\r\n\r\n"));
     m.push_str(&format!("--{boundary}\r\n"));
     m.push_str("Content-Type: text/rfc822-headers\r\n\r\n");
     m.push_str(&String::from_utf8_lossy(&f.headers));

@@ -16,7 +16,7 @@ pub mod smtp;
 pub mod store;
 pub mod xml;
 
-pub use evaluation::{rank_dkim, DkimAuth, Evaluation, Published, Reason};
+pub use evaluation::{rank_dkim, DkimAuth, Evaluation, Published, Reason, ReasonKind};
 pub use recorder::Recorder;
 
 /// Is this message itself a DMARC report? Reports are never reported on (RFC 9990 loop
@@ -118,7 +118,7 @@ mod tests {
         let d = |domain: &str, result: &str| DkimAuth {
             domain: domain.into(),
             selector: "s".into(),
-            result: result.into(),
+            result: result.parse().unwrap(),
             human: None,
         };
         let ranked = rank_dkim(

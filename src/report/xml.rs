@@ -102,12 +102,12 @@ pub fn feedback(
         elem(&mut x, 6, "source_ip", &g.source_ip);
         elem(&mut x, 6, "count", &g.count.to_string());
         x.push_str("      <policy_evaluated>\n");
-        elem(&mut x, 8, "disposition", &g.disposition);
+        elem(&mut x, 8, "disposition", g.disposition.as_str());
         elem(&mut x, 8, "dkim", pass_fail(g.dkim_aligned));
         elem(&mut x, 8, "spf", pass_fail(g.spf_aligned));
         for r in &g.reasons {
             x.push_str("        <reason>\n");
-            elem(&mut x, 10, "type", &r.kind);
+            elem(&mut x, 10, "type", r.kind.as_str());
             if let Some(c) = &r.comment {
                 elem(&mut x, 10, "comment", c);
             }
@@ -121,7 +121,7 @@ pub fn feedback(
             x.push_str("      <dkim>\n");
             elem(&mut x, 8, "domain", &d.domain);
             elem(&mut x, 8, "selector", &d.selector);
-            elem(&mut x, 8, "result", &d.result);
+            elem(&mut x, 8, "result", d.result.as_str());
             if let Some(h) = &d.human {
                 elem(&mut x, 8, "human_result", h);
             }
@@ -130,7 +130,7 @@ pub fn feedback(
         x.push_str("      <spf>\n");
         elem(&mut x, 8, "domain", &g.envelope_from);
         elem(&mut x, 8, "scope", "mfrom");
-        elem(&mut x, 8, "result", &g.spf_result);
+        elem(&mut x, 8, "result", g.spf_result.as_str());
         x.push_str("      </spf>\n    </auth_results>\n  </record>\n");
     }
     x.push_str("</feedback>\n");

@@ -9,6 +9,8 @@ use crate::common::dns::{DnsServer, Rr, Zones};
 use crate::common::*;
 use indymilter::{Actions, MacroStage, ProtoOpts};
 use indymilter_test::{Status, TestConnection};
+use mailseal::report::ReasonKind;
+use mailseal::results::Disposition;
 
 /// The attacker: a client whose own MAIL FROM domain passes SPF, unaligned with the From
 /// domain it spoofs.
@@ -743,7 +745,7 @@ async fn the_sender_cannot_hide_a_message_from_aggregate_reports() {
     let total: i64 = groups.iter().map(|g| g.count).sum();
     assert_eq!(total, 3, "{groups:?}");
     assert!(
-        groups.iter().all(|g| g.disposition == "reject"),
+        groups.iter().all(|g| g.disposition == Disposition::Reject),
         "{groups:?}"
     );
     r.d.stop().await;
@@ -816,9 +818,12 @@ async fn evaluations_are_recorded_after_the_edits_as_applied() {
         .all(|a| !matches!(a, indymilter_test::EomAction::Quarantine { .. })));
     let groups = r.groups("repq.example").await;
     assert_eq!(groups.len(), 1, "{groups:?}");
-    assert_eq!(groups[0].disposition, "none", "{groups:?}");
+    assert_eq!(groups[0].disposition, Disposition::None, "{groups:?}");
     assert!(
-        groups[0].reasons.iter().any(|x| x.kind == "local_policy"),
+        groups[0]
+            .reasons
+            .iter()
+            .any(|x| x.kind == ReasonKind::LocalPolicy),
         "{groups:?}"
     );
     r.d.stop().await;

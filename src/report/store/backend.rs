@@ -18,8 +18,8 @@ pub enum StoreError {
     Postgres(#[from] postgres::Error),
     #[error("stored data: {0}")]
     Data(#[from] serde_json::Error),
-    #[error("stored data: unknown report status {0:?}")]
-    Status(String),
+    #[error("stored data: {0}")]
+    Unknown(#[from] crate::results::UnknownWord),
 }
 
 pub(super) type Result<T> = std::result::Result<T, StoreError>;

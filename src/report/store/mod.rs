@@ -14,20 +14,21 @@ use backend::Result;
 pub use backend::{Store, StoreError, Val};
 
 use super::{DkimAuth, Evaluation, Published, Reason};
+use crate::results::{Disposition, UnknownWord, Word};
 
 /// One grouped report row: everything RFC 9990 puts in a `record`, and its count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub source_ip: String,
     pub count: i64,
-    pub disposition: String,
+    pub disposition: Disposition,
     pub dkim_aligned: bool,
     pub spf_aligned: bool,
     pub reasons: Vec<Reason>,
     pub header_from: String,
     pub envelope_from: String,
     pub dkim: Vec<DkimAuth>,
-    pub spf_result: String,
+    pub spf_result: Word,
 }
 
 /// A report and its delivery state.
@@ -95,7 +96,7 @@ impl std::str::FromStr for ReportStatus {
         ReportStatus::ALL
             .into_iter()
             .find(|st| st.as_str() == s)
-            .ok_or_else(|| StoreError::Status(s.to_string()))
+            .ok_or_else(|| StoreError::Unknown(UnknownWord(s.to_string())))
     }
 }
 
@@ -292,14 +293,14 @@ impl Store {
                 Ok(Group {
                     source_ip: r[0].text(),
                     count: r[1].int(),
-                    disposition: r[2].text(),
+                    disposition: r[2].text().parse()?,
                     dkim_aligned: r[3].text() == "pass",
                     spf_aligned: r[4].text() == "pass",
                     reasons: serde_json::from_str(&r[5].text())?,
                     header_from: r[6].text(),
                     envelope_from: r[7].text(),
                     dkim: serde_json::from_str(&r[8].text())?,
-                    spf_result: r[9].text(),
+                    spf_result: r[9].text().parse()?,
                 })
             })
             .collect()
@@ -437,12 +438,16 @@ mod tests {
                 testing: false,
                 rua: vec![("dmarc@example.com".into(), 0)],
             },
-            disposition: if aligned { "none" } else { "reject" }.into(),
+            disposition: if aligned {
+                Disposition::None
+            } else {
+                Disposition::Reject
+            },
             dkim_aligned: aligned,
             spf_aligned: aligned,
             reasons: vec![],
             dkim: vec![],
-            spf_result: if aligned { "pass" } else { "fail" }.into(),
+            spf_result: if aligned { Word::Pass } else { Word::Fail },
         }
     }
 
