@@ -16,6 +16,12 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("postgresql: {0}")]
     Postgres(#[from] postgres::Error),
+    /// `store` is the URL as shown (without a password).
+    #[error("postgresql {store}: {source}")]
+    Connect {
+        store: String,
+        source: postgres::Error,
+    },
     #[error("stored data: {0}")]
     Data(#[from] serde_json::Error),
     #[error("stored data: {0}")]
@@ -129,7 +135,13 @@ impl Store {
                 Ok(Store::Sqlite(conn))
             }
             StoreSpec::Postgres(url) => {
-                let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+                let mut client =
+                    postgres::Client::connect(url, postgres::NoTls).map_err(|source| {
+                        StoreError::Connect {
+                            store: spec.to_string(),
+                            source,
+                        }
+                    })?;
                 // Two hosts creating the schema at once must not collide.
                 let mut tx = client.transaction()?;
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK])?;

@@ -452,6 +452,15 @@ mod tests {
     }
 
     #[test]
+    fn an_unreachable_postgres_store_is_named_without_its_password() {
+        let spec = StoreSpec::Postgres("postgres://mailseal:s3cret@127.0.0.1:1/dmarc".into());
+        let e = Store::open(&spec).err().expect("nothing listens on port 1");
+        let text = e.to_string();
+        assert!(text.contains("postgres://…@127.0.0.1:1/dmarc"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
     fn sqlite_groups_claims_and_purges() {
         let dir = tempfile::tempdir().unwrap();
         let spec = StoreSpec::Sqlite(dir.path().join("r.sqlite"));
