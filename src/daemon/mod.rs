@@ -49,6 +49,11 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), DaemonError> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    // Before anything says we are ready: a SIGHUP right after READY=1 (or the log line)
+    // must reload, not kill the process with the default action.
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     // Built once: they outlive every reload.
     let services = Arc::new(Services::default());
     let context = Arc::new(Context::new(config, services.clone())?.recording(None));
@@ -80,9 +85,6 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), DaemonError> {
     };
 
     let (tx, rx) = watch::channel(context);
-    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
 
     let reloader = async {
         loop {

@@ -62,8 +62,8 @@ async fn daemon(dns: &DnsServer, top: &str, sections: &str) -> Daemon {
 
 fn spoofer() -> Envelope {
     Envelope {
-        client_ip: SPOOF_IP,
-        helo: "evil.example",
+        client_ip: SPOOF_IP.into(),
+        helo: "evil.example".into(),
         mail_from: SPOOF_MAIL_FROM.into(),
         ..Default::default()
     }
@@ -330,7 +330,7 @@ async fn forged_results_are_deleted_on_every_path() {
     let sv = daemon(&dns, "", "").await;
     let sign_only = daemon(&dns, "mode = \"s\"", "").await;
     let internal = Envelope {
-        client_ip: "10.0.0.7",
+        client_ip: "10.0.0.7".into(),
         ..Default::default()
     };
     let authenticated = Envelope {
@@ -551,7 +551,7 @@ async fn ipv4_mapped_clients_are_normalised_at_connect() {
     )
     .await;
     let env = Envelope {
-        client_ip: "::ffff:192.0.2.10",
+        client_ip: "::ffff:192.0.2.10".into(),
         mail_from: "<a@a-spf.example>".into(),
         ..Default::default()
     };
@@ -570,7 +570,7 @@ async fn ipv4_mapped_clients_are_normalised_at_connect() {
     );
     // never_reject lists the IPv4 network; the mapped client is in it.
     let env = Envelope {
-        client_ip: "::ffff:203.0.113.5",
+        client_ip: "::ffff:203.0.113.5".into(),
         ..spoofer()
     };
     let out = deliver(
@@ -615,7 +615,7 @@ async fn without_leading_space_headers_are_relaxed() {
         conn: open(cfg_simple.addr).await,
     };
     let internal = Envelope {
-        client_ip: "10.0.0.7",
+        client_ip: "10.0.0.7".into(),
         ..Default::default()
     };
     c.hello(&internal).await;
@@ -660,7 +660,7 @@ async fn oversigned_names_outside_sign_headers_are_signed() {
     );
     let d = Daemon::start_in(s, &cfg).await;
     let internal = Envelope {
-        client_ip: "10.0.0.7",
+        client_ip: "10.0.0.7".into(),
         ..Default::default()
     };
     let raw = "From: <a@example.com>\r\nTo: b@example.org\r\nSubject: s\r\n\r\nHello.\r\n";

@@ -17,7 +17,7 @@ fn recv_notify(sock: &UnixDatagram) -> String {
 
 async fn signed_with(port: u16) -> Vec<String> {
     let env = Envelope {
-        client_ip: "127.0.0.1",
+        client_ip: "127.0.0.1".into(),
         ..Default::default()
     };
     let out = deliver(
@@ -276,4 +276,31 @@ async fn unix_socket_replaces_a_stale_one_and_has_the_configured_mode() {
         o.stderr
     );
     assert_eq!(std::fs::read_to_string(&sock).unwrap(), "not a socket");
+}
+
+/// systemd may send SIGHUP (ExecReload) the moment READY=1 arrives: the daemon must already
+/// handle it (a reload), not die of the default action.
+#[test]
+fn sighup_right_after_ready_reloads() {
+    let s = Scratch::new("daemon-early-hup");
+    for round in 0..10 {
+        let port = crate::common::postfix::free_port();
+        let cfg = s.write(
+            "mailseal.toml",
+            &TestConfig::default()
+                .set("socket", format!("inet:{port}@127.0.0.1"))
+                .set("authserv_id", "mx.test")
+                .text(),
+        );
+        let notify_path = s.0.join(format!("notify-{round}.sock"));
+        let notify = UnixDatagram::bind(&notify_path).unwrap();
+        notify
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut d = Running::start(&cfg, &[("NOTIFY_SOCKET", notify_path.as_os_str())]);
+        assert_eq!(recv_notify(&notify), "READY=1");
+        d.signal(libc::SIGHUP);
+        d.wait_log("configuration reloaded");
+        assert!(d.child.try_wait().unwrap().is_none(), "round {round}: died");
+    }
 }

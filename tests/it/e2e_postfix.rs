@@ -188,7 +188,7 @@ async fn dmarc_reports_leave_through_postfix_signed() {
 /// `n` inbound messages from a.example through the milter, stored before returning.
 async fn inbound(daemon: &Daemon, n: usize) {
     let env = Envelope {
-        client_ip: "192.0.2.10",
+        client_ip: "192.0.2.10".into(),
         mail_from: "<x@a.example>".into(),
         ..Default::default()
     };

@@ -98,7 +98,7 @@ async fn sigterm_under_load_drains_messages_in_flight() {
     for i in 0..20 {
         tasks.push(tokio::spawn(async move {
             let env = Envelope {
-                client_ip: "127.0.0.1",
+                client_ip: "127.0.0.1".into(),
                 ..Default::default()
             };
             let mut c = Client::open(([127, 0, 0, 1], port).into()).await;

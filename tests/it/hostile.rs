@@ -116,7 +116,7 @@ async fn daemon() -> Hostile {
 /// A normal outbound message still gets signed.
 async fn alive(d: &Hostile) {
     let env = Envelope {
-        client_ip: "10.0.0.1",
+        client_ip: "10.0.0.1".into(),
         ..Default::default()
     };
     let out = deliver(
@@ -370,7 +370,7 @@ async fn oversize_answers_follow_on_oversize() {
         for (env, want) in [
             (
                 Envelope {
-                    client_ip: "10.0.0.1",
+                    client_ip: "10.0.0.1".into(),
                     ..Default::default()
                 },
                 outbound_want,

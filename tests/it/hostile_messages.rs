@@ -40,8 +40,8 @@ async fn setup() -> (DnsServer, Daemon) {
 
 fn env(mail_from: &str, ip: &'static str) -> Envelope {
     Envelope {
-        client_ip: ip,
-        helo: "client.example",
+        client_ip: ip.into(),
+        helo: "client.example".into(),
         mail_from: format!("<{mail_from}>"),
         ..Default::default()
     }

@@ -57,8 +57,8 @@ fn config(dns: &DnsServer, store: &str, extra: &str) -> String {
 
 fn env(ip: &'static str, mail_from: &str) -> Envelope {
     Envelope {
-        client_ip: ip,
-        helo: "client.example",
+        client_ip: ip.into(),
+        helo: "client.example".into(),
         mail_from: format!("<{mail_from}>"),
         ..Default::default()
     }

@@ -67,7 +67,7 @@ async fn trace_logs_and_errors_never_show_keys() {
     );
     let mut d = Running::started(&cfg, &[("RUST_LOG", std::ffi::OsStr::new("trace"))]);
     let env = Envelope {
-        client_ip: "127.0.0.1",
+        client_ip: "127.0.0.1".into(),
         ..Default::default()
     };
     let mut c = Client::open(([127, 0, 0, 1], port).into()).await;

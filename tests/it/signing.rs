@@ -57,7 +57,7 @@ async fn daemon(extra: &str, dual: bool, canon: &str) -> Daemon {
 
 fn internal() -> Envelope {
     Envelope {
-        client_ip: "10.1.2.3",
+        client_ip: "10.1.2.3".into(),
         ..Default::default()
     }
 }

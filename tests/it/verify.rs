@@ -32,8 +32,8 @@ async fn setup(dmarc_extra: &str) -> (DnsServer, Daemon) {
 
 fn env(mail_from: &str) -> Envelope {
     Envelope {
-        client_ip: "192.0.2.10",
-        helo: "client.example",
+        client_ip: "192.0.2.10".into(),
+        helo: "client.example".into(),
         mail_from: format!("<{mail_from}>"),
         ..Default::default()
     }
@@ -93,7 +93,7 @@ async fn dkim_and_dmarc_pass_and_tamper() {
     );
     // DKIM alone carries DMARC when SPF fails (other client IP).
     let mut e = env("alice@example.com");
-    e.client_ip = "203.0.113.5";
+    e.client_ip = "203.0.113.5".into();
     let out = send(&d, &e, &raw).await;
     let a = ar(&out);
     assert!(
@@ -139,7 +139,7 @@ async fn forged_results_removed_foreign_kept() {
 async fn dmarc_enforce_rejects_spoof() {
     let (_dns, d) = setup("enforce = true").await;
     let mut e = env("mallory@bulk.example");
-    e.client_ip = "203.0.113.5";
+    e.client_ip = "203.0.113.5".into();
     let out = send(&d, &e, &msg("ceo@example.com")).await;
     match &out.status {
         Status::Reject { message: Some(m) } => {
@@ -261,7 +261,7 @@ async fn dmarc_np_for_nonexistent_subdomain_and_none_without_record() {
     dns.zones
         .add("real.np.example", Rr::A("192.0.2.1".parse().unwrap()));
     let mut e = env("x@bulk.example");
-    e.client_ip = "203.0.113.5";
+    e.client_ip = "203.0.113.5".into();
     // A subdomain that does not exist takes np=.
     let out = send(&d, &e, &msg("a@ghost.np.example")).await;
     let a = ar(&out);
@@ -331,7 +331,7 @@ async fn quarantine_holds_and_allowlisted_clients_are_not_rejected() {
     let (dns, d) = setup("enforce = true\nnever_reject = [\"203.0.113.0/24\"]").await;
     dns.zones.txt("_dmarc.q.example", "v=DMARC1; p=quarantine");
     let mut e = env("x@bulk.example");
-    e.client_ip = "198.18.0.1";
+    e.client_ip = "198.18.0.1".into();
     let out = send(&d, &e, &msg("a@q.example")).await;
     assert_eq!(out.status, Status::Continue);
     assert!(
@@ -348,7 +348,7 @@ async fn quarantine_holds_and_allowlisted_clients_are_not_rejected() {
         ar(&out)
     );
     // A spoof of a p=reject domain from an allowlisted network is accepted, marked dis=none.
-    e.client_ip = "203.0.113.9";
+    e.client_ip = "203.0.113.9".into();
     let out = send(&d, &e, &msg("ceo@example.com")).await;
     assert_eq!(out.status, Status::Continue);
     assert!(
@@ -357,7 +357,7 @@ async fn quarantine_holds_and_allowlisted_clients_are_not_rejected() {
         ar(&out)
     );
     // An SMTP-authenticated client's mail is outbound: never verified, never rejected.
-    e.client_ip = "198.18.0.1";
+    e.client_ip = "198.18.0.1".into();
     e.auth = Some("someone");
     let out = send(&d, &e, &msg("ceo@example.com")).await;
     assert_eq!(out.status, Status::Accept);

@@ -268,8 +268,8 @@ pub struct Client {
 
 #[derive(Debug, Clone)]
 pub struct Envelope {
-    pub client_ip: &'static str,
-    pub helo: &'static str,
+    pub client_ip: String,
+    pub helo: String,
     pub mail_from: String,
     pub auth: Option<&'static str>,
     pub daemon_name: &'static str,
@@ -278,8 +278,8 @@ pub struct Envelope {
 impl Default for Envelope {
     fn default() -> Self {
         Envelope {
-            client_ip: "192.0.2.10",
-            helo: "client.example",
+            client_ip: "192.0.2.10".into(),
+            helo: "client.example".into(),
             mail_from: "<sender@example.com>".into(),
             auth: None,
             daemon_name: "smtpd",
@@ -362,7 +362,7 @@ impl Client {
         let ip: std::net::IpAddr = env.client_ip.parse().unwrap();
         let st = self.conn.connect("client.test", (ip, 40000)).await.unwrap();
         assert!(matches!(st, Status::Continue | Status::Noreply), "{st:?}");
-        let st = self.conn.helo(env.helo).await.unwrap();
+        let st = self.conn.helo(env.helo.as_str()).await.unwrap();
         assert!(matches!(st, Status::Continue | Status::Noreply), "{st:?}");
     }
 
