@@ -29,4 +29,5 @@ pub mod milter;
 pub mod pipeline;
 pub mod report;
 pub mod results;
+pub mod spf;
 pub mod tools;

@@ -236,6 +236,13 @@ settings! {
         received_spf: bool = default "false";
         /// Check SPF for the HELO identity too (reported as smtp.helo).
         spf_helo: bool = default "true";
+        /// Most SPF terms that query DNS (include, a, mx, ptr, exists, redirect) in one
+        /// evaluation, the records they lead to included; past it: permerror (RFC 7208
+        /// §4.6.4 sets 10). 1 to 50.
+        spf_max_lookups: usize = default "10";
+        /// Most SPF lookups that find no records (void lookups) in one evaluation; past it:
+        /// permerror (RFC 7208 §4.6.4 suggests 2). 0 to 20.
+        spf_max_void_lookups: usize = default "2";
         /// Deadline for all checks of one message, which run concurrently; what has not
         /// finished is temperror. Must stay below Postfix's milter_content_timeout (300s).
         #[serde(with = "duration")]

@@ -100,6 +100,18 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
         c.error("signing.sign_headers", "must include From (RFC 6376 §5.4)");
     }
 
+    if !(1..=50).contains(&s.verify.spf_max_lookups) {
+        c.error(
+            "verify.spf_max_lookups",
+            "must be 1 to 50 (RFC 7208 sets 10)",
+        );
+    }
+    if s.verify.spf_max_void_lookups > 20 {
+        c.error(
+            "verify.spf_max_void_lookups",
+            "must be 0 to 20 (RFC 7208 suggests 2)",
+        );
+    }
     if s.verify.timeout >= Duration::from_secs(300) {
         c.error(
             "verify.timeout",

@@ -164,9 +164,11 @@ fn zones() -> Zones {
             chain.join(" ")
         ),
     );
-    for i in 1..=11 {
+    for i in 1..=10 {
         z.txt(&format!("i{i}.bad.example"), "v=spf1 ip4:198.51.100.1 -all");
     }
+    // A prefix length receivers refuse (RFC 7208 §12: at most 32).
+    z.txt("i11.bad.example", "v=spf1 ip4:198.51.100.1/33 -all");
     z.txt(
         "_dmarc.bad.example",
         "v=DMARC1; p=none; rua=mailto:agg@elsewhere.example",
@@ -274,6 +276,11 @@ async fn good_and_bad_domains() {
         ("spf", "fail", "14 DNS-querying terms (limit 10)"),
         ("spf", "fail", "3 void lookups"),
         ("spf", "fail", "+all"),
+        (
+            "spf",
+            "fail",
+            "include:i11.bad.example has a syntax error (permerror)",
+        ),
         ("dmarc", "warn", "p=none: monitoring only"),
         ("dmarc", "fail", "external destination not authorized"),
         ("dkim", "fail", "512 bits"),

@@ -423,3 +423,59 @@ async fn verify_command_prints_the_daemons_header() {
     );
     d.stop().await;
 }
+
+/// RFC 7208 §4.6, §4.8, §5.6: records with malformed names, bad prefix lengths or two SPF
+/// records are the domain's own error (permerror, or a term that matches nothing), never a
+/// temporary one: the mail flows under the default `on_dns_error = "tempfail"` instead of
+/// being deferred until the owner fixes the record.
+#[tokio::test]
+async fn broken_spf_records_are_permanent_and_mail_flows() {
+    let long = format!("v=spf1 a:{}.example -all", "x".repeat(64));
+    let cases: [(&str, Vec<&str>, &str); 6] = [
+        // An empty label in a name: the term matches nothing; ip4 still passes.
+        (
+            "emptylabel.example",
+            vec!["v=spf1 a:foo..example ip4:192.0.2.10 -all"],
+            "spf=pass",
+        ),
+        ("longlabel.example", vec![&long], "spf=fail"),
+        (
+            "cidr33.example",
+            vec!["v=spf1 ip4:192.0.2.0/33 -all"],
+            "spf=permerror",
+        ),
+        (
+            "cidr032.example",
+            vec!["v=spf1 ip4:192.0.2.0/032 -all"],
+            "spf=permerror",
+        ),
+        (
+            "tworecords.example",
+            vec!["v=spf1 ip4:192.0.2.10 -all", "v=spf1 -all"],
+            "spf=permerror",
+        ),
+        (
+            "badmodifier.example",
+            vec!["v=spf1 ip4:192.0.2.10 1x=y -all"],
+            "spf=permerror",
+        ),
+    ];
+    let z = Zones::default();
+    for (domain, records, _) in &cases {
+        for r in records {
+            z.txt(domain, r);
+        }
+        z.txt(&format!("_dmarc.{domain}"), "v=DMARC1; p=reject");
+    }
+    let dns = DnsServer::start(z).await;
+    let d = Daemon::start(&TestConfig::verifying(dns.addr).text()).await;
+    for (domain, _, want) in &cases {
+        let from = format!("a@{domain}");
+        let out = send(&d, &env(&from), &msg(&from)).await;
+        assert_eq!(out.status, Status::Continue, "{from}: {out:?}");
+        let a = ar(&out);
+        assert!(a.contains(&format!("{want} ")), "{from}: {a}");
+        assert!(!a.contains("temperror"), "{from}: {a}");
+    }
+    d.stop().await;
+}

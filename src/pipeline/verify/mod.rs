@@ -24,7 +24,6 @@ pub mod spf;
 use std::net::IpAddr;
 
 use futures_util::future::{join_all, FutureExt};
-use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, MessageAuthenticator};
 use tokio::time::{timeout_at, Instant};
 
@@ -38,7 +37,7 @@ use crate::metrics::Metrics;
 use crate::metrics::Timing;
 use crate::report::failure::Failure;
 use crate::report::Evaluation;
-use crate::results::{AuthResults, DmarcVerdict, SpfIdentity, Word};
+use crate::results::{ArcVerdict, AuthResults, DmarcVerdict, SpfIdentity, Word};
 use dmarc::{Check, Discovery};
 
 /// The SMTP envelope of an inbound message, and what the connection knows.
@@ -251,14 +250,12 @@ async fn check(
             }
         }
     };
-    let spf_mf_params = SpfParameters::mail_from(ip, helo, id, env.mail_from);
+    let spf_limits = spf::limits(config);
     let spf_mf = async {
-        timeout_at(
-            deadline,
-            timed(metrics, "spf", spf::check(auth, spf_mf_params)),
-        )
-        .await
-        .ok()
+        let check = spf::check_mail_from(auth, spf_limits, ip, helo, id, env.mail_from);
+        timeout_at(deadline, timed(metrics, "spf", check))
+            .await
+            .ok()
     }
     .boxed()
     .shared();
@@ -281,7 +278,7 @@ async fn check(
                     let check = spf_mf
                         .clone()
                         .await
-                        .map_or(Check::TempError, |o| Check::of_spf(o.result().into()));
+                        .map_or(Check::TempError, |v| Check::of_spf(v.result));
                     Some((mail_from_domain.as_str(), check))
                 } else {
                     None
@@ -323,25 +320,33 @@ async fn check(
             spf_mf.clone(),
             async {
                 if check_helo {
-                    let p = SpfParameters::helo(ip, helo, id);
-                    Some(timeout_at(deadline, spf::check(auth, p)).await.ok())
+                    let check = spf::check_helo(auth, spf_limits, ip, helo, id);
+                    Some(timeout_at(deadline, check).await.ok())
                 } else {
                     None
                 }
             },
             async {
-                match (&arc_blocked, msg.as_ref()) {
-                    (None, Some(m)) => Some(
-                        timeout_at(deadline, timed(metrics, "arc", auth.verify_arc(m)))
-                            .await
-                            .map(|o| arc::verdict(o.result()))
-                            .unwrap_or(crate::results::ArcVerdict {
-                                result: Word::TempError,
-                                reason: Some(UNFINISHED.into()),
-                            }),
-                    ),
-                    _ => None,
-                }
+                let (None, Some(m)) = (&arc_blocked, msg.as_ref()) else {
+                    return None;
+                };
+                Some(match arc::check_structure(m.headers().iter().copied()) {
+                    Err(why) => ArcVerdict {
+                        result: Word::Fail,
+                        reason: Some(why),
+                    },
+                    Ok(false) => ArcVerdict {
+                        result: Word::None,
+                        reason: None,
+                    },
+                    Ok(true) => timeout_at(deadline, timed(metrics, "arc", auth.verify_arc(m)))
+                        .await
+                        .map(|o| arc::verdict(o.result()))
+                        .unwrap_or(ArcVerdict {
+                            result: Word::TempError,
+                            reason: Some(UNFINISHED.into()),
+                        }),
+                })
             },
         )
     };
@@ -366,7 +371,7 @@ async fn check(
         dkim,
         dkim_malformed: msg.as_ref().map(dkim::malformed).unwrap_or(0),
         dmarc,
-        arc: arc.unwrap_or(crate::results::ArcVerdict {
+        arc: arc.unwrap_or(ArcVerdict {
             result: Word::None,
             reason: arc_blocked,
         }),

@@ -2,21 +2,11 @@
 
 use std::collections::HashSet;
 
-use mail_auth::dns::TxtRecordParser;
 use mail_auth::MessageAuthenticator;
 
 use super::{exists, Level, Report};
+use crate::spf::record::{is_spf_record, parse, Mechanism, Qualifier, Record};
 use crate::tools::lookup::{txt_records as txt, TxtAnswer as Txt};
-
-pub(super) fn spf_records(records: &[String]) -> Vec<&String> {
-    records
-        .iter()
-        .filter(|r| {
-            let l = r.trim_start().to_ascii_lowercase();
-            l == "v=spf1" || l.starts_with("v=spf1 ")
-        })
-        .collect()
-}
 
 /// Count DNS-querying terms (RFC 7208 §4.6.4) through includes and redirects.
 pub(super) struct SpfWalk {
@@ -26,10 +16,26 @@ pub(super) struct SpfWalk {
     problems: Vec<String>,
 }
 
+/// The one SPF record at a name (RFC 7208 §4.5), or why there is none to use.
+enum Found {
+    One(String),
+    None,
+    Several(usize),
+}
+
+fn select(records: &[String]) -> Found {
+    let spf: Vec<&String> = records.iter().filter(|r| is_spf_record(r)).collect();
+    match spf.as_slice() {
+        [] => Found::None,
+        [one] => Found::One((*one).clone()),
+        many => Found::Several(many.len()),
+    }
+}
+
 pub(super) fn walk_spf<'a>(
     auth: &'a MessageAuthenticator,
     domain: &'a str,
-    record: &'a str,
+    record: &'a Record,
     w: &'a mut SpfWalk,
     depth: usize,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
@@ -37,68 +43,78 @@ pub(super) fn walk_spf<'a>(
         if depth > 10 || w.lookups > 20 {
             return;
         }
-        for term in record.split_whitespace().skip(1) {
-            let t = term
-                .trim_start_matches(['+', '-', '~', '?'])
-                .to_ascii_lowercase();
-            let (name, arg) = match t.split_once([':', '=']) {
-                Some((n, a)) => (
-                    n.to_string(),
-                    Some(a.split('/').next().unwrap_or("").to_string()),
-                ),
-                None => (t.split('/').next().unwrap_or("").to_string(), None),
-            };
-            let target = arg
-                .clone()
-                .filter(|a| !a.is_empty())
-                .unwrap_or_else(|| domain.to_string());
-            match name.as_str() {
-                "include" | "redirect" => {
-                    w.lookups += 1;
-                    if target.contains('%') {
-                        continue; // macro: cannot be followed without a message
-                    }
-                    if !w.visited.insert(target.clone()) {
-                        w.problems
-                            .push(format!("{name}:{target} is visited twice (loop)"));
-                        continue;
-                    }
-                    match txt(auth, &target).await {
-                        Txt::Records(r) => match spf_records(&r).as_slice() {
-                            [one] => {
-                                let one = (*one).clone();
-                                walk_spf(auth, &target, &one, w, depth + 1).await;
-                            }
-                            [] => {
-                                w.voids += 1;
-                                w.problems
-                                    .push(format!("{name}:{target} has no SPF record (permerror)"));
-                            }
-                            _ => w.problems.push(format!(
-                                "{name}:{target} has several SPF records (permerror)"
-                            )),
-                        },
-                        Txt::NoRecords => {
-                            w.voids += 1;
-                            w.problems
-                                .push(format!("{name}:{target} does not exist (permerror)"));
-                        }
-                        Txt::Error(e) => w.problems.push(format!("{name}:{target}: DNS error {e}")),
-                    }
-                }
-                "a" | "mx" => {
-                    w.lookups += 1;
-                    if !target.contains('%') && !exists(auth, &target, name == "mx").await {
-                        w.voids += 1;
-                    }
-                }
-                "ptr" => {
+        let followed = record
+            .directives
+            .iter()
+            .filter_map(|d| match &d.mechanism {
+                Mechanism::Include(t) => Some(("include", t)),
+                _ => None,
+            })
+            .chain(record.redirect.iter().map(|t| ("redirect", t)));
+        let mut targets = Vec::new();
+        for (name, spec) in followed {
+            w.lookups += 1;
+            // A macro cannot be followed without a message.
+            if let Some(t) = spec.literal() {
+                targets.push((name, t.trim_end_matches('.').to_ascii_lowercase()));
+            }
+        }
+        for d in &record.directives {
+            let (spec, mx) = match &d.mechanism {
+                Mechanism::A { domain: spec, .. } => (spec.as_ref(), false),
+                Mechanism::Mx { domain: spec, .. } => (spec.as_ref(), true),
+                Mechanism::Ptr(_) => {
                     w.lookups += 1;
                     w.problems
-                        .push("uses ptr, which RFC 7208 says not to use".into());
+                        .push("uses ptr, which RFC 7208 §5.5 says not to use".into());
+                    continue;
                 }
-                "exists" => w.lookups += 1,
-                _ => {}
+                Mechanism::Exists(_) => {
+                    w.lookups += 1;
+                    continue;
+                }
+                _ => continue,
+            };
+            w.lookups += 1;
+            let target = match spec {
+                None => Some(domain.to_string()),
+                Some(s) => s.literal().map(str::to_string),
+            };
+            if let Some(t) = target {
+                if !exists(auth, &t, mx).await {
+                    w.voids += 1;
+                }
+            }
+        }
+        for (name, target) in targets {
+            if !w.visited.insert(target.clone()) {
+                w.problems
+                    .push(format!("{name}:{target} is visited twice (loop)"));
+                continue;
+            }
+            match txt(auth, &target).await {
+                Txt::Records(r) => match select(&r) {
+                    Found::One(text) => match parse(&text) {
+                        Ok(rec) => walk_spf(auth, &target, &rec, w, depth + 1).await,
+                        Err(e) => w.problems.push(format!(
+                            "{name}:{target} has a syntax error (permerror): {e}"
+                        )),
+                    },
+                    Found::None => {
+                        w.voids += 1;
+                        w.problems
+                            .push(format!("{name}:{target} has no SPF record (permerror)"));
+                    }
+                    Found::Several(_) => w.problems.push(format!(
+                        "{name}:{target} has several SPF records (permerror)"
+                    )),
+                },
+                Txt::NoRecords => {
+                    w.voids += 1;
+                    w.problems
+                        .push(format!("{name}:{target} does not exist (permerror)"));
+                }
+                Txt::Error(e) => w.problems.push(format!("{name}:{target}: DNS error {e}")),
             }
         }
     })
@@ -108,29 +124,29 @@ pub(super) async fn check_spf(auth: &MessageAuthenticator, domain: &str, r: &mut
     let Some(records) = r.txt(auth, "spf", domain).await else {
         return;
     };
-    let spf = spf_records(&records);
-    let record = match spf.as_slice() {
-        [] => return r.add("spf", Level::Fail, format!("no SPF record at {domain}")),
-        [one] => (*one).clone(),
-        many => {
+    let text = match select(&records) {
+        Found::None => return r.add("spf", Level::Fail, format!("no SPF record at {domain}")),
+        Found::One(text) => text,
+        Found::Several(n) => {
             return r.add(
                 "spf",
                 Level::Fail,
-                format!(
-                    "{} SPF records at {domain}; exactly one is allowed (permerror)",
-                    many.len()
-                ),
+                format!("{n} SPF records at {domain}; exactly one is allowed (permerror)"),
             )
         }
     };
-    if let Err(e) = mail_auth::spf::SpfRecord::parse(record.as_bytes()) {
-        return r.add(
-            "spf",
-            Level::Fail,
-            format!("syntax error in \"{record}\": {e}"),
-        );
-    }
-    r.add("spf", Level::Pass, format!("record: {record}"));
+    // The receivers' own parser: what it refuses, they answer permerror for.
+    let record = match parse(&text) {
+        Ok(record) => record,
+        Err(e) => {
+            return r.add(
+                "spf",
+                Level::Fail,
+                format!("syntax error in \"{text}\" (permerror): {e}"),
+            )
+        }
+    };
+    r.add("spf", Level::Pass, format!("record: {text}"));
     let mut w = SpfWalk {
         lookups: 0,
         voids: 0,
@@ -161,24 +177,25 @@ pub(super) async fn check_spf(auth: &MessageAuthenticator, domain: &str, r: &mut
     for p in w.problems {
         r.add("spf", Level::Fail, p);
     }
-    let lower = record.to_ascii_lowercase();
-    let all = lower
-        .split_whitespace()
-        .find(|t| t.trim_start_matches(['+', '-', '~', '?']) == "all");
+    let all = record
+        .directives
+        .iter()
+        .find(|d| d.mechanism == Mechanism::All)
+        .map(|d| d.qualifier);
     match all {
-        Some("+all") | Some("all") => r.add(
+        Some(Qualifier::Pass) => r.add(
             "spf",
             Level::Fail,
             "+all lets every host on the internet send as this domain",
         ),
-        Some("?all") => r.add(
+        Some(Qualifier::Neutral) => r.add(
             "spf",
             Level::Warn,
             "?all (neutral) gives receivers nothing to act on; use ~all or -all",
         ),
-        Some("~all") => r.add("spf", Level::Pass, "~all: softfail for other hosts"),
-        Some(_) => r.add("spf", Level::Pass, "-all: other hosts fail"),
-        None if lower.contains("redirect=") => {}
+        Some(Qualifier::SoftFail) => r.add("spf", Level::Pass, "~all: softfail for other hosts"),
+        Some(Qualifier::Fail) => r.add("spf", Level::Pass, "-all: other hosts fail"),
+        None if record.redirect.is_some() => {}
         None => r.add(
             "spf",
             Level::Warn,

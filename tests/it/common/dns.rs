@@ -56,6 +56,13 @@ impl Zones {
     }
 }
 
+/// A name of these labels, taken as they are.
+fn dns_name(s: &str) -> Option<Name> {
+    let mut n = Name::from_labels(s.trim_end_matches('.').split('.').map(str::as_bytes)).ok()?;
+    n.set_fqdn(true);
+    Some(n)
+}
+
 fn rtype(rr: &Rr) -> Option<RecordType> {
     Some(match rr {
         Rr::Txt(_) | Rr::TxtParts(_) => RecordType::TXT,
@@ -82,11 +89,11 @@ fn rdata(rr: &Rr) -> Option<RData> {
     Some(match rr {
         Rr::Txt(t) => RData::TXT(TXT::new(split_txt(t))),
         Rr::TxtParts(p) => RData::TXT(TXT::new(p.clone())),
-        Rr::Cname(n) => RData::CNAME(CNAME(Name::from_ascii(format!("{n}.")).ok()?)),
+        Rr::Cname(n) => RData::CNAME(CNAME(dns_name(n)?)),
         Rr::A(ip) => RData::A(A(*ip)),
         Rr::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
-        Rr::Mx(p, ex) => RData::MX(MX::new(*p, Name::from_ascii(format!("{ex}.")).ok()?)),
-        Rr::Ptr(n) => RData::PTR(PTR(Name::from_ascii(format!("{n}.")).ok()?)),
+        Rr::Mx(p, ex) => RData::MX(MX::new(*p, dns_name(ex)?)),
+        Rr::Ptr(n) => RData::PTR(PTR(dns_name(n)?)),
         _ => return None,
     })
 }
@@ -109,8 +116,14 @@ impl RequestHandler for Zones {
         let Ok(info) = request.request_info() else {
             return fail(ResponseCode::FormErr);
         };
-        let qname = info.query.name().to_ascii().to_ascii_lowercase();
-        let qname = qname.trim_end_matches('.').to_string();
+        // The name's labels as they are (SPF names may hold any visible character).
+        let qname = info
+            .query
+            .name()
+            .iter()
+            .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+            .collect::<Vec<_>>()
+            .join(".");
         let qtype = info.query.query_type();
         let entries = self.0.lock().unwrap().get(&qname).cloned();
         let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -150,7 +163,7 @@ impl RequestHandler for Zones {
                         }
                         Rr::Cname(target) if qtype != RecordType::CNAME => {
                             // Answer the alias and, one level deep, the target's records.
-                            let name = Name::from_ascii(format!("{qname}.")).unwrap();
+                            let name = Name::from(info.query.name().clone());
                             if let Some(data) = rdata(rr) {
                                 answers.push(Record::from_rdata(name, 60, data));
                             }
@@ -162,8 +175,7 @@ impl RequestHandler for Zones {
                                 .cloned()
                                 .unwrap_or_default();
                             for t in target_rrs.iter().filter(|t| rtype(t) == Some(qtype)) {
-                                if let (Some(data), Ok(tn)) =
-                                    (rdata(t), Name::from_ascii(format!("{target}.")))
+                                if let (Some(data), Ok(tn)) = (rdata(t), dns_name(target).ok_or(()))
                                 {
                                     answers.push(Record::from_rdata(tn, 60, data));
                                 }
@@ -171,7 +183,7 @@ impl RequestHandler for Zones {
                         }
                         rr if rtype(rr) == Some(qtype) => {
                             if let Some(data) = rdata(rr) {
-                                let name = Name::from_ascii(format!("{qname}.")).unwrap();
+                                let name = Name::from(info.query.name().clone());
                                 answers.push(Record::from_rdata(name, 60, data));
                             }
                         }
