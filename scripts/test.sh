@@ -43,6 +43,10 @@ if [ "$(id -u)" -eq 0 ]; then
     grep -q '^mailseal sign RSA-2048 (unix) .* deferred: 0$' target/bench-smoke.txt &&
         grep -q 'last message: 1 DKIM-Signature' target/bench-smoke.txt ||
         { echo "benchmark smoke: mailseal did not sign every message" >&2; exit 1; }
+    echo "== cold-cache benchmark smoke: BENCH_PEERS=0 bash bench/coldcache.sh 240 2"
+    BENCH_PEERS=0 bash bench/coldcache.sh 240 2 | tee target/coldcache-smoke.txt
+    [ "$(grep -cE ' ([0-9]+)/\1 +ok ' target/coldcache-smoke.txt)" = 8 ] ||
+        { echo "cold-cache benchmark smoke: not every message was verified" >&2; exit 1; }
 fi
 
 mkdir -p target

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,16 +35,44 @@ pub enum Rr {
     TruncateUdp,
 }
 
+/// The records served, the delay before each answer and a count of the queries answered.
 #[derive(Clone, Default)]
-pub struct Zones(pub Arc<Mutex<HashMap<String, Vec<Rr>>>>);
+pub struct Zones {
+    map: Arc<Mutex<HashMap<String, Vec<Rr>>>>,
+    /// Every answer waits this long (a resolver's round trip, for the cold-cache benchmark).
+    pub delay: Duration,
+    queries: Arc<AtomicU64>,
+    /// The questions received, in order ("name TYPE"; the first 100,000).
+    asked: Arc<Mutex<Vec<String>>>,
+}
 
 impl Zones {
     pub fn clear(&self) {
-        self.0.lock().unwrap().clear();
+        self.map.lock().unwrap().clear();
+    }
+
+    /// Queries received so far.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    /// The questions received so far, in order ("name TYPE", the name in lower case).
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+
+    /// How often `question` ("name TYPE") was asked.
+    pub fn times_asked(&self, question: &str) -> usize {
+        self.asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|q| *q == question)
+            .count()
     }
 
     pub fn add(&self, name: &str, rr: Rr) {
-        self.0
+        self.map
             .lock()
             .unwrap()
             .entry(name.to_ascii_lowercase().trim_end_matches('.').to_string())
@@ -125,7 +154,17 @@ impl RequestHandler for Zones {
             .collect::<Vec<_>>()
             .join(".");
         let qtype = info.query.query_type();
-        let entries = self.0.lock().unwrap().get(&qname).cloned();
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut asked = self.asked.lock().unwrap();
+            if asked.len() < 100_000 {
+                asked.push(format!("{qname} {qtype}"));
+            }
+        }
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let entries = self.map.lock().unwrap().get(&qname).cloned();
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = true;
         let mut answers = Vec::new();
@@ -168,7 +207,7 @@ impl RequestHandler for Zones {
                                 answers.push(Record::from_rdata(name, 60, data));
                             }
                             let target_rrs = self
-                                .0
+                                .map
                                 .lock()
                                 .unwrap()
                                 .get(target)
@@ -224,19 +263,20 @@ pub struct DnsServer {
 
 impl DnsServer {
     pub async fn start(zones: Zones) -> DnsServer {
-        // UDP and TCP on the same port number: a free UDP port can be taken for TCP (by an
-        // outgoing connection's ephemeral port, say), so try again with another one.
-        let mut attempt = 0;
-        let (udp, tcp, addr) = loop {
-            attempt += 1;
-            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-            let addr = udp.local_addr().unwrap();
-            match tokio::net::TcpListener::bind(addr).await {
-                Ok(tcp) => break (udp, tcp, addr),
-                Err(_) if attempt < 50 => continue,
-                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
-            }
-        };
+        let (udp, tcp) = Self::sockets().await;
+        Self::serve(zones, udp, tcp)
+    }
+
+    /// Serve on a fixed address (port 53 of a loopback address of its own, for programs that
+    /// read /etc/resolv.conf).
+    pub async fn start_on(zones: Zones, addr: SocketAddr) -> std::io::Result<DnsServer> {
+        let udp = tokio::net::UdpSocket::bind(addr).await?;
+        let tcp = tokio::net::TcpListener::bind(addr).await?;
+        Ok(Self::serve(zones, udp, tcp))
+    }
+
+    fn serve(zones: Zones, udp: tokio::net::UdpSocket, tcp: tokio::net::TcpListener) -> DnsServer {
+        let addr = udp.local_addr().unwrap();
         let mut server = Server::new(zones.clone());
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 65535);
@@ -244,5 +284,21 @@ impl DnsServer {
             let _ = server.block_until_done().await;
         });
         DnsServer { addr, zones }
+    }
+
+    async fn sockets() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+        // UDP and TCP on the same port number: a free UDP port can be taken for TCP (by an
+        // outgoing connection's ephemeral port, say), so try again with another one.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let addr = udp.local_addr().unwrap();
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(tcp) => break (udp, tcp),
+                Err(_) if attempt < 50 => continue,
+                Err(e) => panic!("no port free for both UDP and TCP: {e}"),
+            }
+        }
     }
 }
