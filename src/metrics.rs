@@ -31,6 +31,8 @@ pub struct Metrics {
     counters: Mutex<BTreeMap<(Counter, Labels), u64>>,
     histograms: Mutex<BTreeMap<(Timing, Labels), Histogram>>,
     active_connections: AtomicI64,
+    dns_cache_bytes: AtomicI64,
+    dns_cache_entries: AtomicI64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -49,10 +51,11 @@ pub enum Counter {
     ReportRecords,
     Reports,
     FailureReports,
+    DnsCache,
 }
 
 impl Counter {
-    const ALL: [Counter; 7] = [
+    const ALL: [Counter; 8] = [
         Counter::Messages,
         Counter::Results,
         Counter::Replies,
@@ -60,6 +63,7 @@ impl Counter {
         Counter::ReportRecords,
         Counter::Reports,
         Counter::FailureReports,
+        Counter::DnsCache,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +75,7 @@ impl Counter {
             Counter::ReportRecords => "mailseal_report_records_total",
             Counter::Reports => "mailseal_reports_total",
             Counter::FailureReports => "mailseal_failure_reports_total",
+            Counter::DnsCache => "mailseal_dns_cache_lookups_total",
         }
     }
 
@@ -86,6 +91,9 @@ impl Counter {
             Counter::Reports => "Aggregate report deliveries by outcome (sent, failed, gave_up).",
             Counter::FailureReports => {
                 "DMARC failure reports by outcome (sent, failed, rate_limited, dropped)."
+            }
+            Counter::DnsCache => {
+                "DNS questions of the checks by how they were answered: hit (from the cache), joined (a query already on the wire), miss (asked)."
             }
         }
     }
@@ -180,6 +188,13 @@ impl Metrics {
         }
     }
 
+    /// What the DNS answer cache holds now.
+    pub fn set_dns_cache(&self, bytes: usize, entries: usize) {
+        self.dns_cache_bytes.store(bytes as i64, Ordering::Relaxed);
+        self.dns_cache_entries
+            .store(entries as i64, Ordering::Relaxed);
+    }
+
     /// A guard that counts one open connection until dropped.
     pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
         self.active_connections.fetch_add(1, Ordering::Relaxed);
@@ -256,6 +271,24 @@ impl Metrics {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
             self.active_connections.load(Ordering::Relaxed)
         );
+        for (name, help, v) in [
+            (
+                "mailseal_dns_cache_bytes",
+                "Memory the DNS answer cache holds (bounded by [dns] cache_bytes).",
+                &self.dns_cache_bytes,
+            ),
+            (
+                "mailseal_dns_cache_entries",
+                "Answers the DNS cache holds.",
+                &self.dns_cache_entries,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }

@@ -288,7 +288,13 @@ settings! {
         /// Attempts per server.
         #[serde(with = "positive")]
         attempts: usize = default "2";
-        /// Answers kept in the resolver cache (positive and negative).
+        /// Memory for the answer cache, shared by every connection (emptied on reload).
+        /// Answers (positive, and negative ones for their SOA's negative TTL up to 5 minutes)
+        /// are kept for their TTL; the least recently used go first when it is full.
+        #[serde(with = "size")]
+        cache_bytes: usize = default r#""32M""#;
+        /// No longer used (it counted answers before cache_bytes bounded the cache in bytes);
+        /// accepted so that older configuration files still load.
         cache_size: usize = default "8192";
     }
 }

@@ -135,21 +135,28 @@ pub fn from_addresses(headers: &HeaderBlock) -> (usize, Vec<String>) {
     let mut out = Vec::new();
     for value in headers.values("From") {
         count += 1;
-        let mut field = Vec::with_capacity(value.len() + 8);
-        field.extend_from_slice(b"From:");
-        field.extend_from_slice(value);
-        field.extend_from_slice(b"\r\n\r\n");
-        if let Some(msg) = mail_parser::MessageParser::new().parse_headers(&field) {
-            if let Some(list) = msg.from() {
-                out.extend(
-                    list.mailboxes()
-                        .filter_map(|m| m.address().map(|a| a.trim().to_string()))
-                        .filter(|a| a.contains('@')),
-                );
-            }
-        }
+        out.extend(field_addresses(value));
     }
     (count, out)
+}
+
+/// The mailbox addresses of one From field's value.
+pub fn field_addresses(value: &[u8]) -> Vec<String> {
+    let mut field = Vec::with_capacity(value.len() + 8);
+    field.extend_from_slice(b"From:");
+    field.extend_from_slice(value);
+    field.extend_from_slice(b"\r\n\r\n");
+    let Some(msg) = mail_parser::MessageParser::new().parse_headers(&field) else {
+        return Vec::new();
+    };
+    msg.from()
+        .map(|list| {
+            list.mailboxes()
+                .filter_map(|m| m.address().map(|a| a.trim().to_string()))
+                .filter(|a| a.contains('@'))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use crate::headers::edits;
 use crate::metrics::Counter;
 use crate::pipeline::context::Context as MessageContext;
 use crate::pipeline::message::{ConnInfo, EohAnswer, Message};
-use crate::pipeline::{decide, ClientFacts, Reply};
+use crate::pipeline::{decide, ClientFacts, Decision, Reply};
 use session::{Negotiated, Session};
 
 fn macro_str<'a>(macros: &'a Macros, name: &CStr) -> Option<&'a str> {
@@ -176,10 +176,30 @@ async fn helo(cx: &mut Context<Session>, name: CString) -> Status {
     session.answer(ProtoOpts::NOREPLY_HELO)
 }
 
+/// What the MTA has told us about the client that decides sign or verify: `{auth_authen}`
+/// (sent with MAIL FROM) and `{daemon_name}` (with the connection).
+fn client_macros(macros: &Macros) -> (Option<String>, Option<String>) {
+    (
+        macro_str(macros, c"{auth_authen}").map(str::to_string),
+        macro_str(macros, c"{daemon_name}").map(str::to_string),
+    )
+}
+
 async fn mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let (auth_user, daemon) = client_macros(&cx.macros);
     let session = session!(cx, "no session at MAIL");
     let args: Vec<Vec<u8>> = args.into_iter().map(CString::into_bytes).collect();
-    session.msg = Some(Message::begin(&session.ctx, &args));
+    let mut msg = Message::begin(&session.ctx, &args);
+    let facts = ClientFacts {
+        ip: session.conn.client_ip,
+        auth_user: auth_user.as_deref(),
+        daemon_name: daemon.as_deref(),
+    };
+    // Inbound by what we know now: start the lookups (end of headers decides again).
+    if decide(&session.ctx.config, &facts) == Decision::Verify {
+        msg.start_early(&session.ctx, &session.conn);
+    }
+    session.msg = Some(msg);
     session.answer(ProtoOpts::NOREPLY_MAIL)
 }
 
@@ -200,8 +220,7 @@ async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Sta
 }
 
 async fn eoh(cx: &mut Context<Session>) -> Status {
-    let auth_user = macro_str(&cx.macros, c"{auth_authen}").map(str::to_string);
-    let daemon = macro_str(&cx.macros, c"{daemon_name}").map(str::to_string);
+    let (auth_user, daemon) = client_macros(&cx.macros);
     let qid = queue_id(&cx.macros);
     let session = session!(cx, "no session at end of headers");
     let Some(msg) = session.msg.as_mut() else {

@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
+use crate::dns::{Cache, Resolver};
 use crate::message::budget::Budget;
 use crate::metrics::Metrics;
 use crate::report::failure::{FailureSender, RateLimits};
@@ -17,17 +18,35 @@ use crate::report::Recorder;
 /// Daemon-lifetime services: built once, shared by every configuration snapshot. A reload
 /// must neither reset the counters, nor double the memory bound, nor forget how many failure
 /// reports each domain was sent this hour.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Services {
     pub metrics: Arc<Metrics>,
     pub budget: Arc<Budget>,
     pub failure_limits: Arc<Mutex<RateLimits>>,
+    /// DNS answers (emptied at each reload, its bound from `[dns] cache_bytes`).
+    pub dns_cache: Arc<Cache>,
+}
+
+impl Default for Services {
+    fn default() -> Services {
+        let metrics = Arc::<Metrics>::default();
+        Services {
+            dns_cache: Arc::new(Cache::new(
+                crate::config::Dns::default().cache_bytes,
+                metrics.clone(),
+            )),
+            metrics,
+            budget: Arc::default(),
+            failure_limits: Arc::default(),
+        }
+    }
 }
 
 /// One configuration snapshot with the resources built from it.
 pub struct Context {
     pub config: Config,
-    pub auth: mail_auth::MessageAuthenticator,
+    /// The resolver built from `[dns]`, in front of the daemon's answer cache.
+    pub resolver: Resolver,
     pub services: Arc<Services>,
     /// Where DMARC evaluations go for aggregate reports (the daemon only; the command line
     /// tools record nothing).
@@ -41,9 +60,10 @@ impl Context {
     /// [`Context::recording`]). Must run inside the tokio runtime.
     pub fn new(config: Config, services: Arc<Services>) -> Result<Context, crate::dns::DnsError> {
         let auth = crate::dns::authenticator(&config.dns)?;
+        services.dns_cache.reset(config.dns.cache_bytes);
         Ok(Context {
+            resolver: Resolver::new(auth, services.dns_cache.clone()),
             config,
-            auth,
             services,
             reports: None,
             failures: None,

@@ -92,6 +92,8 @@ pub struct Message {
     size_hint: Option<usize>,
     headers: HeaderBlock,
     work: Work,
+    /// Lookups started before end of message (an inbound message: [`Message::start_early`]).
+    early: Option<verify::early::Early>,
 }
 
 impl Message {
@@ -114,11 +116,30 @@ impl Message {
             size_hint,
             headers: HeaderBlock::default(),
             work: Work::Headers,
+            early: None,
+        }
+    }
+
+    /// The message will be verified (the caller decided so from what the MTA told it by MAIL
+    /// FROM; end of headers decides again): start its SPF checks now, and its DMARC and DKIM
+    /// key lookups as their header fields arrive.
+    pub fn start_early(&mut self, ctx: &Context, conn: &ConnInfo) {
+        if let (Some(ip), Some(id)) = (conn.client_ip, conn.authserv_id.as_deref()) {
+            self.early = Some(verify::early::Early::start(
+                ctx,
+                ip,
+                &conn.helo,
+                id,
+                &self.mail_from,
+            ));
         }
     }
 
     /// One header field, as the MTA sent it (see [`HeaderBlock::push`]).
     pub fn header(&mut self, ctx: &Context, conn: &ConnInfo, name: &[u8], value: &[u8]) {
+        if let Some(early) = &mut self.early {
+            early.header(name, value);
+        }
         let limits = HeaderLimits {
             max_bytes: ctx.config.limits.max_header_size,
             max_fields: ctx.config.limits.max_headers,
@@ -380,6 +401,7 @@ impl Message {
                     authenticated,
                     authserv_id: id,
                     exact_headers: conn.exact_headers,
+                    early: self.early.as_ref(),
                 };
                 let body = match (&buffer, &not_kept) {
                     (Some(b), _) => Body::Kept(b.as_slice()),

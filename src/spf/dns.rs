@@ -1,11 +1,12 @@
-//! SPF's DNS questions, asked through the daemon's one resolver (its cache, timeouts and
-//! servers). Every answer is one of three things SPF tells apart: records, a void answer
+//! SPF's DNS questions, asked through the daemon's one resolver (its cache, single flight,
+//! timeouts and servers). Every answer is one of three things SPF tells apart: records, a void answer
 //! (NXDOMAIN or no records of the type, §4.6.4) or a failure (timeout, SERVFAIL, ...).
 
 use std::net::IpAddr;
 
 use mail_auth::hickory_resolver::proto::rr::{Name, RData, RecordType};
-use mail_auth::MessageAuthenticator;
+
+use crate::dns::{Answered, Resolver};
 
 /// One DNS answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,34 +18,33 @@ pub enum Answer<T> {
 
 /// The resolver, for SPF.
 #[derive(Clone, Copy)]
-pub struct Dns<'a>(pub &'a MessageAuthenticator);
+pub struct Dns<'a>(pub &'a Resolver);
 
 impl Dns<'_> {
     async fn query(&self, name: &str, rtype: RecordType) -> Answer<RData> {
-        // Labels as they are: a domain-spec may hold any visible character (RFC 7208 §7.1).
-        let labels = name.strip_suffix('.').unwrap_or(name).split('.');
-        let Ok(mut fqdn) = Name::from_labels(labels.map(str::as_bytes)) else {
-            // Not a name the DNS can carry (checked before; never queried).
-            return Answer::Void;
-        };
-        fqdn.set_fqdn(true);
-        match self.0.resolver().lookup(fqdn, rtype).await {
-            Ok(l) => {
-                let v: Vec<RData> = l
-                    .answers()
-                    .iter()
-                    .filter(|r| r.record_type() == rtype)
-                    .map(|r| r.data.clone())
-                    .collect();
-                if v.is_empty() {
-                    Answer::Void
-                } else {
-                    Answer::Records(v)
-                }
-            }
-            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Answer::Void,
-            Err(e) => Answer::Error(e.to_string()),
+        // Labels as they are: a domain-spec may hold any visible character (RFC 7208 §7.1);
+        // a name the DNS cannot carry is never asked and has no records.
+        match &*self.0.lookup(name, rtype).await {
+            Answered::Records(v) if !v.is_empty() => Answer::Records(v.clone()),
+            Answered::Records(_) | Answered::Void(_) => Answer::Void,
+            Answered::Error(e) => Answer::Error(e.clone()),
         }
+    }
+
+    /// Start asking for a name's TXT records (an include or redirect target).
+    pub fn prefetch_txt(&self, name: &str) {
+        self.0.prefetch(name, RecordType::TXT);
+    }
+
+    /// Start asking for a name's addresses (an `a` or `exists` target, an MX exchange).
+    pub fn prefetch_addresses(&self, name: &str, v4: bool) {
+        let rtype = if v4 { RecordType::A } else { RecordType::AAAA };
+        self.0.prefetch(name, rtype);
+    }
+
+    /// Start asking for a name's MX records.
+    pub fn prefetch_mx(&self, name: &str) {
+        self.0.prefetch(name, RecordType::MX);
     }
 
     /// TXT records, each one's character-strings joined (invalid UTF-8 replaced).

@@ -117,6 +117,7 @@ impl<'a> Eval<'a> {
     }
 
     async fn evaluate(&mut self, record: &Record, domain: &str) -> Result<Found, Stop> {
+        self.prefetch(record, domain);
         for d in &record.directives {
             if d.mechanism.counts_lookup() {
                 self.count_lookup()?;
@@ -148,6 +149,63 @@ impl<'a> Eval<'a> {
             return Ok(found);
         }
         Ok(Found::of(Word::Neutral))
+    }
+
+    /// Ask now for what the record's terms will look up, within the lookups the limit still
+    /// allows, so that the answers are there (or on their way) when evaluation reaches each
+    /// term in order. Terms whose names need the validated client name (`%{p}`) wait.
+    fn prefetch(&self, record: &Record, domain: &str) {
+        let mut budget = self.limits.lookups.saturating_sub(self.lookups);
+        let v4 = self.q.ip.is_ipv4();
+        let values = self.values(domain, None);
+        let name = |spec: &MacroString| {
+            (!uses_validated_name(spec)).then(|| truncate(&expand(spec, &values)).to_string())
+        };
+        let terms = record
+            .directives
+            .iter()
+            .map(|d| &d.mechanism)
+            .filter(|m| m.counts_lookup());
+        for m in terms {
+            if budget == 0 {
+                return;
+            }
+            budget -= 1;
+            match m {
+                Mechanism::Include(spec) => {
+                    if let Some(n) = name(spec).filter(|n| is_valid_name(n)) {
+                        self.dns.prefetch_txt(&n);
+                    }
+                }
+                Mechanism::A { domain: spec, .. } => {
+                    let n = spec.as_ref().map_or(Some(domain.to_string()), name);
+                    if let Some(n) = n.filter(|n| is_valid_name(n)) {
+                        self.dns.prefetch_addresses(&n, v4);
+                    }
+                }
+                Mechanism::Mx { domain: spec, .. } => {
+                    let n = spec.as_ref().map_or(Some(domain.to_string()), name);
+                    if let Some(n) = n.filter(|n| is_valid_name(n)) {
+                        self.dns.prefetch_mx(&n);
+                    }
+                }
+                Mechanism::Exists(spec) => {
+                    if let Some(n) = name(spec).filter(|n| is_valid_name(n)) {
+                        self.dns.prefetch_addresses(&n, true);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(n) = record
+            .redirect
+            .as_ref()
+            .filter(|_| budget > 0)
+            .and_then(name)
+            .filter(|n| is_valid_name(n))
+        {
+            self.dns.prefetch_txt(&n);
+        }
     }
 
     fn count_lookup(&mut self) -> Result<(), Stop> {
@@ -219,6 +277,9 @@ impl<'a> Eval<'a> {
                     return Err(perm(format!(
                         "{target} has more than {MAX_NAMES} MX records"
                     )));
+                }
+                for name in names.iter().filter(|n| is_valid_name(n)) {
+                    self.dns.prefetch_addresses(name, ip.is_ipv4());
                 }
                 for name in names.iter().filter(|n| is_valid_name(n)) {
                     let addrs = self.addresses(name, ip.is_ipv4(), false).await?;

@@ -97,11 +97,7 @@ pub struct Verdict {
 }
 
 /// Evaluate SPF for one identity. The caller bounds the time it may take.
-pub async fn check_host(
-    auth: &mail_auth::MessageAuthenticator,
-    q: &Query<'_>,
-    limits: Limits,
-) -> Verdict {
+pub async fn check_host(resolver: &crate::dns::Resolver, q: &Query<'_>, limits: Limits) -> Verdict {
     let domain = q.domain.strip_suffix('.').unwrap_or(q.domain);
     // §4.3: an identity that is not a domain name (an address literal, one label, a bad
     // label) has no SPF policy.
@@ -124,5 +120,7 @@ pub async fn check_host(
         domain,
         ..q.clone()
     };
-    eval::Eval::new(dns::Dns(auth), &q, limits, now).run().await
+    eval::Eval::new(dns::Dns(resolver), &q, limits, now)
+        .run()
+        .await
 }

@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::dns::{DnsServer, Rr, Zones};
@@ -18,8 +19,8 @@ use crate::common::process::Running;
 use crate::common::*;
 use mail_auth::dmarc::DmarcRecord;
 use mail_auth::dns::TxtRecordParser;
-use mail_auth::MessageAuthenticator;
 use mailseal::config::Dns;
+use mailseal::dns::{Cache, Resolver};
 use mailseal::message::normalize_domain;
 use mailseal::pipeline::verify::dmarc::{discover, judge, Check, Discovery};
 use mailseal::results::Word;
@@ -59,14 +60,16 @@ fn conformance(file: &str) -> Option<Vec<Value>> {
     )
 }
 
-fn resolver(dns: &DnsServer) -> MessageAuthenticator {
-    mailseal::dns::authenticator(&Dns {
+/// A resolver with a cache of its own (each case starts empty).
+fn resolver(dns: &DnsServer) -> Resolver {
+    let auth = mailseal::dns::authenticator(&Dns {
         nameservers: vec![dns.addr],
         timeout: Duration::from_millis(400),
         attempts: 1,
-        cache_size: 64,
+        ..Dns::default()
     })
-    .unwrap()
+    .unwrap();
+    Resolver::new(auth, Arc::new(Cache::new(1 << 20, Arc::default())))
 }
 
 fn load_zone(zones: &Zones, zone: &Value) {

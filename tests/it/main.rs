@@ -14,6 +14,7 @@ mod config_check;
 mod conformance_sign;
 mod conformance_verify;
 mod daemon;
+mod dns_cache;
 mod e2e_postfix;
 mod e2e_verify;
 mod faults;

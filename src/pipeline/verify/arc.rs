@@ -2,6 +2,7 @@
 
 use mail_auth::{AuthenticatedMessage, DkimResult};
 
+use crate::dns::{Keys, Resolver};
 use crate::message::HeaderBlock;
 use crate::results::{ArcVerdict, Word};
 
@@ -210,4 +211,25 @@ pub fn tag_list(value: &str) -> Result<Vec<(&str, &str)>, String> {
         tags.push((name, v.trim_matches(is_fws)));
     }
     Ok(tags)
+}
+
+/// Check the chain (its structure already checked): every seal's and message signature's
+/// key through the resolver, looked up together, then mail-auth's chain verification.
+pub async fn verify(resolver: &Resolver, m: &AuthenticatedMessage<'_>) -> ArcVerdict {
+    let mut keys = Keys::default();
+    let names = m
+        .arc_seals()
+        .iter()
+        .map(|h| (h.header.s.as_str(), h.header.d.as_str()))
+        .chain(
+            m.arc_message_signatures()
+                .iter()
+                .map(|h| (h.header.s.as_str(), h.header.d.as_str())),
+        );
+    keys.fetch_all(resolver, names).await;
+    let out = resolver
+        .authenticator()
+        .verify_arc(mail_auth::Parameters::new(m).with_cache(&keys))
+        .await;
+    verdict(out.result())
 }

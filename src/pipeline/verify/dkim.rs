@@ -15,7 +15,9 @@
 use base64::Engine;
 use mail_auth::crypto::Algorithm;
 use mail_auth::dkim::{Canonicalization, Signature};
-use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator};
+use mail_auth::{AuthenticatedMessage, DkimResult, Parameters};
+
+use crate::dns::{Keys, Resolver};
 
 use crate::message::{is_subdomain, normalize_domain, HeaderBlock};
 use crate::results::{DkimVerdict, Word};
@@ -186,12 +188,22 @@ pub type Checked = (Word, Option<String>);
 
 /// Check one signature (the `index`-th that parsed) on its own.
 pub async fn verify_one(
-    auth: &MessageAuthenticator,
+    resolver: &Resolver,
     msg: &AuthenticatedMessage<'_>,
     index: usize,
 ) -> Checked {
+    // The key through the resolver (cache, single flight), then the check.
+    let mut keys = Keys::default();
+    if let Some(sig) = msg.dkim_signatures().get(index) {
+        keys.fetch(resolver, &sig.header.s, &sig.header.d).await;
+    }
+    let auth = resolver.authenticator();
     let outputs = if msg.dkim_signatures().len() == 1 {
-        auth.verify_dkim(msg).await.iter().map(result_of).collect()
+        auth.verify_dkim(Parameters::new(msg).with_cache(&keys))
+            .await
+            .iter()
+            .map(result_of)
+            .collect()
     } else {
         let mut one = msg.clone();
         let mut n = 0;
@@ -204,8 +216,12 @@ pub async fn verify_one(
                 Err(mail_auth::dkim::DkimError::UnsupportedAlgorithm)
             }
         });
-        let outputs: Vec<Option<Checked>> =
-            auth.verify_dkim(&one).await.iter().map(result_of).collect();
+        let outputs: Vec<Option<Checked>> = auth
+            .verify_dkim(Parameters::new(&one).with_cache(&keys))
+            .await
+            .iter()
+            .map(result_of)
+            .collect();
         outputs
     };
     outputs
@@ -234,7 +250,7 @@ pub fn malformed(msg: &AuthenticatedMessage<'_>) -> usize {
 /// Every signature of a message, checked one after another (the command line tools and the
 /// conformance suite; the daemon checks them concurrently under its deadline).
 pub async fn check_all(
-    auth: &MessageAuthenticator,
+    resolver: &Resolver,
     msg: &AuthenticatedMessage<'_>,
     author: Option<&str>,
     limits: Limits<'_>,
@@ -242,7 +258,7 @@ pub async fn check_all(
     let mut out = Vec::new();
     for p in plan(msg, author, limits) {
         out.push(match p.index {
-            Some(i) => checked(p.result, Some(verify_one(auth, msg, i).await)),
+            Some(i) => checked(p.result, Some(verify_one(resolver, msg, i).await)),
             None => p.result,
         });
     }

@@ -13,8 +13,13 @@
 
 use std::sync::Arc;
 
+use futures_util::future::join_all;
 use mail_auth::dmarc::{Alignment, DmarcRecord, Policy, Psd};
-use mail_auth::{DnsError, Error, MessageAuthenticator};
+use mail_auth::dns::TxtRecordParser;
+use mail_auth::hickory_resolver::proto::op::ResponseCode;
+use mail_auth::hickory_resolver::proto::rr::RecordType;
+
+use crate::dns::{Answered, Resolver, TxtError};
 
 use crate::message::is_subdomain;
 use crate::results::{DkimVerdict, DmarcVerdict, PolicyRecord as Found, Word};
@@ -42,39 +47,55 @@ pub struct LookupFailed {
 }
 
 /// The DMARC records found walking up from `domain`, longest name first; a record with `psd=`
-/// ends the walk.
+/// ends the walk. Every name of the walk is asked at once (they are at most eight), and the
+/// answers are read in walk order: a name past a `psd=` record costs a query, never a round
+/// trip.
 async fn tree_walk(
-    auth: &MessageAuthenticator,
+    resolver: &Resolver,
     domain: &str,
 ) -> Result<Vec<(String, Arc<DmarcRecord>)>, LookupFailed> {
-    let labels: Vec<&str> = domain.split('.').filter(|l| !l.is_empty()).collect();
+    let names = walk_names(domain);
+    let answers = join_all(names.iter().map(|name| {
+        let name = format!("_dmarc.{name}");
+        async move { resolver.txt(&name).await }
+    }))
+    .await;
     let mut found = Vec::new();
-    if labels.len() < 2 {
-        return Ok(found);
-    }
-    let mut count = labels.len();
-    for _ in 0..MAX_WALK {
-        let name = labels[labels.len() - count..].join(".");
-        match auth
-            .txt_lookup::<DmarcRecord>(format!("_dmarc.{name}."), None::<&mail_auth::NoCache>)
-            .await
-        {
-            Ok(record) => {
-                let stop = matches!(record.psd, Psd::Yes | Psd::No);
-                found.push((name, record));
-                if stop {
-                    break;
+    for (name, answer) in names.into_iter().zip(answers) {
+        match answer {
+            Ok(records) => {
+                // A record that does not parse is no record (RFC 9989 §4.10.1).
+                if let Ok(record) = DmarcRecord::parse_records(&records) {
+                    let stop = matches!(record.psd, Psd::Yes | Psd::No);
+                    found.push((name, Arc::new(record)));
+                    if stop {
+                        break;
+                    }
                 }
             }
-            Err(Error::Dns(DnsError::Resolver(error))) => return Err(LookupFailed { name, error }),
-            Err(_) => {}
+            Err(TxtError::NotFound(_)) => {}
+            Err(TxtError::Failed(error)) => return Err(LookupFailed { name, error }),
         }
-        if count == 1 {
-            break;
-        }
-        count = if count > 8 { 7 } else { count - 1 };
     }
     Ok(found)
+}
+
+/// The names the tree walk asks about (RFC 9989 §4.10.1): the domain, then its parents up to
+/// the top, at most eight (past seven labels the walk jumps to the last seven).
+pub fn walk_names(domain: &str) -> Vec<String> {
+    let labels: Vec<&str> = domain.split('.').filter(|l| !l.is_empty()).collect();
+    let mut names = Vec::new();
+    if labels.len() >= 2 {
+        let mut count = labels.len();
+        for _ in 0..MAX_WALK {
+            names.push(labels[labels.len() - count..].join("."));
+            if count == 1 {
+                break;
+            }
+            count = if count > 8 { 7 } else { count - 1 };
+        }
+    }
+    names
 }
 
 /// RFC 9989 §4.10.2: the domain of the record with psd=n, else one label below a record with
@@ -95,8 +116,8 @@ fn organizational_domain(walk: &[(String, Arc<DmarcRecord>)], start: &str) -> Op
 }
 
 /// Find the DMARC policy of an author domain (already normalised, A-labels).
-pub async fn discover(auth: &MessageAuthenticator, author: &str) -> Discovery {
-    let walk = match tree_walk(auth, author).await {
+pub async fn discover(resolver: &Resolver, author: &str) -> Discovery {
+    let walk = match tree_walk(resolver, author).await {
         Ok(w) => w,
         Err(e) => return Discovery::TempError(e.to_string()),
     };
@@ -120,7 +141,7 @@ pub async fn discover(auth: &MessageAuthenticator, author: &str) -> Discovery {
         Policy::None
     } else if own.is_some() {
         record.p
-    } else if record.np != record.sp && !domain_exists(auth, author).await {
+    } else if record.np != record.sp && !domain_exists(resolver, author).await {
         record.np
     } else {
         record.sp
@@ -142,16 +163,11 @@ pub async fn discover(auth: &MessageAuthenticator, author: &str) -> Discovery {
 
 /// RFC 9989 §4.10.3 (np=): only an NXDOMAIN answer makes a domain non-existent; any other
 /// answer or failure counts as existing.
-async fn domain_exists(auth: &MessageAuthenticator, domain: &str) -> bool {
-    match auth
-        .ipv4_lookup(format!("{domain}."), None::<&mail_auth::NoCache>)
-        .await
-    {
-        Err(Error::Dns(DnsError::RecordNotFound(code))) => {
-            code != mail_auth::hickory_resolver::proto::op::ResponseCode::NXDomain
-        }
-        _ => true,
-    }
+async fn domain_exists(resolver: &Resolver, domain: &str) -> bool {
+    !matches!(
+        &*resolver.lookup(domain, RecordType::A).await,
+        Answered::Void(ResponseCode::NXDomain)
+    )
 }
 
 /// Alignment under a found record (RFC 9989 §4.8).
@@ -170,7 +186,7 @@ impl Found {
     /// failed walk is an error, since it could change the answer.
     pub async fn aligned(
         &self,
-        auth: &MessageAuthenticator,
+        resolver: &Resolver,
         author: &str,
         d: &str,
         mode: Alignment,
@@ -181,7 +197,7 @@ impl Found {
         if !self.could_align(author, d, mode) {
             return Ok(false);
         }
-        let walk = tree_walk(auth, d).await?;
+        let walk = tree_walk(resolver, d).await?;
         Ok(organizational_domain(&walk, d).as_deref().unwrap_or(d) == self.org_domain)
     }
 }
@@ -222,7 +238,7 @@ impl Check {
 /// results. Only identifiers that can align are considered, so nothing unaligned can make
 /// the result a temperror or keep it from being a fail.
 pub async fn judge(
-    auth: &MessageAuthenticator,
+    resolver: &Resolver,
     found: &Found,
     author: &str,
     spf: Option<(&str, Check)>,
@@ -236,7 +252,7 @@ pub async fn judge(
         if check == Check::Other {
             continue;
         }
-        match found.aligned(auth, author, d, adkim).await {
+        match found.aligned(resolver, author, d, adkim).await {
             Ok(false) => {}
             Ok(true) => match check {
                 Check::Pass => v.dkim_aligned = true,
@@ -252,7 +268,10 @@ pub async fn judge(
         }
     }
     if let Some((mfd, check)) = spf.filter(|(_, c)| matches!(c, Check::Pass | Check::TempError)) {
-        match found.aligned(auth, author, mfd, found.record.aspf).await {
+        match found
+            .aligned(resolver, author, mfd, found.record.aspf)
+            .await
+        {
             Ok(true) if check == Check::Pass => v.spf_aligned = true,
             Ok(true) => {
                 temp.get_or_insert_with(|| format!("aligned SPF domain {mfd}: DNS error"));
@@ -279,7 +298,6 @@ pub async fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mail_auth::dns::TxtRecordParser;
 
     fn rec(s: &str) -> Arc<DmarcRecord> {
         Arc::new(DmarcRecord::parse(s.as_bytes()).unwrap())

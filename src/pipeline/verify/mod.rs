@@ -19,17 +19,19 @@
 pub mod arc;
 pub mod dkim;
 pub mod dmarc;
+pub mod early;
 pub mod spf;
 
 use std::net::IpAddr;
 
 use futures_util::future::{join_all, FutureExt};
-use mail_auth::{AuthenticatedMessage, MessageAuthenticator};
+use mail_auth::AuthenticatedMessage;
 use tokio::time::{timeout_at, Instant};
 
 use super::context::Context;
 use super::{policy, Outcome, Reply};
 use crate::config::{Config, MultipleFrom};
+use crate::dns::Resolver;
 use crate::headers::auth_results::{remove_forged, NAME as AR_NAME};
 use crate::headers::edits::Edits;
 use crate::message::{domain_of, normalize_domain, Author, HeaderBlock};
@@ -53,6 +55,8 @@ pub struct Envelope<'a> {
     pub authserv_id: &'a str,
     /// The MTA sent the exact header bytes (SMFIP_HDR_LEADSPC).
     pub exact_headers: bool,
+    /// The lookups started before end of message, if any ([`early`]).
+    pub early: Option<&'a early::Early>,
 }
 
 /// The message as verification gets it.
@@ -87,7 +91,7 @@ pub async fn verify(
 ) -> Outcome {
     let config = &ctx.config;
     let metrics = &ctx.services.metrics;
-    let results = check(config, &ctx.auth, metrics, env, headers, body).await;
+    let results = check(config, &ctx.resolver, metrics, env, headers, body).await;
     let answer = policy::decide(config, env, &results, body.missing());
     metrics.record_results(&results);
     let ar = crate::headers::auth_results::render(&results, answer.disposition);
@@ -187,7 +191,7 @@ fn author_domain(config: &Config, author: &Author) -> Result<String, NoAuthor> {
 /// can align.
 async fn check(
     config: &Config,
-    auth: &MessageAuthenticator,
+    resolver: &Resolver,
     metrics: &Metrics,
     env: &Envelope<'_>,
     headers: &HeaderBlock,
@@ -229,7 +233,7 @@ async fn check(
         .map(|p| match (p.index, msg.as_ref()) {
             (Some(i), Some(m)) => Some(
                 async move {
-                    timeout_at(deadline, dkim::verify_one(auth, m, i))
+                    timeout_at(deadline, dkim::verify_one(resolver, m, i))
                         .await
                         .ok()
                 }
@@ -251,11 +255,26 @@ async fn check(
         }
     };
     let spf_limits = spf::limits(config);
+    // SPF: the checks started at MAIL FROM, else now.
+    let started = env.early.map(|e| (e.mail_from.clone(), e.helo.clone()));
+    let (early_mf, early_helo) = match started {
+        Some((mf, helo)) => (Some(mf), helo),
+        None => (None, None),
+    };
     let spf_mf = async {
-        let check = spf::check_mail_from(auth, spf_limits, ip, helo, id, env.mail_from);
+        let check = async {
+            match early_mf {
+                Some(c) => c.await,
+                None => {
+                    let mf = env.mail_from;
+                    Some(spf::check_mail_from(resolver, spf_limits, ip, helo, id, mf).await)
+                }
+            }
+        };
         timeout_at(deadline, timed(metrics, "spf", check))
             .await
             .ok()
+            .flatten()
     }
     .boxed()
     .shared();
@@ -267,7 +286,7 @@ async fn check(
             Err(problem) => return DmarcVerdict::new(Word::PermError, Some(problem.to_string())),
         };
         let start = std::time::Instant::now();
-        let discovery = timeout_at(deadline, dmarc::discover(auth, author))
+        let discovery = timeout_at(deadline, dmarc::discover(resolver, author))
             .await
             .unwrap_or_else(|_| Discovery::TempError(UNFINISHED.into()));
         let verdict = match discovery {
@@ -295,11 +314,12 @@ async fn check(
                     .iter()
                     .map(|v| (v.domain.as_str(), Check::of_dkim(v)))
                     .collect();
-                let mut v = timeout_at(deadline, dmarc::judge(auth, &found, author, spf, &dkim))
-                    .await
-                    .unwrap_or_else(|_| {
-                        DmarcVerdict::new(Word::TempError, Some(UNFINISHED.into()))
-                    });
+                let mut v =
+                    timeout_at(deadline, dmarc::judge(resolver, &found, author, spf, &dkim))
+                        .await
+                        .unwrap_or_else(|_| {
+                            DmarcVerdict::new(Word::TempError, Some(UNFINISHED.into()))
+                        });
                 v.policy = Some(found);
                 v
             }
@@ -319,12 +339,16 @@ async fn check(
             ),
             spf_mf.clone(),
             async {
-                if check_helo {
-                    let check = spf::check_helo(auth, spf_limits, ip, helo, id);
-                    Some(timeout_at(deadline, check).await.ok())
-                } else {
-                    None
+                if !check_helo {
+                    return None;
                 }
+                let check = async {
+                    match early_helo {
+                        Some(c) => c.await,
+                        None => Some(spf::check_helo(resolver, spf_limits, ip, helo, id).await),
+                    }
+                };
+                Some(timeout_at(deadline, check).await.ok().flatten())
             },
             async {
                 let (None, Some(m)) = (&arc_blocked, msg.as_ref()) else {
@@ -339,13 +363,14 @@ async fn check(
                         result: Word::None,
                         reason: None,
                     },
-                    Ok(true) => timeout_at(deadline, timed(metrics, "arc", auth.verify_arc(m)))
-                        .await
-                        .map(|o| arc::verdict(o.result()))
-                        .unwrap_or(ArcVerdict {
-                            result: Word::TempError,
-                            reason: Some(UNFINISHED.into()),
-                        }),
+                    Ok(true) => {
+                        timeout_at(deadline, timed(metrics, "arc", arc::verify(resolver, m)))
+                            .await
+                            .unwrap_or(ArcVerdict {
+                                result: Word::TempError,
+                                reason: Some(UNFINISHED.into()),
+                            })
+                    }
                 })
             },
         )

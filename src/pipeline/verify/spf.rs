@@ -3,9 +3,8 @@
 
 use std::net::IpAddr;
 
-use mail_auth::MessageAuthenticator;
-
 use crate::config::Config;
+use crate::dns::Resolver;
 use crate::results::{SpfIdentity, SpfVerdict, Word};
 use crate::spf::{check_host, Limits, Query};
 
@@ -21,7 +20,7 @@ pub fn limits(config: &Config) -> Limits {
 
 /// SPF for the MAIL FROM identity (postmaster@HELO for the null sender).
 pub async fn check_mail_from(
-    auth: &MessageAuthenticator,
+    resolver: &Resolver,
     limits: Limits,
     ip: IpAddr,
     helo: &str,
@@ -29,7 +28,7 @@ pub async fn check_mail_from(
     mail_from: &str,
 ) -> Verdict {
     check_host(
-        auth,
+        resolver,
         &Query::mail_from(ip, mail_from, helo, receiver),
         limits,
     )
@@ -38,13 +37,13 @@ pub async fn check_mail_from(
 
 /// SPF for the HELO identity.
 pub async fn check_helo(
-    auth: &MessageAuthenticator,
+    resolver: &Resolver,
     limits: Limits,
     ip: IpAddr,
     helo: &str,
     receiver: &str,
 ) -> Verdict {
-    check_host(auth, &Query::helo(ip, helo, receiver), limits).await
+    check_host(resolver, &Query::helo(ip, helo, receiver), limits).await
 }
 
 /// The verdict for one identity; `None`: the check did not finish in time.
