@@ -163,6 +163,7 @@ impl Cache {
         if stale {
             if let Some(e) = inner.ready.pop(key) {
                 inner.bytes -= e.weight;
+                self.metrics.set_dns_cache(inner.bytes, inner.ready.len());
             }
         }
         if let Some(f) = inner.flying.get(key) {
