@@ -91,7 +91,10 @@ impl FailureSender {
         metrics: Arc<Metrics>,
         limits: Arc<Mutex<RateLimits>>,
     ) -> Result<FailureSender, crate::dns::DnsError> {
-        let auth = crate::dns::authenticator(dns)?;
+        let auth = crate::dns::Resolver::new(
+            crate::dns::authenticator(dns)?,
+            Arc::new(crate::dns::Cache::new(dns.cache_bytes, metrics.clone())),
+        );
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = Sender {
             rc: Arc::new(reports.clone()),
@@ -163,7 +166,7 @@ impl RateLimits {
 struct Sender {
     rc: Arc<Reports>,
     helo: String,
-    auth: mail_auth::MessageAuthenticator,
+    auth: crate::dns::Resolver,
     metrics: Arc<Metrics>,
     limits: Arc<Mutex<RateLimits>>,
 }

@@ -8,6 +8,7 @@
 //! - [`store`]: the SQLite or PostgreSQL store, with the grouping queries.
 //! - [`xml`]: the report document. [`send`]: report messages, destinations, submission.
 
+pub mod destination;
 pub mod evaluation;
 pub mod failure;
 pub mod recorder;

@@ -15,10 +15,12 @@ use std::path::PathBuf;
 
 use base64::Engine;
 
+use super::destination::{authorization, mailbox_domain, Authorization};
 use super::store::{Group, ReportRow, ReportStatus, Store};
 use super::xml::{feedback, ReportMeta, Reporter};
 use super::Published;
 use crate::config::Config;
+use crate::dns::{Cache, Resolver};
 use crate::metrics::Counter;
 
 /// Why a send run stopped.
@@ -40,7 +42,7 @@ pub enum SendError {
 /// A temporary DNS failure while checking report destinations: try again at the next run.
 #[derive(Debug, thiserror::Error)]
 #[error("checking report destinations: {0}")]
-pub struct DestinationsUnknown(mail_auth::Error);
+pub struct DestinationsUnknown(#[from] super::destination::Unknown);
 
 /// What `reports send` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -176,48 +178,43 @@ fn unix(t: i64) -> std::time::SystemTime {
     std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64)
 }
 
-/// Where a report may go, after the checks of RFC 9990 §3 and our loop rules. `Err` is a
-/// temporary DNS failure: try again at the next run.
+/// Where a report may go, after the checks of RFC 9990 §3 ([`super::destination`]) and our
+/// loop rules. `Err` is a temporary DNS failure: try again at the next run.
 pub async fn destinations(
     rc: &crate::config::Reports,
-    auth: &mail_auth::MessageAuthenticator,
+    resolver: &Resolver,
     policy_domain: &str,
     rua: &[(String, usize)],
     notes: &mut Vec<String>,
 ) -> Result<Vec<(String, usize)>, DestinationsUnknown> {
-    let mut candidates = Vec::new();
+    let mut out = Vec::new();
     for (addr, max) in rua {
         let addr = addr.trim().to_ascii_lowercase();
-        let domain = addr.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        if domain.is_empty() {
-            notes.push(format!("{addr}: not an address, skipped"));
-        } else if addr == rc.from_address().to_ascii_lowercase() {
+        let domain = match mailbox_domain(&addr) {
+            Ok(d) => d,
+            Err(e) => {
+                notes.push(format!("{addr}: {e}, skipped"));
+                continue;
+            }
+        };
+        if addr == rc.from_address().to_ascii_lowercase() {
             notes.push(format!("{addr}: our own report address, skipped (loop)"));
-        } else if rc.suppressed(domain) {
+            continue;
+        }
+        if rc.suppressed(domain) {
             notes.push(format!("{addr}: suppressed domain, skipped"));
-        } else {
-            candidates.push((addr, *max));
+            continue;
+        }
+        match authorization(resolver, policy_domain, domain).await? {
+            Authorization::SameOrganization | Authorization::Authorized(_) => {
+                out.push((addr, *max));
+            }
+            Authorization::NotAuthorized(name) => notes.push(format!(
+                "{addr}: external destination not authorized ({name} has no v=DMARC1 record), skipped"
+            )),
         }
     }
-    let addrs: Vec<&str> = candidates.iter().map(|(a, _)| a.as_str()).collect();
-    let authorized = auth
-        .authorized_report_addresses((policy_domain, addrs.as_slice()))
-        .await
-        .map_err(DestinationsUnknown)?;
-    let authorized: Vec<String> = authorized.into_iter().map(|a| a.to_string()).collect();
-    Ok(candidates
-        .into_iter()
-        .filter(|(a, _)| {
-            let ok = authorized.contains(a);
-            if !ok {
-                notes.push(format!(
-                    "{a}: external destination not authorized ({policy_domain}._report._dmarc.{} has no v=DMARC1 record), skipped",
-                    a.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
-                ));
-            }
-            ok
-        })
-        .collect())
+    Ok(out)
 }
 
 /// Run a send pass. Store work is blocking; DNS and SMTP run on `rt`. Never call it from an
@@ -232,7 +229,10 @@ pub fn run(
     let mut store = Store::open(&spec)?;
     let auth = {
         let _guard = rt.enter();
-        crate::dns::authenticator(&config.dns)?
+        Resolver::new(
+            crate::dns::authenticator(&config.dns)?,
+            std::sync::Arc::new(Cache::new(config.dns.cache_bytes, opts.metrics.clone())),
+        )
     };
     let receiver = rc.receiver().to_string();
     let mut out = Vec::new();
@@ -300,7 +300,7 @@ pub fn run(
 fn deliver_one(
     config: &Config,
     store: &mut Store,
-    auth: &mail_auth::MessageAuthenticator,
+    auth: &Resolver,
     rt: &tokio::runtime::Handle,
     r: &ReportRow,
     metrics: &crate::metrics::Metrics,

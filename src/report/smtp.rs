@@ -38,6 +38,8 @@ pub enum SmtpError {
     TlsRequired { addr: String },
     #[error("{addr} does not offer STARTTLS: not sending the password in clear")]
     ClearPassword { addr: String },
+    #[error("{0}: not a single mailbox, not submitted")]
+    NotAMailbox(String),
     #[error("the relay does not offer AUTH PLAIN")]
     NoAuthPlain,
     #[error("{}: {reason}", path.display())]
@@ -73,6 +75,12 @@ pub async fn submit(
     rcpt: &str,
     message: &[u8],
 ) -> Result<(), SmtpError> {
+    // Checked when the record was read; again here, for every transport (a comma in an
+    // address would make sendmail deliver to two).
+    for addr in [from, rcpt] {
+        crate::report::destination::mailbox_domain(addr)
+            .map_err(|_| SmtpError::NotAMailbox(addr.to_string()))?;
+    }
     match transport {
         Transport::Sendmail(cmd) => sendmail(cmd, from, rcpt, message).await,
         Transport::Smtp {

@@ -776,3 +776,53 @@ async fn failure_reports_are_arf_rate_limited_and_authorized() {
     }
     d.stop().await;
 }
+
+/// RFC 9990 §3: a destination is one mailbox; inside the policy domain's organization it
+/// needs no authorization record (the organizational domains found by the RFC 9989 tree
+/// walk); outside it, `<policy>._report._dmarc.<destination>` must say v=DMARC1. An
+/// address smuggled through percent-encoding is refused, whatever its last `@`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_are_single_mailboxes_of_the_organization_or_authorized() {
+    let z = Zones::default();
+    // Percent-encoded: decodes to "victim@target.example,box@e.example".
+    z.txt("e.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.e.example",
+        "v=DMARC1; p=none; rua=mailto:victim%40target.example%2Cbox@e.example,mailto:ok@e.example",
+    );
+    // A subdomain's policy reporting to its organizational domain and to a sibling.
+    z.txt("mail.f.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.mail.f.example",
+        "v=DMARC1; p=none; rua=mailto:dmarc@f.example,mailto:agg@reports.f.example",
+    );
+    z.txt("_dmarc.f.example", "v=DMARC1; p=reject");
+    let dns = DnsServer::start(z).await;
+    let scratch = Scratch::new("reports-dest");
+    let store = scratch.0.join("reports.sqlite");
+    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), "")).await;
+    for from in ["a@e.example", "a@mail.f.example"] {
+        let out = deliver(d.addr, &env("192.0.2.10", from), &msg(from, "hi")).await;
+        assert_eq!(out.status, Status::Continue);
+    }
+    flush(&d).await;
+    let config_path = d.scratch.0.join("mailseal.toml");
+    let until = until_arg();
+    let (ok, text) = mailseal(
+        &config_path,
+        &["reports", "send", "--dry-run", "--until", &until],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("would send to ok@e.example"), "{text}");
+    assert!(
+        text.contains("victim@target.example,box@e.example: not a single mailbox"),
+        "{text}"
+    );
+    assert!(!text.contains("would send to victim"), "{text}");
+    assert!(text.contains("would send to dmarc@f.example"), "{text}");
+    assert!(
+        text.contains("would send to agg@reports.f.example"),
+        "{text}"
+    );
+    d.stop().await;
+}

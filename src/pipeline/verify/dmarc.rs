@@ -80,6 +80,13 @@ async fn tree_walk(
     Ok(found)
 }
 
+/// The organizational domain of `domain` (RFC 9989 §4.10.2): from the tree walk, or the
+/// domain itself when the walk finds no record.
+pub async fn org_domain(resolver: &Resolver, domain: &str) -> Result<String, LookupFailed> {
+    let walk = tree_walk(resolver, domain).await?;
+    Ok(organizational_domain(&walk, domain).unwrap_or_else(|| domain.to_string()))
+}
+
 /// The names the tree walk asks about (RFC 9989 §4.10.1): the domain, then its parents up to
 /// the top, at most eight (past seven labels the walk jumps to the last seven).
 pub fn walk_names(domain: &str) -> Vec<String> {

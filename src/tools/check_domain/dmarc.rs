@@ -5,13 +5,8 @@ use mail_auth::dns::TxtRecordParser;
 use mail_auth::MessageAuthenticator;
 
 use super::{Level, Report};
-use crate::tools::lookup::{txt_records as txt, TxtAnswer as Txt};
-
-pub(super) fn is_external(domain: &str, dest: &str) -> bool {
-    let d = domain.to_ascii_lowercase();
-    let dest = dest.to_ascii_lowercase();
-    !(dest == d || dest.ends_with(&format!(".{d}")) || d.ends_with(&format!(".{dest}")))
-}
+use crate::dns::{Cache, Resolver};
+use crate::report::destination::{authorization, mailbox_domain, Authorization};
 
 pub(super) async fn check_dmarc(auth: &MessageAuthenticator, domain: &str, r: &mut Report) {
     let name = format!("_dmarc.{domain}");
@@ -92,45 +87,43 @@ pub(super) async fn check_dmarc(auth: &MessageAuthenticator, domain: &str, r: &m
             "no rua=: you get no aggregate reports, so you cannot see who sends as you",
         );
     }
+    let resolver = Resolver::new(
+        auth.clone(),
+        std::sync::Arc::new(Cache::new(1 << 20, std::sync::Arc::default())),
+    );
     for (tag, uris) in [("rua", &parsed.rua), ("ruf", &parsed.ruf)] {
         for uri in uris.iter() {
             // mail-auth keeps mailto: destinations as the bare address.
             let addr = uri.uri().strip_prefix("mailto:").unwrap_or(uri.uri());
-            let Some((_, dest)) = addr.rsplit_once('@') else {
+            let Ok(dest) = mailbox_domain(addr) else {
                 r.add(
                     "dmarc",
                     Level::Fail,
-                    format!("{tag} {addr} is not an address"),
+                    format!("{tag} {addr} is not a single mailbox; receivers will not send there"),
                 );
                 continue;
             };
-            if !is_external(domain, dest) {
-                r.add("dmarc", Level::Pass, format!("{tag} {addr}"));
-                continue;
-            }
-            let auth_name = format!("{domain}._report._dmarc.{dest}");
-            match txt(auth, &auth_name).await {
-                Txt::Records(v) if v.iter().any(|x| x.trim_start().to_ascii_uppercase().starts_with("V=DMARC1")) => {
-                    r.add("dmarc", Level::Pass, format!("{tag} {addr}: external destination authorized by {auth_name}"))
+            // The rule `reports send` follows (RFC 9990 §3).
+            match authorization(&resolver, domain, dest).await {
+                Ok(Authorization::SameOrganization) => {
+                    r.add("dmarc", Level::Pass, format!("{tag} {addr}"))
                 }
-                _ => r.add(
+                Ok(Authorization::Authorized(name)) => r.add(
+                    "dmarc",
+                    Level::Pass,
+                    format!("{tag} {addr}: external destination authorized by {name}"),
+                ),
+                Ok(Authorization::NotAuthorized(name)) => r.add(
                     "dmarc",
                     Level::Fail,
-                    format!("{tag} {addr}: external destination not authorized (no v=DMARC1 record at {auth_name}); receivers will not send there"),
+                    format!("{tag} {addr}: external destination not authorized (no v=DMARC1 record at {name}); receivers will not send there"),
+                ),
+                Err(e) => r.add(
+                    "dmarc",
+                    Level::Warn,
+                    format!("{tag} {addr}: could not check the destination: {e}"),
                 ),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn external_destinations() {
-        assert!(!is_external("example.com", "example.com"));
-        assert!(!is_external("example.com", "reports.example.com"));
-        assert!(is_external("example.com", "dmarc.example.net"));
     }
 }
