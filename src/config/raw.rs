@@ -331,13 +331,16 @@ settings! {
         /// The SMTP relay.
         smtp_host: String = default r#""127.0.0.1""#;
         smtp_port: u16 = default "25";
-        /// STARTTLS: "none", "opportunistic" (when offered) or "required".
+        /// STARTTLS, as Postfix's smtp_tls_security_level: "none"; "opportunistic" (when
+        /// offered, certificate not checked); "encrypt" (required, not checked; "required" is
+        /// the same); "verify" (required, the certificate checked against smtp_ca_file or the
+        /// system's roots, and the name smtp_host).
         smtp_tls: SmtpTls = default r#""opportunistic""#;
-        /// Extra CA certificates (PEM) for the relay's TLS certificate; default: the
+        /// CA certificates (PEM) that smtp_tls = "verify" trusts for the relay; default: the
         /// system's.
         smtp_ca_file: Option<PathBuf> = eg r#""/etc/mailseal/relay-ca.pem""#;
-        /// SMTP AUTH PLAIN (only over TLS, or to a loopback relay), with the password file
-        /// below (mode 0600).
+        /// SMTP AUTH PLAIN with the password file below (mode 0600). The password is sent
+        /// only over smtp_tls = "verify", or over any TLS to a loopback relay.
         smtp_user: Option<String> = eg r#""dmarc-reports""#;
         smtp_password_file: Option<PathBuf> = eg r#""/etc/mailseal/relay.password""#;
         /// The sendmail command for transport = "sendmail".

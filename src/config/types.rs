@@ -201,12 +201,16 @@ pub enum TransportKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SmtpTls {
-    /// Plain SMTP (loopback relays only).
+    /// Plain SMTP.
     None,
-    /// STARTTLS when the relay offers it.
+    /// STARTTLS when the relay offers it, its certificate not checked (RFC 7435).
     Opportunistic,
-    /// STARTTLS or give up.
-    Required,
+    /// STARTTLS or give up; the certificate not checked ("required" is the old name).
+    #[serde(alias = "required")]
+    Encrypt,
+    /// STARTTLS or give up; the certificate checked against smtp_ca_file (or the system's
+    /// roots) and smtp_host.
+    Verify,
 }
 
 /// Header and body canonicalization, written `relaxed/simple`.

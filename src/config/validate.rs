@@ -153,6 +153,20 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
             "smtp_user and smtp_password_file must be set together",
         );
     }
+    let loopback = r.smtp_host == "localhost"
+        || r.smtp_host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if r.smtp_user.is_some()
+        && r.transport == crate::config::TransportKind::Smtp
+        && !(r.smtp_tls == crate::config::SmtpTls::Verify
+            || (loopback && r.smtp_tls != crate::config::SmtpTls::None))
+    {
+        c.error(
+            "reports.smtp_user",
+            "the password is sent only over smtp_tls = \"verify\", or over TLS to a loopback relay; set smtp_tls = \"verify\" (with smtp_ca_file if the relay's CA is not a system one)",
+        );
+    }
     if r.retention < Duration::from_secs(2 * 86400) {
         c.error(
             "reports.retention",

@@ -34,10 +34,10 @@ pub enum SmtpError {
     Reply { step: String, reply: String },
     #[error("TLS with {addr}: {reason}")]
     Tls { addr: String, reason: String },
-    #[error("{addr} does not offer STARTTLS and reports.smtp_tls = \"required\"")]
-    TlsRequired { addr: String },
-    #[error("{addr} does not offer STARTTLS: not sending the password in clear")]
-    ClearPassword { addr: String },
+    #[error("{addr} does not offer STARTTLS and reports.smtp_tls = \"{level}\"")]
+    TlsRequired { addr: String, level: &'static str },
+    #[error("{addr}: the password is sent only over TLS with smtp_tls = \"verify\", or over TLS to a loopback relay")]
+    PasswordRefused { addr: String },
     #[error("{0}: not a single mailbox, not submitted")]
     NotAMailbox(String),
     #[error("the relay does not offer AUTH PLAIN")]
@@ -110,14 +110,19 @@ pub async fn submit(
                 l.get(4..)
                     .is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS"))
             });
+            // The password: only where nobody between us and the relay can read it.
+            let tls_allows_password = *tls == SmtpTls::Verify || is_loopback(host);
             if *tls != SmtpTls::None && offers_tls {
                 command(&mut conn, "STARTTLS", "STARTTLS", 220).await?;
+                if password.is_some() && !tls_allows_password {
+                    return Err(SmtpError::PasswordRefused { addr });
+                }
                 let tcp = conn.into_inner();
                 let tls_error = |reason: String| SmtpError::Tls {
                     addr: addr.clone(),
                     reason,
                 };
-                let connector = tls_connector(ca_file.as_deref())?;
+                let connector = tls_connector(*tls == SmtpTls::Verify, ca_file.as_deref())?;
                 let name = rustls_pki_types::ServerName::try_from(host.clone())
                     .map_err(|e| tls_error(format!("relay name {host:?}: {e}")))?;
                 let stream = tokio::time::timeout(STEP_TIMEOUT, connector.connect(name, tcp))
@@ -127,11 +132,16 @@ pub async fn submit(
                 let mut conn = BufReader::new(stream);
                 let ehlo = command(&mut conn, &format!("EHLO {helo}"), "EHLO", 250).await?;
                 transaction(&mut conn, &ehlo, password, from, rcpt, message).await
-            } else if *tls == SmtpTls::Required {
-                Err(SmtpError::TlsRequired { addr })
+            } else if matches!(tls, SmtpTls::Encrypt | SmtpTls::Verify) {
+                let level = if *tls == SmtpTls::Verify {
+                    "verify"
+                } else {
+                    "encrypt"
+                };
+                Err(SmtpError::TlsRequired { addr, level })
             } else {
-                if password.is_some() && !is_loopback(host) {
-                    return Err(SmtpError::ClearPassword { addr });
+                if password.is_some() {
+                    return Err(SmtpError::PasswordRefused { addr });
                 }
                 transaction(&mut conn, &ehlo, password, from, rcpt, message).await
             }
@@ -166,7 +176,27 @@ fn read_password(file: &Path) -> Result<String, SmtpError> {
     Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }
 
-fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, SmtpError> {
+/// A TLS client: checking the relay's certificate (`verify`), or encrypting without checking
+/// it (opportunistic and encrypt, RFC 7435: a self-signed or mismatched certificate still
+/// encrypts; the handshake's signatures are still verified).
+fn tls_connector(
+    verify: bool,
+    ca_file: Option<&Path>,
+) -> Result<tokio_rustls::TlsConnector, SmtpError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SmtpError::Tls {
+            addr: String::new(),
+            reason: e.to_string(),
+        })?;
+    if !verify {
+        let config = builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
+            .with_no_client_auth();
+        return Ok(tokio_rustls::TlsConnector::from(Arc::new(config)));
+    }
     let mut roots = rustls::RootCertStore::empty();
     match ca_file {
         Some(path) => {
@@ -188,17 +218,57 @@ fn tls_connector(ca_file: Option<&Path>) -> Result<tokio_rustls::TlsConnector, S
             }
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| SmtpError::Tls {
-        addr: String::new(),
-        reason: e.to_string(),
-    })?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = builder.with_root_certificates(roots).with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// Accepts any certificate; verifies the handshake signatures with the provider's algorithms.
+#[derive(Debug)]
+struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _: &rustls_pki_types::CertificateDer<'_>,
+        _: &[rustls_pki_types::CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(

@@ -206,3 +206,101 @@ async fn inbound(daemon: &Daemon, n: usize) {
         tokio::task::spawn_blocking(move || recorder.flush(std::time::Duration::from_secs(10)));
     assert!(flushed.await.unwrap());
 }
+
+/// Reports reach real Postfix relays over STARTTLS at the levels Postfix admins know:
+/// Debian's default relay (STARTTLS with a self-signed certificate) takes them with the
+/// default `opportunistic`; a relay with `smtpd_tls_security_level = encrypt` refuses plain
+/// SMTP, takes `encrypt` (and its old name `required`), and with `verify` the certificate
+/// must be trusted (smtp_ca_file) and name the relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_reach_starttls_relays_at_each_level() {
+    let _exclusive = crate::common::exclusive().await;
+    if !postfix_or_skip() {
+        return;
+    }
+    use crate::common::dns::{DnsServer, Zones};
+    let z = Zones::default();
+    z.txt("a.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.a.example",
+        "v=DMARC1; p=none; rua=mailto:dmarc@a.example",
+    );
+    let dns = DnsServer::start(z).await;
+    let sink = Sink::start().await;
+    let scratch = Scratch::new("e2e-tls-reports");
+    let store = scratch.0.join("reports.sqlite");
+    let base = format!(
+        "authserv_id = \"mx.test\"\n[dns]\nnameservers = [\"{}\"]\n[reports]\nstore = \"{}\"\n\
+         org_name = \"Example\"\nemail = \"dmarc-reports@example.com\"\n",
+        dns.addr,
+        store.display()
+    );
+    let daemon = Daemon::start_in(scratch, &base).await;
+    let may_dir = Scratch::new("e2e-tls-may");
+    let may = Postfix::start_tls_relay(&may_dir.0, "relay-may.test", sink.port, "may");
+    let enc_dir = Scratch::new("e2e-tls-encrypt");
+    let enc = Postfix::start_tls_relay(&enc_dir.0, "relay-enc.test", sink.port, "encrypt");
+    let until = (mailseal::report::now() + 60).to_string();
+    let send = |extra: &str| {
+        let cfg = daemon.scratch.write("send.toml", &format!("{base}{extra}"));
+        let out = cli_blocking(
+            &[
+                std::ffi::OsStr::new("reports"),
+                "send".as_ref(),
+                "--until".as_ref(),
+                until.as_ref(),
+                "-c".as_ref(),
+                cfg.as_os_str(),
+            ],
+            None,
+        );
+        (out.ok, out.text())
+    };
+
+    // Debian's default relay, the default setting.
+    inbound(&daemon, 1).await;
+    let (ok, text) = send(&format!("smtp_port = {}\n", may.smtp_port));
+    assert!(ok, "{text}\n{}", may.log());
+    assert!(sink.wait_for(1, 60).await, "{}", may.log());
+
+    // A relay that requires STARTTLS.
+    inbound(&daemon, 1).await;
+    let (ok, text) = send(&format!(
+        "smtp_port = {}\nsmtp_tls = \"none\"\n",
+        enc.smtp_port
+    ));
+    assert!(!ok && text.contains("STARTTLS"), "{text}");
+    let (ok, text) = send(&format!(
+        "smtp_port = {}\nsmtp_tls = \"verify\"\n",
+        enc.smtp_port
+    ));
+    assert!(!ok && text.contains("TLS with 127.0.0.1"), "{text}");
+    let (ok, text) = send(&format!(
+        "smtp_port = {}\nsmtp_tls = \"encrypt\"\n",
+        enc.smtp_port
+    ));
+    assert!(ok, "{text}\n{}", enc.log());
+    assert!(sink.wait_for(2, 60).await, "{}", enc.log());
+    inbound(&daemon, 1).await;
+    let (ok, text) = send(&format!(
+        "smtp_port = {}\nsmtp_tls = \"required\"\n",
+        enc.smtp_port
+    ));
+    assert!(ok, "{text}");
+    assert!(sink.wait_for(3, 60).await, "{}", enc.log());
+    // verify: trusted through smtp_ca_file, and the certificate names the relay.
+    inbound(&daemon, 1).await;
+    let (ok, text) = send(&format!(
+        "smtp_host = \"localhost\"\nsmtp_port = {}\nsmtp_tls = \"verify\"\nsmtp_ca_file = \"{}\"\n",
+        enc.smtp_port,
+        enc_dir.0.join("cert.pem").display()
+    ));
+    assert!(ok, "{text}\n{}", enc.log());
+    assert!(sink.wait_for(4, 60).await, "{}", enc.log());
+    for m in sink.messages.lock().unwrap().iter() {
+        let text = String::from_utf8_lossy(m);
+        assert!(text.contains("Subject: Report Domain: a.example"), "{text}");
+    }
+    drop((may, enc));
+    daemon.stop().await;
+}

@@ -399,7 +399,8 @@ fn b64_decode(s: &str) -> Vec<u8> {
 }
 
 /// A report that could not be delivered stays pending and goes out at the next run, with
-/// the same file name; the SMTP AUTH credentials come from the password file.
+/// the same file name; the SMTP AUTH credentials come from the password file, and go only over
+/// TLS (here to a loopback relay; elsewhere only with smtp_tls = "verify").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_delivery_is_retried_with_auth() {
     let dns = DnsServer::start(zones()).await;
@@ -433,8 +434,32 @@ async fn failed_delivery_is_retried_with_auth() {
     assert!(text.contains("connect to 127.0.0.1"), "{text}");
     let first_name = text.lines().next().unwrap().to_string();
 
-    // The relay is back: the same report goes out.
-    let sink = Sink::start_on(port).await;
+    // The relay is back without STARTTLS: the password is not sent in clear.
+    let plain = Sink::start_on(port).await;
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(
+        !ok && text.contains("the password is sent only over TLS"),
+        "{text}"
+    );
+    assert_eq!(plain.count(), 0);
+
+    // A relay with STARTTLS (a self-signed certificate): the same report goes out.
+    let certs = Scratch::new("reports-retry-tls");
+    let (cert, key) = self_signed(&certs.0, "localhost");
+    let sink = Sink::start_tls_on(
+        0,
+        &std::fs::read(cert).unwrap(),
+        &std::fs::read(key).unwrap(),
+    )
+    .await;
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let config_path = d.scratch.write(
+        "tls.toml",
+        &text.replace(
+            &format!("smtp_port = {port}"),
+            &format!("smtp_port = {}", sink.port),
+        ),
+    );
     let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
     assert!(ok, "{text}");
     assert_eq!(
@@ -447,6 +472,7 @@ async fn failed_delivery_is_retried_with_auth() {
     assert_eq!(env.1, ["agg@rua.test"]);
     let token = b64_decode(env.2.as_deref().expect("AUTH PLAIN used"));
     assert_eq!(token, b"\0reporter\0s3cret");
+    assert!(env.3, "the password went over STARTTLS");
     d.stop().await;
 }
 

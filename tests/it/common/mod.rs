@@ -45,6 +45,33 @@ fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
     out.stdout
 }
 
+/// A self-signed certificate for `name` and 127.0.0.1 with its key: (cert.pem, key.pem) in
+/// `dir`.
+pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", &format!("/CN={name}")])
+        .args([
+            "-addext",
+            &format!("subjectAltName=DNS:{name},IP:127.0.0.1"),
+        ])
+        // A server certificate (trusted as itself through smtp_ca_file), not a CA.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
+}
+
 /// A private key file and its DNS record.
 #[derive(Clone, Debug)]
 pub struct TestKey {

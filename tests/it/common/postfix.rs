@@ -69,6 +69,30 @@ impl Postfix {
         pf
     }
 
+    /// A relay without milters that offers STARTTLS with a self-signed certificate for
+    /// localhost and 127.0.0.1 (`cert.pem` in `dir`), at this smtpd_tls_security_level
+    /// ("may", Debian's default setup; "encrypt" refuses mail without STARTTLS).
+    pub fn start_tls_relay(dir: &Path, hostname: &str, sink_port: u16, level: &str) -> Postfix {
+        let (cert, key) = super::self_signed(dir, "localhost");
+        let pf = Self::start_named(dir, hostname, 0, sink_port);
+        let main = pf.conf().join("main.cf");
+        let text = std::fs::read_to_string(&main).unwrap();
+        let mut text: String = text
+            .lines()
+            .filter(|l| !l.starts_with("smtpd_milters") && !l.starts_with("non_smtpd_milters"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(&format!(
+            "smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\nsmtpd_tls_security_level = {level}\n",
+            cert.display(),
+            key.display()
+        ));
+        std::fs::write(&main, text).unwrap();
+        let out = pf.postfix(&["reload"]);
+        assert!(out.status.success(), "postfix reload: {}", pf.log());
+        pf
+    }
+
     pub fn conf(&self) -> PathBuf {
         self.dir.join("etc")
     }
