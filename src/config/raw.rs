@@ -366,5 +366,9 @@ settings! {
         failure_reports: bool = default "false";
         /// Failure reports per policy domain per hour (ten times this over all domains).
         failure_rate: u32 = default "10";
+        /// In the header section a failure report copies to a third party, replace our
+        /// recipients' local parts with "redacted" (To, Cc, Delivered-To, X-Original-To and
+        /// "for <...>" in Received).
+        failure_redact: bool = default "true";
     }
 }

@@ -1,7 +1,7 @@
 //! What one inbound message contributes to its policy domain's aggregate report (RFC 9990
 //! `record`), built from its verdicts and the answer given.
 
-use mail_auth::dmarc::{Alignment, FailureOptions};
+use mail_auth::dmarc::{Alignment, FailureOptions, Psd};
 use serde::{Deserialize, Serialize};
 
 use crate::message::is_subdomain;
@@ -174,20 +174,28 @@ pub fn fo_tag(fo: &FailureOptions) -> &'static str {
 }
 
 /// Whether the record's `fo=` asks for a failure report on this verdict (RFC 9991 §3.2): `0`
-/// when nothing produced an aligned pass, `1` when any mechanism did not, `d`/`s` when DKIM
-/// or SPF did not. Never on a temporary error or an undecided verdict.
+/// when nothing produced an aligned pass, `1` when any mechanism did not, `d` when a DKIM
+/// signature failed and `s` when SPF failed, whatever their alignment. Never on a temporary
+/// error or an undecided verdict, and never under a record found at a public suffix level
+/// (`psd=y`: the reports would go to the suffix's operator, RFC 9989 privacy).
 pub fn failure_due(r: &AuthResults) -> bool {
     let v = &r.dmarc;
     let Some(found) = &v.policy else {
         return false;
     };
-    if found.record.ruf.is_empty() || matches!(v.result, Word::TempError | Word::None) {
+    if found.record.ruf.is_empty()
+        || matches!(v.result, Word::TempError | Word::None)
+        || found.record.psd == Psd::Yes
+    {
         return false;
     }
+    let dkim_failed = r.dkim.iter().any(|d| d.result == Word::Fail);
+    let spf_failed = r.spf.result == Word::Fail;
     match found.record.fo {
         FailureOptions::All => !v.dkim_aligned && !v.spf_aligned,
-        FailureOptions::Any | FailureOptions::DkimSpf => !v.dkim_aligned || !v.spf_aligned,
-        FailureOptions::Dkim => !v.dkim_aligned,
-        FailureOptions::Spf => !v.spf_aligned,
+        FailureOptions::Any => !v.dkim_aligned || !v.spf_aligned,
+        FailureOptions::Dkim => dkim_failed,
+        FailureOptions::Spf => spf_failed,
+        FailureOptions::DkimSpf => dkim_failed || spf_failed,
     }
 }

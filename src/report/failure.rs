@@ -290,12 +290,87 @@ pub fn message(rc: &Reports, f: &Failure, rcpt: &str) -> Vec<u8> {
     m.push_str(&format!("Delivery-Result: {delivery}\r\n\r\n"));
     m.push_str(&format!("--{boundary}\r\n"));
     m.push_str("Content-Type: text/rfc822-headers\r\n\r\n");
-    m.push_str(&String::from_utf8_lossy(&f.headers));
+    if rc.failure_redact {
+        m.push_str(&redact_recipients(&String::from_utf8_lossy(&f.headers)));
+    } else {
+        m.push_str(&String::from_utf8_lossy(&f.headers));
+    }
     if !m.ends_with("\r\n") {
         m.push_str("\r\n");
     }
     m.push_str(&format!("\r\n--{boundary}--\r\n"));
     m.into_bytes()
+}
+
+/// Our recipients' local parts replaced with "redacted" in a copied header section (CRLF):
+/// every address in To, Cc, Delivered-To and X-Original-To, and the `for <...>` clause of
+/// Received. Folded lines belong to their field.
+pub fn redact_recipients(headers: &str) -> String {
+    const FIELDS: [&str; 4] = ["to", "cc", "delivered-to", "x-original-to"];
+    let mut out = String::with_capacity(headers.len());
+    let mut field = String::new();
+    for line in headers.split_inclusive('\n') {
+        if !line.starts_with([' ', '\t']) {
+            field = line
+                .split_once(':')
+                .map(|(n, _)| n.trim().to_ascii_lowercase())
+                .unwrap_or_default();
+        }
+        if FIELDS.contains(&field.as_str()) {
+            // The field name stays; every address after it is redacted.
+            match line
+                .split_once(':')
+                .filter(|_| !line.starts_with([' ', '\t']))
+            {
+                Some((name, value)) => {
+                    out.push_str(name);
+                    out.push(':');
+                    out.push_str(&redact_addresses(value));
+                }
+                None => out.push_str(&redact_addresses(line)),
+            }
+        } else if field == "received" {
+            out.push_str(&redact_for_clause(line));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// Replace the local part before every `@`.
+fn redact_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('@') {
+        let before = &rest[..at];
+        let start = before
+            .rfind(|c: char| c.is_whitespace() || "<,:;(".contains(c))
+            .map_or(0, |i| i + 1);
+        out.push_str(&before[..start]);
+        out.push_str("redacted@");
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Redact the address of a Received field's `for <...>` clause.
+fn redact_for_clause(line: &str) -> String {
+    let lower = line.to_ascii_lowercase();
+    let Some(i) = lower.find("for <") else {
+        return line.to_string();
+    };
+    let start = i + "for <".len();
+    let Some(len) = line[start..].find('>') else {
+        return line.to_string();
+    };
+    format!(
+        "{}{}{}",
+        &line[..start],
+        redact_addresses(&line[start..start + len]),
+        &line[start + len..]
+    )
 }
 
 #[cfg(test)]

@@ -852,3 +852,81 @@ async fn destinations_are_single_mailboxes_of_the_organization_or_authorized() {
     );
     d.stop().await;
 }
+
+/// Failure reports follow `fo=` as RFC 9991 defines it (`d`: a DKIM signature failed; `s`:
+/// SPF failed; whatever the alignment), are never sent under a record found at a public
+/// suffix level (`psd=y`), and the copied header section has our recipients' local parts
+/// redacted (To, Cc, Delivered-To, X-Original-To, `for <...>` in Received).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_reports_follow_fo_skip_psd_and_redact_recipients() {
+    let z = Zones::default();
+    // fo=d: reported only when a signature failed.
+    z.txt("d.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.d.example",
+        "v=DMARC1; p=none; fo=d; ruf=mailto:ruf@d.example",
+    );
+    // fo=s: reported only when SPF failed.
+    z.txt("s.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.s.example",
+        "v=DMARC1; p=none; fo=s; ruf=mailto:ruf@s.example",
+    );
+    z.txt("other.example", "v=spf1 ip4:198.51.100.7 -all");
+    // A record at a public-suffix level.
+    z.txt(
+        "_dmarc.psd",
+        "v=DMARC1; p=reject; psd=y; fo=1; ruf=mailto:ruf@psd",
+    );
+    z.txt("x.psd", "v=spf1 -all");
+    let dns = DnsServer::start(z).await;
+    let sink = Sink::start().await;
+    let cfg = TestConfig::verifying(dns.addr)
+        .set("reports.org_name", "Test Receiver")
+        .set("reports.email", "dmarc-reports@receiver.test")
+        .set("reports.failure_reports", true)
+        .set("reports.smtp_port", i64::from(sink.port))
+        .set("reports.smtp_tls", "none")
+        .text();
+    let d = Daemon::start(&cfg).await;
+    let raw = |from: &str| {
+        format!(
+            "Received: from x (x [198.51.100.7])\r\n\tby mx.receiver.test with ESMTP id 1\r\n\tfor <bob@receiver.test>; Mon, 30 Nov 2026 10:00:00 +0000\r\n\
+             From: <{from}>\r\nTo: Bob <bob@receiver.test>, carol@receiver.test\r\nCc: \"Dave\" <dave.d@receiver.test>\r\n\
+             Delivered-To: bob@receiver.test\r\nX-Original-To: bob@receiver.test\r\nSubject: failing\r\nMessage-ID: <f@x>\r\n\r\nHello.\r\n"
+        )
+    };
+    for (ip, mail_from, from) in [
+        // DMARC fails, no signature at all: fo=d has nothing to report.
+        ("198.51.100.7", "x@d.example", "x@d.example"),
+        // SPF fails: fo=s reports.
+        ("198.51.100.7", "x@s.example", "x@s.example"),
+        // DMARC fails, SPF passed (for another domain): fo=s has nothing to report.
+        ("198.51.100.7", "x@other.example", "x@s.example"),
+        // Under a psd=y record: never.
+        ("198.51.100.7", "x@x.psd", "x@x.psd"),
+    ] {
+        let out = deliver(d.addr, &env(ip, mail_from), &raw(from)).await;
+        assert_eq!(out.status, Status::Continue);
+    }
+    assert!(sink.wait_for(1, 10).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let envs = sink.envelopes.lock().unwrap().clone();
+    assert_eq!(envs.len(), 1, "{envs:?}");
+    assert_eq!(envs[0].1, ["ruf@s.example"]);
+    let text = String::from_utf8_lossy(&sink.messages.lock().unwrap()[0]).into_owned();
+    let copied = &text[text.find("text/rfc822-headers").unwrap()..];
+    for name in ["bob@", "carol@", "dave.d@"] {
+        assert!(!copied.contains(name), "{name} in {copied}");
+    }
+    for redacted in [
+        "To: Bob <redacted@receiver.test>, redacted@receiver.test",
+        "Cc: \"Dave\" <redacted@receiver.test>",
+        "Delivered-To: redacted@receiver.test",
+        "X-Original-To: redacted@receiver.test",
+        "for <redacted@receiver.test>;",
+        "From: <x@s.example>",
+    ] {
+        assert!(copied.contains(redacted), "{redacted:?} not in {copied}");
+    }
+}
