@@ -101,13 +101,100 @@ impl fmt::Display for StoreSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreSpec::Sqlite(p) => write!(f, "{}", p.display()),
-            // Never show a password that may be in the URL.
-            StoreSpec::Postgres(u) => match (u.find("://"), u.rfind('@')) {
-                (Some(s), Some(at)) if at > s => write!(f, "{}://…@{}", &u[..s], &u[at + 1..]),
-                _ => write!(f, "{u}"),
-            },
+            // Never show a secret that may be in the connection string.
+            StoreSpec::Postgres(u) => f.write_str(&redact_conninfo(u)),
         }
     }
+}
+
+/// Parameters of a PostgreSQL connection string whose values are secrets.
+const SECRET_PARAMETERS: [&str; 2] = ["password", "sslpassword"];
+
+/// A PostgreSQL connection string (URL or key=value) with every secret replaced by "…": the
+/// password of the URL's user part, and `password` / `sslpassword` parameters.
+pub fn redact_conninfo(u: &str) -> String {
+    let secret = |k: &str| SECRET_PARAMETERS.iter().any(|s| k.eq_ignore_ascii_case(s));
+    if let Some(scheme_end) = u.find("://") {
+        let (scheme, rest) = u.split_at(scheme_end + 3);
+        let (main, query) = match rest.split_once('?') {
+            Some((m, q)) => (m, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = match main.find('/') {
+            Some(i) => main.split_at(i),
+            None => (main, ""),
+        };
+        let authority = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:…@{host}"),
+                None => format!("{userinfo}@{host}"),
+            },
+            None => authority.to_string(),
+        };
+        let query = query.map(|q| {
+            q.split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if secret(k) => format!("{k}=…"),
+                    _ => kv.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("&")
+        });
+        return match query {
+            Some(q) => format!("{scheme}{authority}{path}?{q}"),
+            None => format!("{scheme}{authority}{path}"),
+        };
+    }
+    // key=value pairs; a value may be 'quoted' (with \' and \\ inside).
+    let mut out = String::with_capacity(u.len());
+    let mut rest = u;
+    while !rest.is_empty() {
+        let ws = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..ws]);
+        rest = &rest[ws..];
+        let Some(eq) = rest.find('=') else {
+            out.push_str(rest);
+            break;
+        };
+        let key = rest[..eq].trim();
+        out.push_str(&rest[..=eq]);
+        rest = rest[eq + 1..].trim_start();
+        let value_len = if let Some(q) = rest.strip_prefix('\'') {
+            let mut end = q.len();
+            let mut escaped = false;
+            for (i, c) in q.char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    '\'' => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            (end + 2).min(rest.len())
+        } else {
+            rest.find(char::is_whitespace).unwrap_or(rest.len())
+        };
+        if secret(key) {
+            out.push('…');
+        } else {
+            out.push_str(&rest[..value_len]);
+        }
+        rest = &rest[value_len..];
+    }
+    out
+}
+
+/// Is this store setting a PostgreSQL connection string (a URL, or key=value pairs)?
+pub(crate) fn is_postgres(s: &str) -> bool {
+    s.starts_with("postgres://")
+        || s.starts_with("postgresql://")
+        || s.split_whitespace().next().is_some_and(|w| {
+            w.split_once('=')
+                .is_some_and(|(k, _)| ["host", "hostaddr", "dbname", "user", "port"].contains(&k))
+        })
 }
 
 /// How reports are handed on.
@@ -135,7 +222,7 @@ impl Reports {
     /// Where evaluations are recorded; `None`: reporting is off.
     pub fn store(&self) -> Option<StoreSpec> {
         self.store.as_deref().map(|s| {
-            if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            if is_postgres(s) {
                 StoreSpec::Postgres(s.to_string())
             } else {
                 StoreSpec::Sqlite(PathBuf::from(s))
@@ -318,4 +405,30 @@ pub fn system_hostname() -> String {
     gethostname::gethostname()
         .into_string()
         .unwrap_or_else(|_| "localhost".into())
+}
+
+#[cfg(test)]
+mod conninfo_tests {
+    #[test]
+    fn secrets_are_redacted() {
+        for (u, want) in [
+            ("postgres://u:pw@h:5/db", "postgres://u:…@h:5/db"),
+            (
+                "postgres://u@h/db?password=pw&sslmode=require",
+                "postgres://u@h/db?password=…&sslmode=require",
+            ),
+            (
+                "postgresql://h/db?sslpassword=x",
+                "postgresql://h/db?sslpassword=…",
+            ),
+            ("host=h password=pw dbname=d", "host=h password=… dbname=d"),
+            (
+                "host=h password='p w\\' x' dbname=d",
+                "host=h password=… dbname=d",
+            ),
+            ("postgres://h/db", "postgres://h/db"),
+        ] {
+            assert_eq!(super::redact_conninfo(u), want, "{u}");
+        }
+    }
 }

@@ -122,7 +122,7 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
     // Reports.
     let r = &mut s.reports;
     if let Some(store) = &r.store {
-        if !store.starts_with("postgres://") && !store.starts_with("postgresql://") {
+        if !super::is_postgres(store) {
             r.store = Some(resolve(Path::new(store)).display().to_string());
         }
     }

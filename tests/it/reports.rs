@@ -930,3 +930,43 @@ async fn failure_reports_follow_fo_skip_psd_and_redact_recipients() {
         assert!(copied.contains(redacted), "{redacted:?} not in {copied}");
     }
 }
+
+/// A PostgreSQL store's secrets (a password in the URL's user part or its `?password=`, or
+/// in a key=value connection string) are never printed: not by check-config, not in errors,
+/// not by `reports show`.
+#[test]
+fn postgres_secrets_are_never_shown() {
+    let s = Scratch::new("pg-secrets");
+    for (n, store) in [
+        "postgres://u:SECRET1@127.0.0.1:1/db",
+        "postgres://u@127.0.0.1:1/db?password=SECRET2&sslmode=disable",
+        "postgresql://u@127.0.0.1:1/db?sslpassword=SECRET3&password=SECRET4",
+        "host=127.0.0.1 port=1 user=u password=SECRET5 dbname=db",
+        "host=127.0.0.1 port=1 user=u password='SECRET 6' dbname=db",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let cfg = s.write(
+            &format!("m{n}.toml"),
+            &format!(
+                "mode = \"v\"\n[reports]\nstore = \"{}\"\norg_name = \"x\"\nemail = \"d@example.net\"\n",
+                store.replace('"', "\\\"")
+            ),
+        );
+        for args in [
+            vec!["check-config", "-c"],
+            vec!["reports", "show", "-c"],
+            vec!["reports", "send", "-c"],
+        ] {
+            let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+            all.push(cfg.as_os_str());
+            let out = cli_blocking(&all, None).text();
+            assert!(!out.contains("SECRET"), "{args:?} with {store}:\n{out}");
+            assert!(
+                out.contains("127.0.0.1"),
+                "{args:?} names the server:\n{out}"
+            );
+        }
+    }
+}
