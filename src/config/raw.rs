@@ -345,8 +345,16 @@ settings! {
         smtp_password_file: Option<PathBuf> = eg r#""/etc/mailseal/relay.password""#;
         /// The sendmail command for transport = "sendmail".
         sendmail: PathBuf = default r#""/usr/sbin/sendmail""#;
-        /// Domains (and their subdomains) never recorded or reported on.
+        /// Domains (and their subdomains) never recorded or reported on, and never sent a
+        /// report as a destination.
         suppress: Vec<String> = default "[]";
+        /// Aggregate reports handed on per send run, over all destinations; past it the rest
+        /// are withheld (logged, counted, dropped: not retried), so that a flood of spoofed
+        /// domains cannot make this host a report cannon.
+        max_reports_per_run: usize = default "1000";
+        /// Aggregate reports handed on per destination domain per send run; past it, withheld
+        /// as above.
+        max_reports_per_destination: usize = default "50";
         /// Largest report message sent, whatever a destination's !size allows.
         #[serde(with = "size")]
         max_size: usize = default r#""10M""#;

@@ -290,11 +290,46 @@ pub fn run(
         tracing::info!("reports: {} new report(s) to send", claimed.len());
     }
     // Long enough for every destination's SMTP timeouts.
+    let mut ceiling = Ceiling::default();
     for r in store.take_pending(3600)? {
-        let sent = deliver_one(config, &mut store, &auth, rt, &r, &opts.metrics)?;
+        let sent = deliver_one(
+            config,
+            &mut store,
+            &auth,
+            rt,
+            &r,
+            &opts.metrics,
+            &mut ceiling,
+        )?;
         out.push(sent);
     }
     Ok(out)
+}
+
+/// What one run has handed on so far: in all, and per destination domain.
+#[derive(Default)]
+struct Ceiling {
+    total: usize,
+    per_domain: std::collections::HashMap<String, usize>,
+}
+
+impl Ceiling {
+    /// May one more report go to `domain`? `Err`: the rule that withholds it.
+    fn take(&mut self, rc: &crate::config::Reports, domain: &str) -> Result<(), String> {
+        if self.total >= rc.max_reports_per_run {
+            return Err(format!("max_reports_per_run = {}", rc.max_reports_per_run));
+        }
+        let n = self.per_domain.entry(domain.to_string()).or_insert(0);
+        if *n >= rc.max_reports_per_destination {
+            return Err(format!(
+                "max_reports_per_destination = {} for {domain}",
+                rc.max_reports_per_destination
+            ));
+        }
+        *n += 1;
+        self.total += 1;
+        Ok(())
+    }
 }
 
 fn deliver_one(
@@ -304,6 +339,7 @@ fn deliver_one(
     rt: &tokio::runtime::Handle,
     r: &ReportRow,
     metrics: &crate::metrics::Metrics,
+    ceiling: &mut Ceiling,
 ) -> Result<Sent, SendError> {
     let rc = &config.reports;
     let groups = store.groups_of_report(&r.report_id)?;
@@ -348,6 +384,7 @@ fn deliver_one(
     };
     let helo = config.host_name.clone();
     let mut temp_errors = Vec::new();
+    let mut withheld = 0;
     for (rcpt, max) in &dests {
         let msg = message(config, r, &built, rcpt);
         if msg.len() > rc.max_size {
@@ -364,6 +401,17 @@ fn deliver_one(
             sent.notes.push(format!(
                 "{rcpt}: report is {encoded} bytes encoded, over the !{max} limit, skipped"
             ));
+            continue;
+        }
+        let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
+        if let Err(rule) = ceiling.take(rc, domain) {
+            withheld += 1;
+            metrics.inc(Counter::Reports, &[("outcome", "withheld")]);
+            tracing::warn!(
+                "reports: {} to {rcpt} withheld ({rule}); not retried",
+                sent.filename
+            );
+            sent.notes.push(format!("{rcpt}: withheld ({rule})"));
             continue;
         }
         match rt.block_on(super::smtp::submit(
@@ -407,6 +455,8 @@ fn deliver_one(
             &mut sent,
             metrics,
         )?;
+    } else if withheld > 0 {
+        mark(store, ReportStatus::Undeliverable, &sent.notes.join("; "))?;
     } else {
         sent.notes.push("no usable destination".into());
         mark(store, ReportStatus::Undeliverable, &sent.notes.join("; "))?;

@@ -970,3 +970,93 @@ fn postgres_secrets_are_never_shown() {
         }
     }
 }
+
+/// A flood of spoofed domains cannot turn the host into a report cannon: at most
+/// max_reports_per_destination reports per destination domain and max_reports_per_run in
+/// all go out per run; the rest are withheld (said per report, counted, never retried), and
+/// a suppressed destination domain gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_floods_are_withheld_per_destination_and_per_run() {
+    let z = Zones::default();
+    for i in 0..4 {
+        z.txt(&format!("spoof{i}.example"), "v=spf1 -all");
+        z.txt(
+            &format!("_dmarc.spoof{i}.example"),
+            "v=DMARC1; p=none; rua=mailto:agg@victim.test,mailto:x@quiet.test",
+        );
+        z.txt(
+            &format!("spoof{i}.example._report._dmarc.victim.test"),
+            "v=DMARC1",
+        );
+        z.txt(
+            &format!("spoof{i}.example._report._dmarc.quiet.test"),
+            "v=DMARC1",
+        );
+    }
+    let dns = DnsServer::start(z).await;
+    let sink = Sink::start().await;
+    let scratch = Scratch::new("reports-flood");
+    let store = scratch.0.join("reports.sqlite");
+    let relay = format!(
+        "smtp_port = {}\nsmtp_tls = \"none\"\nsuppress = [\"quiet.test\"]\nmax_reports_per_destination = 2\n",
+        sink.port
+    );
+    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), &relay)).await;
+    let send_from = |i: usize| {
+        let from = format!("x@spoof{i}.example");
+        async move {
+            let out = deliver(d.addr, &env("198.51.100.7", &from), &msg(&from, "spoof")).await;
+            assert_eq!(out.status, Status::Continue);
+        }
+    };
+    for i in 0..4 {
+        send_from(i).await;
+    }
+    flush(&d).await;
+    let config_path = d.scratch.0.join("mailseal.toml");
+    let until = until_arg();
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(ok, "withheld reports wait for nothing: {text}");
+    assert_eq!(text.matches("agg@victim.test: sent").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("agg@victim.test: withheld (max_reports_per_destination = 2 for victim.test)")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("x@quiet.test: suppressed domain").count(),
+        4,
+        "{text}"
+    );
+    assert!(sink.wait_for(2, 10).await);
+    // Withheld reports are not retried.
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(ok && text.contains("no reports to send"), "{text}");
+    assert_eq!(sink.count(), 2);
+
+    // The ceiling per run.
+    for i in 0..4 {
+        send_from(i).await;
+    }
+    flush(&d).await;
+    let text_cfg = std::fs::read_to_string(&config_path).unwrap();
+    let per_run = d.scratch.write(
+        "per-run.toml",
+        &text_cfg.replace(
+            "max_reports_per_destination = 2",
+            "max_reports_per_destination = 10\nmax_reports_per_run = 1",
+        ),
+    );
+    let until = (mailseal::report::now() + 120).to_string();
+    let (ok, text) = mailseal(&per_run, &["reports", "send", "--until", &until]);
+    assert!(ok, "{text}");
+    assert_eq!(text.matches(": sent").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("agg@victim.test: withheld (max_reports_per_run = 1)")
+            .count(),
+        3,
+        "{text}"
+    );
+    d.stop().await;
+}
