@@ -355,6 +355,12 @@ settings! {
         /// Aggregate reports handed on per destination domain per send run; past it, withheld
         /// as above.
         max_reports_per_destination: usize = default "50";
+        /// Most rows (source address and results) in one aggregate report: the most frequent
+        /// are kept, the rest summed up in the report's error element, so that a spoofer who
+        /// makes every message its own row cannot make a report, or the memory to build it,
+        /// grow without bound.
+        #[serde(with = "positive")]
+        max_rows: usize = default "5000";
         /// Largest report message sent, whatever a destination's !size allows.
         #[serde(with = "size")]
         max_size: usize = default r#""10M""#;

@@ -97,7 +97,13 @@ pub fn filename(receiver: &str, r: &ReportRow) -> String {
     )
 }
 
-pub fn build(config: &Config, r: &ReportRow, policy: &Published, groups: &[Group]) -> Built {
+pub fn build(
+    config: &Config,
+    r: &ReportRow,
+    policy: &Published,
+    groups: &[Group],
+    error: Option<&str>,
+) -> Built {
     let rc = &config.reports;
     let who = Reporter {
         org_name: rc.org(),
@@ -109,6 +115,7 @@ pub fn build(config: &Config, r: &ReportRow, policy: &Published, groups: &[Group
         policy_domain: &r.policy_domain,
         begin: r.begin,
         end: r.end,
+        error,
     };
     let xml = feedback(&who, &meta, policy, groups);
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -246,12 +253,14 @@ pub fn run(
         }
         for (domain, day) in store.unclaimed(opts.since, opts.until)? {
             let r = ReportRow::new(&domain, day, opts.since, opts.until, unique_id(), &receiver);
-            let groups = store.groups_unclaimed(&domain, r.begin, r.end)?;
+            let (groups, overflow) =
+                store.unclaimed_groups(&domain, r.begin, r.end, rc.max_rows)?;
             let policy = store.latest_policy(None, &domain)?;
             let Some(policy) = policy.filter(|_| !groups.is_empty()) else {
                 continue;
             };
-            let built = build(config, &r, &policy, &groups);
+            let error = overflow.note(rc.max_rows);
+            let built = build(config, &r, &policy, &groups, error.as_deref());
             let mut notes = Vec::new();
             if rc.suppressed(&domain) {
                 notes.push("suppressed domain: would not be sent".into());
@@ -342,7 +351,7 @@ fn deliver_one(
     ceiling: &mut Ceiling,
 ) -> Result<Sent, SendError> {
     let rc = &config.reports;
-    let groups = store.groups_of_report(&r.report_id)?;
+    let (groups, overflow) = store.report_groups(&r.report_id, rc.max_rows)?;
     let policy = store.latest_policy(Some(&r.report_id), &r.policy_domain)?;
     let mut sent = Sent {
         policy_domain: r.policy_domain.clone(),
@@ -367,7 +376,8 @@ fn deliver_one(
         mark(store, ReportStatus::Suppressed, "suppressed domain")?;
         return Ok(sent);
     }
-    let built = build(config, r, &policy, &groups);
+    let error = overflow.note(rc.max_rows);
+    let built = build(config, r, &policy, &groups, error.as_deref());
     let dests = match rt.block_on(destinations(
         rc,
         auth,
@@ -395,11 +405,11 @@ fn deliver_one(
             ));
             continue;
         }
-        // §2.5: the limit applies to the report after compression and transfer encoding.
-        let encoded = built.gz.len().div_ceil(3) * 4;
-        if *max > 0 && encoded > *max {
+        // §2.5: the limit applies to the report as it is sent: the whole message.
+        if *max > 0 && msg.len() > *max {
             sent.notes.push(format!(
-                "{rcpt}: report is {encoded} bytes encoded, over the !{max} limit, skipped"
+                "{rcpt}: report is {} bytes, over the !{max} limit, skipped",
+                msg.len()
             ));
             continue;
         }

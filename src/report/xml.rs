@@ -20,6 +20,8 @@ pub struct ReportMeta<'a> {
     pub policy_domain: &'a str,
     pub begin: i64,
     pub end: i64,
+    /// What the report could not say (rows left out over max_rows).
+    pub error: Option<&'a str>,
 }
 
 pub fn escape(s: &str) -> String {
@@ -79,6 +81,9 @@ pub fn feedback(
     elem(&mut x, 6, "begin", &meta.begin.to_string());
     elem(&mut x, 6, "end", &meta.end.to_string());
     x.push_str("    </date_range>\n");
+    if let Some(e) = meta.error {
+        elem(&mut x, 4, "error", e);
+    }
     elem(
         &mut x,
         4,

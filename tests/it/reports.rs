@@ -1060,3 +1060,76 @@ async fn report_floods_are_withheld_per_destination_and_per_run() {
     );
     d.stop().await;
 }
+
+/// A report's size is bounded: at most [reports] max_rows rows (the most frequent kept; the
+/// rest summed up in report_metadata/error, so a spoofer cannot make every message its own
+/// row), and a destination's `!size` limit is compared with the whole report message as
+/// submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_bounded_in_rows_and_size() {
+    let z = Zones::default();
+    z.txt("a.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.a.example",
+        "v=DMARC1; p=none; rua=mailto:dmarc@a.example,mailto:small@a.example!1k",
+    );
+    let dns = DnsServer::start(z).await;
+    let sink = Sink::start().await;
+    let scratch = Scratch::new("reports-bounded");
+    let store = scratch.0.join("reports.sqlite");
+    let relay = format!(
+        "smtp_port = {}\nsmtp_tls = \"none\"\nmax_rows = 2\n",
+        sink.port
+    );
+    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), &relay)).await;
+    // Four sources, the first twice: the two most frequent rows are kept.
+    for ip in [
+        "192.0.2.10",
+        "192.0.2.10",
+        "198.51.100.1",
+        "198.51.100.2",
+        "198.51.100.3",
+    ] {
+        let out = deliver(d.addr, &env(ip, "x@a.example"), &msg("x@a.example", "hi")).await;
+        assert_eq!(out.status, Status::Continue);
+    }
+    flush(&d).await;
+    let config_path = d.scratch.0.join("mailseal.toml");
+    let until = until_arg();
+    let out_dir = d.scratch.0.join("out");
+    let (ok, text) = mailseal(
+        &config_path,
+        &[
+            "reports",
+            "send",
+            "--dry-run",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--until",
+            &until,
+        ],
+    );
+    assert!(ok, "{text}");
+    let files = reports_in(&out_dir);
+    assert_eq!(files.len(), 1);
+    validate(&files[0].1);
+    let xml = gunzip(&std::fs::read(&files[0].1).unwrap());
+    assert_eq!(field(&xml, "source_ip").len(), 2, "{xml}");
+    assert_eq!(field(&xml, "source_ip")[0], "192.0.2.10", "{xml}");
+    assert_eq!(
+        field(&xml, "error"),
+        ["2 more rows (2 messages) over max_rows = 2 not listed"],
+        "{xml}"
+    );
+
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(ok, "{text}");
+    assert!(text.contains("dmarc@a.example: sent"), "{text}");
+    assert!(
+        text.contains("small@a.example: report is ") && text.contains("over the !1024 limit"),
+        "the whole message counts, not the encoded attachment: {text}"
+    );
+    assert!(sink.wait_for(1, 10).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.count(), 1);
+}

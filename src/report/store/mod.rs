@@ -31,6 +31,29 @@ pub struct Group {
     pub spf_result: Word,
 }
 
+/// How rows are grouped into report rows, most frequent first.
+const GROUPING: &str = "GROUP BY source_ip, disposition, dkim_aligned, spf_aligned, reasons, \
+     header_from, envelope_from, dkim, spf ORDER BY COUNT(*) DESC, source_ip, header_from";
+
+/// What a bounded report leaves out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Overflow {
+    pub rows: i64,
+    pub messages: i64,
+}
+
+impl Overflow {
+    /// The report's error element, if anything was left out.
+    pub fn note(&self, max_rows: usize) -> Option<String> {
+        (self.rows > 0).then(|| {
+            format!(
+                "{} more rows ({} messages) over max_rows = {max_rows} not listed",
+                self.rows, self.messages
+            )
+        })
+    }
+}
+
 /// A report and its delivery state.
 #[derive(Debug, Clone)]
 pub struct ReportRow {
@@ -267,6 +290,57 @@ impl Store {
         self.groups("report_id = $1", &[report_id.into()])
     }
 
+    /// A report's rows, the `max_rows` most frequent, and what was left out.
+    pub fn report_groups(
+        &mut self,
+        report_id: &str,
+        max_rows: usize,
+    ) -> Result<(Vec<Group>, Overflow)> {
+        self.bounded_groups("report_id = $1", &[report_id.into()], max_rows)
+    }
+
+    /// The rows a report would have (a dry run), bounded as [`Store::report_groups`].
+    pub fn unclaimed_groups(
+        &mut self,
+        domain: &str,
+        begin: i64,
+        end: i64,
+        max_rows: usize,
+    ) -> Result<(Vec<Group>, Overflow)> {
+        self.bounded_groups(
+            "report_id IS NULL AND policy_domain = $1 AND received >= $2 AND received < $3",
+            &[domain.into(), begin.into(), end.into()],
+            max_rows,
+        )
+    }
+
+    fn bounded_groups(
+        &mut self,
+        filter: &str,
+        params: &[Val],
+        max_rows: usize,
+    ) -> Result<(Vec<Group>, Overflow)> {
+        let groups = self.groups(&format!("{filter} {GROUPING} LIMIT {max_rows}"), params)?;
+        let rows = self.query(
+            &format!(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM dmarc_records WHERE {filter} {GROUPING}) AS g"
+            ),
+            params,
+        )?;
+        let total_rows = rows.first().map_or(0, |r| r[0].int());
+        let rows = self.query(
+            &format!("SELECT COUNT(*) FROM dmarc_records WHERE {filter}"),
+            params,
+        )?;
+        let total_messages = rows.first().map_or(0, |r| r[0].int());
+        let kept: i64 = groups.iter().map(|g| g.count).sum();
+        let overflow = Overflow {
+            rows: total_rows - groups.len() as i64,
+            messages: total_messages - kept,
+        };
+        Ok((groups, overflow))
+    }
+
     /// The grouped rows a report for `domain` over `[begin, end)` would have now (dry run).
     pub fn groups_unclaimed(&mut self, domain: &str, begin: i64, end: i64) -> Result<Vec<Group>> {
         self.groups(
@@ -281,11 +355,15 @@ impl Store {
     }
 
     fn groups(&mut self, filter: &str, params: &[Val]) -> Result<Vec<Group>> {
+        // `filter` may end with the grouping and a LIMIT (bounded_groups).
+        let filter = if filter.contains("GROUP BY") {
+            filter.to_string()
+        } else {
+            format!("{filter} {GROUPING}")
+        };
         let sql = format!(
             "SELECT source_ip, COUNT(*), disposition, dkim_aligned, spf_aligned, reasons, \
-             header_from, envelope_from, dkim, spf FROM dmarc_records WHERE {filter} \
-             GROUP BY source_ip, disposition, dkim_aligned, spf_aligned, reasons, header_from, \
-             envelope_from, dkim, spf ORDER BY COUNT(*) DESC, source_ip, header_from"
+             header_from, envelope_from, dkim, spf FROM dmarc_records WHERE {filter}"
         );
         let rows = self.query(&sql, params)?;
         rows.into_iter()
