@@ -30,4 +30,5 @@ pub mod pipeline;
 pub mod report;
 pub mod results;
 pub mod spf;
+pub mod tls;
 pub mod tools;

@@ -145,44 +145,57 @@ pub fn redact_conninfo(u: &str) -> String {
             None => format!("{scheme}{authority}{path}"),
         };
     }
-    // key=value pairs; a value may be 'quoted' (with \' and \\ inside).
-    let mut out = String::with_capacity(u.len());
-    let mut rest = u;
+    conninfo_pairs(u)
+        .into_iter()
+        .map(|(key, raw, _)| {
+            if secret(&key) {
+                format!("{key}=…")
+            } else {
+                raw
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The pairs of a key=value connection string: (key, the pair as written, the value
+/// unquoted). A value may be 'quoted', with \' and \\ inside.
+pub fn conninfo_pairs(u: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut rest = u.trim_start();
     while !rest.is_empty() {
-        let ws = rest.len() - rest.trim_start().len();
-        out.push_str(&rest[..ws]);
-        rest = &rest[ws..];
         let Some(eq) = rest.find('=') else {
-            out.push_str(rest);
+            out.push((String::new(), rest.to_string(), String::new()));
             break;
         };
-        let key = rest[..eq].trim();
-        out.push_str(&rest[..=eq]);
-        rest = rest[eq + 1..].trim_start();
-        let value_len = if let Some(q) = rest.strip_prefix('\'') {
+        let key = rest[..eq].trim().to_string();
+        let after = rest[eq + 1..].trim_start();
+        let skipped = rest.len() - after.len();
+        let (value, len) = if let Some(q) = after.strip_prefix('\'') {
+            let mut value = String::new();
             let mut end = q.len();
             let mut escaped = false;
             for (i, c) in q.char_indices() {
                 match c {
-                    _ if escaped => escaped = false,
+                    _ if escaped => {
+                        value.push(c);
+                        escaped = false;
+                    }
                     '\\' => escaped = true,
                     '\'' => {
                         end = i;
                         break;
                     }
-                    _ => {}
+                    _ => value.push(c),
                 }
             }
-            (end + 2).min(rest.len())
+            (value, (end + 2).min(after.len()))
         } else {
-            rest.find(char::is_whitespace).unwrap_or(rest.len())
+            let len = after.find(char::is_whitespace).unwrap_or(after.len());
+            (after[..len].to_string(), len)
         };
-        if secret(key) {
-            out.push('…');
-        } else {
-            out.push_str(&rest[..value_len]);
-        }
-        rest = &rest[value_len..];
+        out.push((key, rest[..skipped + len].trim().to_string(), value));
+        rest = after[len..].trim_start();
     }
     out
 }

@@ -176,99 +176,25 @@ fn read_password(file: &Path) -> Result<String, SmtpError> {
     Ok(text.trim_end_matches(['\r', '\n']).to_string())
 }
 
-/// A TLS client: checking the relay's certificate (`verify`), or encrypting without checking
-/// it (opportunistic and encrypt, RFC 7435: a self-signed or mismatched certificate still
-/// encrypts; the handshake's signatures are still verified).
+/// A TLS client for the relay: its certificate checked (`verify`), or not (opportunistic and
+/// encrypt, RFC 7435: a self-signed or mismatched certificate still encrypts).
 fn tls_connector(
     verify: bool,
     ca_file: Option<&Path>,
 ) -> Result<tokio_rustls::TlsConnector, SmtpError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SmtpError::Tls {
+    let check = if verify {
+        crate::tls::Check::Full
+    } else {
+        crate::tls::Check::None
+    };
+    let config = crate::tls::client_config(check, ca_file).map_err(|e| match e {
+        crate::tls::TlsError::File { path, reason } => SmtpError::File { path, reason },
+        other => SmtpError::Tls {
             addr: String::new(),
-            reason: e.to_string(),
-        })?;
-    if !verify {
-        let config = builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
-            .with_no_client_auth();
-        return Ok(tokio_rustls::TlsConnector::from(Arc::new(config)));
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| file_error(path, e))?;
-            let mut found = false;
-            use rustls_pki_types::pem::PemObject;
-            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| file_error(path, e))?;
-                roots.add(cert).map_err(|e| file_error(path, e))?;
-                found = true;
-            }
-            if !found {
-                return Err(file_error(path, "no certificate found"));
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-        }
-    }
-    let config = builder.with_root_certificates(roots).with_no_client_auth();
+            reason: other.to_string(),
+        },
+    })?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
-}
-
-/// Accepts any certificate; verifies the handshake signatures with the provider's algorithms.
-#[derive(Debug)]
-struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &rustls_pki_types::CertificateDer<'_>,
-        _: &[rustls_pki_types::CertificateDer<'_>],
-        _: &rustls_pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls_pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls_pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(

@@ -536,7 +536,9 @@ impl Postgres {
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
             .find(|p| p.join("initdb").exists())
             .expect("initdb");
-        let dir = std::env::temp_dir().join(format!("mailseal-pg-{}", std::process::id()));
+        static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("mailseal-pg-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let port = {
@@ -568,9 +570,31 @@ impl Postgres {
                 "--no-sync",
             ],
         );
+        // TLS on, and required for TCP clients (hostssl only), with a self-signed
+        // certificate for localhost and 127.0.0.1.
+        let (cert, key) = crate::common::self_signed(&pg.dir, "localhost");
+        if root {
+            for f in [&cert, &key] {
+                let st = Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(f)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+        }
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
         let opts = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-            pg.dir.display()
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            pg.dir.display(),
+            cert.display(),
+            key.display()
         );
         pg.run(
             root,
@@ -1132,4 +1156,50 @@ async fn reports_are_bounded_in_rows_and_size() {
     assert!(sink.wait_for(1, 10).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.count(), 1);
+}
+
+/// The PostgreSQL store over TLS as libpq users know it (the test server accepts TCP
+/// clients over TLS only): sslmode=disable is refused by the server, require encrypts without
+/// checking, verify-full checks the certificate against sslrootcert and the host name.
+#[test]
+fn postgres_store_over_tls() {
+    let pg = Postgres::start();
+    let s = Scratch::new("pg-tls");
+    let (other, _) = self_signed(&s.0, "elsewhere.test");
+    let root = pg.dir.join("cert.pem");
+    let show = |params: &str| {
+        let cfg = s.write(
+            "m.toml",
+            &format!(
+                "mode = \"v\"\n[reports]\nstore = \"{}?{params}\"\norg_name = \"x\"\nemail = \"d@example.net\"\n",
+                pg.url()
+            ),
+        );
+        let out = cli_blocking(
+            &[
+                std::ffi::OsStr::new("reports"),
+                "show".as_ref(),
+                "-c".as_ref(),
+                cfg.as_os_str(),
+            ],
+            None,
+        );
+        (out.ok, out.text())
+    };
+    let (ok, text) = show("sslmode=disable");
+    assert!(!ok && text.contains("pg_hba.conf"), "{text}");
+    let (ok, text) = show("sslmode=require");
+    assert!(ok, "{text}");
+    let (ok, text) = show(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        root.display()
+    ));
+    assert!(ok, "{text}");
+    let (ok, text) = show(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        other.display()
+    ));
+    assert!(!ok && text.contains("certificate"), "{text}");
+    let (ok, text) = show(&format!("sslmode=verify-ca&sslrootcert={}", root.display()));
+    assert!(ok, "{text}");
 }

@@ -22,6 +22,9 @@ pub enum StoreError {
         store: String,
         source: postgres::Error,
     },
+    /// The store's TLS settings (sslmode, sslrootcert) cannot be used.
+    #[error("postgresql {store}: {reason}")]
+    Tls { store: String, reason: String },
     #[error("stored data: {0}")]
     Data(#[from] serde_json::Error),
     #[error("stored data: {0}")]
@@ -135,13 +138,16 @@ impl Store {
                 Ok(Store::Sqlite(conn))
             }
             StoreSpec::Postgres(url) => {
-                let mut client =
-                    postgres::Client::connect(url, postgres::NoTls).map_err(|source| {
-                        StoreError::Connect {
-                            store: spec.to_string(),
-                            source,
-                        }
-                    })?;
+                let mut client = pg_connect(url).map_err(|e| match e {
+                    PgConnect::Postgres(source) => StoreError::Connect {
+                        store: spec.to_string(),
+                        source,
+                    },
+                    PgConnect::Tls(reason) => StoreError::Tls {
+                        store: spec.to_string(),
+                        reason,
+                    },
+                })?;
                 // Two hosts creating the schema at once must not collide.
                 let mut tx = client.transaction()?;
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK])?;
@@ -279,4 +285,128 @@ fn pg_params(params: &[Val]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
             }
         })
         .collect()
+}
+
+enum PgConnect {
+    Postgres(postgres::Error),
+    Tls(String),
+}
+
+/// Connect as libpq users expect: `sslmode` disable, prefer (the default: TLS when the
+/// server offers it), require (TLS, certificate not checked), verify-ca (checked against
+/// its CA) or verify-full (and the host name), with `sslrootcert` (PEM; default: the
+/// system's roots). The postgres crate knows neither verify mode nor sslrootcert, so both
+/// are read here and taken out of the string it parses.
+fn pg_connect(url: &str) -> std::result::Result<postgres::Client, PgConnect> {
+    let (rest, params) = take_params(url, &["sslmode", "sslrootcert"]);
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let mut config: postgres::Config = rest.parse().map_err(PgConnect::Postgres)?;
+    use crate::tls::Check;
+    let (mode, check) = match get("sslmode").unwrap_or("prefer") {
+        "disable" => {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+            return config.connect(postgres::NoTls).map_err(PgConnect::Postgres);
+        }
+        "allow" | "prefer" => (postgres::config::SslMode::Prefer, Check::None),
+        "require" => (postgres::config::SslMode::Require, Check::None),
+        "verify-ca" => (postgres::config::SslMode::Require, Check::Ca),
+        "verify-full" => (postgres::config::SslMode::Require, Check::Full),
+        other => return Err(PgConnect::Tls(format!("unknown sslmode {other:?}"))),
+    };
+    config.ssl_mode(mode);
+    let roots = get("sslrootcert")
+        .filter(|r| *r != "system")
+        .map(std::path::Path::new);
+    let tls = crate::tls::client_config(check, roots).map_err(|e| PgConnect::Tls(e.to_string()))?;
+    let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+    config.connect(connector).map_err(PgConnect::Postgres)
+}
+
+/// A connection string without the parameters `keys`, and their values (percent-decoded in
+/// a URL).
+fn take_params(url: &str, keys: &[&str]) -> (String, Vec<(String, String)>) {
+    let mut taken = Vec::new();
+    if url.contains("://") {
+        let Some((base, query)) = url.split_once('?') else {
+            return (url.to_string(), taken);
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                if keys.contains(&k) {
+                    taken.push((k.to_string(), percent_decode(v)));
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect();
+        let rest = if kept.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", kept.join("&"))
+        };
+        return (rest, taken);
+    }
+    let kept: Vec<String> = crate::config::conninfo_pairs(url)
+        .into_iter()
+        .filter_map(|(k, raw, v)| {
+            if keys.contains(&k.as_str()) {
+                taken.push((k, v));
+                None
+            } else {
+                Some(raw)
+            }
+        })
+        .collect();
+    (kept.join(" "), taken)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(n) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(n);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod pg_tests {
+    #[test]
+    fn tls_parameters_are_taken_out() {
+        let (rest, p) = super::take_params(
+            "postgres://u@h/db?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.pem",
+            &["sslmode", "sslrootcert"],
+        );
+        assert_eq!(rest, "postgres://u@h/db?application_name=x");
+        assert_eq!(
+            p,
+            [
+                ("sslmode".to_string(), "verify-full".to_string()),
+                ("sslrootcert".to_string(), "/etc/ca.pem".to_string())
+            ]
+        );
+        let (rest, p) = super::take_params(
+            "host=h sslmode=require password='a b' sslrootcert=/x",
+            &["sslmode", "sslrootcert"],
+        );
+        assert_eq!(rest, "host=h password='a b'");
+        assert_eq!(p.len(), 2);
+    }
 }
