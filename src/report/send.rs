@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use base64::Engine;
 
 use super::destination::{authorization, mailbox_domain, Authorization};
-use super::store::{Group, ReportRow, ReportStatus, Store};
+use super::store::{DeliveryStatus, Group, ReportRow, ReportStatus, Store};
 use super::xml::{feedback, ReportMeta, Reporter};
 use super::Published;
 use crate::config::Config;
@@ -395,22 +395,39 @@ fn deliver_one(
     let helo = config.host_name.clone();
     let mut temp_errors = Vec::new();
     let mut withheld = 0;
+    let mut already = 0;
+    let id = r.report_id.as_str();
     for (rcpt, max) in &dests {
+        // Each destination once: a retry goes only where it did not arrive.
+        match store.delivery(id, rcpt)? {
+            None | Some(DeliveryStatus::Deferred) => {}
+            Some(done) => {
+                if done == DeliveryStatus::Sent {
+                    already += 1;
+                }
+                sent.notes.push(format!("{rcpt}: already {done}"));
+                continue;
+            }
+        }
         let msg = message(config, r, &built, rcpt);
-        if msg.len() > rc.max_size {
-            sent.notes.push(format!(
+        let too_big = if msg.len() > rc.max_size {
+            Some(format!(
                 "{rcpt}: report is {} bytes, over reports.max_size ({}), skipped",
                 msg.len(),
                 rc.max_size
-            ));
-            continue;
-        }
-        // §2.5: the limit applies to the report as it is sent: the whole message.
-        if *max > 0 && msg.len() > *max {
-            sent.notes.push(format!(
+            ))
+        } else if *max > 0 && msg.len() > *max {
+            // §2.5: the limit applies to the report as it is sent: the whole message.
+            Some(format!(
                 "{rcpt}: report is {} bytes, over the !{max} limit, skipped",
                 msg.len()
-            ));
+            ))
+        } else {
+            None
+        };
+        if let Some(note) = too_big {
+            store.record_delivery(id, rcpt, DeliveryStatus::Skipped, Some(&note))?;
+            sent.notes.push(note);
             continue;
         }
         let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d);
@@ -421,7 +438,9 @@ fn deliver_one(
                 "reports: {} to {rcpt} withheld ({rule}); not retried",
                 sent.filename
             );
-            sent.notes.push(format!("{rcpt}: withheld ({rule})"));
+            let note = format!("{rcpt}: withheld ({rule})");
+            store.record_delivery(id, rcpt, DeliveryStatus::Withheld, Some(&note))?;
+            sent.notes.push(note);
             continue;
         }
         match rt.block_on(super::smtp::submit(
@@ -432,6 +451,7 @@ fn deliver_one(
             &msg,
         )) {
             Ok(()) => {
+                store.record_delivery(id, rcpt, DeliveryStatus::Sent, None)?;
                 sent.delivered += 1;
                 sent.notes.push(format!("{rcpt}: sent"));
                 metrics.inc(Counter::Reports, &[("outcome", "sent")]);
@@ -444,19 +464,15 @@ fn deliver_one(
             }
             Err(e) => {
                 tracing::warn!("reports: {} to {rcpt}: {e}", sent.filename);
-                sent.notes.push(format!("{rcpt}: {e}"));
-                temp_errors.push(format!("{rcpt}: {e}"));
+                let note = format!("{rcpt}: {e}");
+                store.record_delivery(id, rcpt, DeliveryStatus::Deferred, Some(&note))?;
+                sent.notes.push(note.clone());
+                temp_errors.push(note);
             }
         }
     }
-    if sent.delivered > 0 {
-        let note = if temp_errors.is_empty() {
-            String::from("sent")
-        } else {
-            temp_errors.join("; ")
-        };
-        mark(store, ReportStatus::Sent, &note)?;
-    } else if !temp_errors.is_empty() {
+    if !temp_errors.is_empty() {
+        // Some destination is still owed the report.
         retry_or_give_up(
             config,
             store,
@@ -465,6 +481,8 @@ fn deliver_one(
             &mut sent,
             metrics,
         )?;
+    } else if sent.delivered + already > 0 {
+        mark(store, ReportStatus::Sent, "sent")?;
     } else if withheld > 0 {
         mark(store, ReportStatus::Undeliverable, &sent.notes.join("; "))?;
     } else {

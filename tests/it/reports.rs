@@ -1203,3 +1203,137 @@ fn postgres_store_over_tls() {
     let (ok, text) = show(&format!("sslmode=verify-ca&sslrootcert={}", root.display()));
     assert!(ok, "{text}");
 }
+
+/// Delivery is tracked per destination: with two `rua` addresses, one delivered and one
+/// deferred, the report waits for the second (the run says so in its exit status), and the
+/// next run sends it there only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_is_tracked_per_destination() {
+    let z = Zones::default();
+    z.txt("two.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.two.example",
+        "v=DMARC1; p=none; rua=mailto:first@two.example,mailto:second@two.example",
+    );
+    let dns = DnsServer::start(z).await;
+    let sink = Sink::start().await;
+    sink.tempfail
+        .lock()
+        .unwrap()
+        .push("second@two.example".into());
+    let scratch = Scratch::new("reports-per-dest");
+    let store = scratch.0.join("reports.sqlite");
+    let relay = format!("smtp_port = {}\nsmtp_tls = \"none\"\n", sink.port);
+    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), &relay)).await;
+    let out = deliver(
+        d.addr,
+        &env("192.0.2.10", "x@two.example"),
+        &msg("x@two.example", "hi"),
+    )
+    .await;
+    assert_eq!(out.status, Status::Continue);
+    flush(&d).await;
+    let config_path = d.scratch.0.join("mailseal.toml");
+    let until = until_arg();
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(!ok, "a destination waits for a retry: {text}");
+    assert!(text.contains("first@two.example: sent"), "{text}");
+    assert!(
+        text.contains("second@two.example: ") && text.contains("451"),
+        "{text}"
+    );
+    assert!(sink.wait_for(1, 10).await);
+
+    sink.tempfail.lock().unwrap().clear();
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(ok, "{text}");
+    assert!(text.contains("second@two.example: sent"), "{text}");
+    assert!(text.contains("first@two.example: already sent"), "{text}");
+    assert!(sink.wait_for(2, 10).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let envs = sink.envelopes.lock().unwrap().clone();
+    let to: Vec<&str> = envs.iter().map(|e| e.1[0].as_str()).collect();
+    assert_eq!(to, ["first@two.example", "second@two.example"]);
+    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    assert!(ok && text.contains("no reports to send"), "{text}");
+    d.stop().await;
+}
+
+/// The tables as they were before the store kept a schema version (version 1).
+const SCHEMA_V1: &str = "
+CREATE TABLE dmarc_records (id @ID@ PRIMARY KEY, received BIGINT NOT NULL, reporter TEXT NOT NULL,
+    policy_domain TEXT NOT NULL, header_from TEXT NOT NULL, envelope_from TEXT NOT NULL,
+    source_ip TEXT NOT NULL, published TEXT NOT NULL, disposition TEXT NOT NULL,
+    dkim_aligned TEXT NOT NULL, spf_aligned TEXT NOT NULL, reasons TEXT NOT NULL, dkim TEXT NOT NULL,
+    spf TEXT NOT NULL, report_id TEXT);
+CREATE TABLE dmarc_reports (report_id TEXT PRIMARY KEY, unique_id TEXT NOT NULL,
+    policy_domain TEXT NOT NULL, begin_ts BIGINT NOT NULL, end_ts BIGINT NOT NULL,
+    created BIGINT NOT NULL, status TEXT NOT NULL, attempts BIGINT NOT NULL,
+    lease_until BIGINT NOT NULL DEFAULT 0, last_error TEXT);
+INSERT INTO dmarc_reports VALUES ('r1@receiver.test', 'u1', 'old.example', 0, 86400, 0, 'pending', 1, 0, 'earlier failure');
+";
+
+/// A store written before schema versions (SQLite file or PostgreSQL database) is migrated in
+/// place when opened, keeping its data, and opening it again changes nothing.
+#[test]
+fn stores_are_migrated_in_place() {
+    let s = Scratch::new("migrate");
+    let sqlite = s.0.join("old.sqlite");
+    {
+        let c = rusqlite::Connection::open(&sqlite).unwrap();
+        c.execute_batch(&SCHEMA_V1.replace("@ID@", "INTEGER"))
+            .unwrap();
+    }
+    let pg = Postgres::start();
+    let mut client = postgres::Config::new()
+        .host_path(&pg.dir)
+        .port(pg.port)
+        .user("postgres")
+        .dbname("postgres")
+        .connect(postgres::NoTls)
+        .unwrap();
+    client
+        .batch_execute(&SCHEMA_V1.replace("@ID@", "BIGSERIAL"))
+        .unwrap();
+    for store in [sqlite.display().to_string(), pg.url()] {
+        let spec = mailseal::config::StoreSpec::Postgres(store.clone());
+        let spec = if store.starts_with("postgres") {
+            spec
+        } else {
+            mailseal::config::StoreSpec::Sqlite(sqlite.clone())
+        };
+        for round in 0..2 {
+            let mut st = mailseal::report::store::Store::open(&spec).unwrap();
+            let reports = st.reports(None, 10).unwrap();
+            assert_eq!(reports.len(), 1, "{store}");
+            assert_eq!(reports[0].policy_domain, "old.example");
+            assert_eq!(reports[0].last_error.as_deref(), Some("earlier failure"));
+            let before = st.delivery("r1@receiver.test", "a@b.example").unwrap();
+            let deferred = mailseal::report::store::DeliveryStatus::Deferred;
+            assert_eq!(before, (round == 1).then_some(deferred), "{store}");
+            st.record_delivery(
+                "r1@receiver.test",
+                "a@b.example",
+                mailseal::report::store::DeliveryStatus::Deferred,
+                Some("451"),
+            )
+            .unwrap();
+        }
+    }
+    let c = rusqlite::Connection::open(&sqlite).unwrap();
+    let v: i64 = c
+        .query_row("SELECT version FROM mailseal_schema", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, mailseal::report::store::SCHEMA_VERSION);
+    let row = client
+        .query_one("SELECT version FROM mailseal_schema", &[])
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0),
+        mailseal::report::store::SCHEMA_VERSION
+    );
+    let row = client
+        .query_one("SELECT attempts FROM dmarc_deliveries", &[])
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
+}

@@ -75,6 +75,26 @@ impl From<i64> for Val {
     }
 }
 
+/// The schema version this build writes. Stores are migrated in place when opened, under the
+/// store-wide lock; migrations only add (tables, columns), so hosts sharing one PostgreSQL
+/// database can be upgraded one at a time, the older ones ignoring what they do not know.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Migration n takes a store from version n + 1 to n + 2 (version 1: the tables of
+/// [`SCHEMA`] before versions were kept).
+const MIGRATIONS: [&str; 1] = [
+    // 2: delivery state per destination.
+    "CREATE TABLE IF NOT EXISTS dmarc_deliveries (
+        report_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        last_error TEXT,
+        updated BIGINT NOT NULL,
+        PRIMARY KEY (report_id, address)
+    )",
+];
+
 /// The schema for both backends; `@ID@` is the auto-numbered key (SQLite's rowid alias or a
 /// PostgreSQL sequence). SQLite stores BIGINT as INTEGER.
 const SCHEMA: &str = "
@@ -135,7 +155,9 @@ impl Store {
                     SCHEMA.replace("@ID@", "INTEGER")
                 );
                 conn.execute_batch(&schema).map_err(open_error)?;
-                Ok(Store::Sqlite(conn))
+                let mut store = Store::Sqlite(conn);
+                store.migrate()?;
+                Ok(store)
             }
             StoreSpec::Postgres(url) => {
                 let mut client = pg_connect(url).map_err(|e| match e {
@@ -153,9 +175,43 @@ impl Store {
                 tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PG_LOCK])?;
                 tx.batch_execute(&SCHEMA.replace("@ID@", "BIGSERIAL"))?;
                 tx.commit()?;
-                Ok(Store::Postgres(Box::new(client)))
+                let mut store = Store::Postgres(Box::new(client));
+                store.migrate()?;
+                Ok(store)
             }
         }
+    }
+
+    /// Bring the store to [`SCHEMA_VERSION`] (see [`MIGRATIONS`]). A store written by a newer
+    /// build is left as it is: its additions do not concern this one.
+    fn migrate(&mut self) -> Result<()> {
+        self.transaction(|s| {
+            s.exec(
+                "CREATE TABLE IF NOT EXISTS mailseal_schema (version BIGINT NOT NULL)",
+                &[],
+            )?;
+            let found = s.query("SELECT MAX(version) FROM mailseal_schema", &[])?;
+            let version = found
+                .first()
+                .map(|r| r[0].int())
+                .filter(|v| *v > 0)
+                .unwrap_or(1);
+            if version >= SCHEMA_VERSION {
+                return Ok(());
+            }
+            for m in &MIGRATIONS[(version - 1) as usize..] {
+                s.exec(m, &[])?;
+            }
+            s.exec("DELETE FROM mailseal_schema", &[])?;
+            s.exec(
+                "INSERT INTO mailseal_schema (version) VALUES ($1)",
+                &[SCHEMA_VERSION.into()],
+            )?;
+            tracing::info!(
+                "report store: schema migrated from version {version} to {SCHEMA_VERSION}"
+            );
+            Ok(())
+        })
     }
 
     pub(super) fn exec(&mut self, sql: &str, params: &[Val]) -> Result<u64> {

@@ -11,7 +11,7 @@
 mod backend;
 
 use backend::Result;
-pub use backend::{Store, StoreError, Val};
+pub use backend::{Store, StoreError, Val, SCHEMA_VERSION};
 
 use super::{DkimAuth, Evaluation, Published, Reason};
 use crate::results::{Disposition, UnknownWord, Word};
@@ -51,6 +51,53 @@ impl Overflow {
                 self.rows, self.messages
             )
         })
+    }
+}
+
+/// Where one destination of a report stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Handed on.
+    Sent,
+    /// A temporary failure: tried again with the report.
+    Deferred,
+    /// Withheld by a reflector limit: never retried.
+    Withheld,
+    /// Refused for good (over its size limit).
+    Skipped,
+}
+
+impl DeliveryStatus {
+    const ALL: [DeliveryStatus; 4] = [
+        DeliveryStatus::Sent,
+        DeliveryStatus::Deferred,
+        DeliveryStatus::Withheld,
+        DeliveryStatus::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Deferred => "deferred",
+            DeliveryStatus::Withheld => "withheld",
+            DeliveryStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for DeliveryStatus {
+    type Err = crate::results::UnknownWord;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        DeliveryStatus::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| crate::results::UnknownWord(s.to_string()))
     }
 }
 
@@ -280,6 +327,38 @@ impl Store {
                 status.as_str().into(),
                 error.map(Val::from).unwrap_or(Val::Null),
                 report_id.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Where a report stands with one destination (`None`: not tried yet).
+    pub fn delivery(&mut self, report_id: &str, address: &str) -> Result<Option<DeliveryStatus>> {
+        let rows = self.query(
+            "SELECT status FROM dmarc_deliveries WHERE report_id = $1 AND address = $2",
+            &[report_id.into(), address.into()],
+        )?;
+        rows.first().map(|r| Ok(r[0].text().parse()?)).transpose()
+    }
+
+    /// Record an attempt for one destination.
+    pub fn record_delivery(
+        &mut self,
+        report_id: &str,
+        address: &str,
+        status: DeliveryStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.exec(
+            "INSERT INTO dmarc_deliveries (report_id, address, status, attempts, last_error, updated) \
+             VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (report_id, address) DO UPDATE SET \
+             status = $3, attempts = dmarc_deliveries.attempts + 1, last_error = $4, updated = $5",
+            &[
+                report_id.into(),
+                address.into(),
+                status.as_str().into(),
+                error.map(Val::from).unwrap_or(Val::Null),
+                super::now().into(),
             ],
         )?;
         Ok(())

@@ -16,6 +16,8 @@ pub struct Sink {
     /// One per message.
     pub envelopes: Arc<Mutex<Vec<SmtpEnvelope>>>,
     pub port: u16,
+    /// Recipients answered 451 at RCPT TO.
+    pub tempfail: Arc<Mutex<Vec<String>>>,
 }
 
 impl Sink {
@@ -52,6 +54,7 @@ impl Sink {
             messages: Arc::default(),
             envelopes: Arc::default(),
             port: listener.local_addr().unwrap().port(),
+            tempfail: Arc::default(),
         };
         let s = sink.clone();
         tokio::spawn(async move {
@@ -124,8 +127,13 @@ impl Sink {
                 from = arg("MAIL FROM:");
                 b"250 ok\r\n"
             } else if cmd.starts_with("RCPT TO:") {
-                rcpts.push(arg("RCPT TO:"));
-                b"250 ok\r\n"
+                let rcpt = arg("RCPT TO:");
+                if self.tempfail.lock().unwrap().contains(&rcpt) {
+                    b"451 4.3.0 try again later\r\n"
+                } else {
+                    rcpts.push(rcpt);
+                    b"250 ok\r\n"
+                }
             } else if cmd.starts_with("DATA") {
                 let _ = r.get_mut().write_all(b"354 go ahead\r\n").await;
                 let mut msg = Vec::new();
