@@ -803,6 +803,26 @@ async fn failure_reports_are_arf_rate_limited_and_authorized() {
     assert!(sink.wait_for(2, 10).await);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(sink.count(), 2, "rate limit of 2 per hour");
+    // A reload (a new configuration snapshot) keeps the hour's count.
+    {
+        let old = d.contexts.borrow().clone();
+        let cfg = mailseal::config::Config::load(&d.scratch.0.join("mailseal.toml")).unwrap();
+        let new = mailseal::pipeline::context::Context::new(cfg, old.services.clone())
+            .unwrap()
+            .recording(Some(&old));
+        d.contexts.send(std::sync::Arc::new(new)).unwrap();
+    }
+    for i in 0..2 {
+        let out = deliver(
+            d.addr,
+            &env("198.51.100.7", "spoof@f.example"),
+            &msg("spoof@f.example", &format!("after reload {i}")),
+        )
+        .await;
+        assert_eq!(out.status, Status::Continue);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.count(), 2, "the limit survives a reload");
     let envs = sink.envelopes.lock().unwrap().clone();
     assert!(envs.iter().all(|e| e.1 == ["ruf@f.example"]), "{envs:?}");
     for m in sink.messages.lock().unwrap().iter() {
