@@ -88,7 +88,7 @@ impl Counter {
             Counter::ReportRecords => {
                 "DMARC evaluations for aggregate reports: stored, dropped (queue full) or lost (store failed)."
             }
-            Counter::Reports => "Aggregate report deliveries by outcome (sent, failed, gave_up).",
+            Counter::Reports => "Aggregate report deliveries by outcome (sent, failed, gave_up, withheld).",
             Counter::FailureReports => {
                 "DMARC failure reports by outcome (sent, failed, rate_limited, dropped)."
             }
