@@ -33,17 +33,8 @@ cargo build --release --ignore-rust-version --bin mailseal --example loadgen --e
 ms=${BENCH_MAILSEAL:-$PWD/target/release/mailseal}
 lg=$PWD/target/release/examples/loadgen
 cc=$PWD/target/release/examples/coldcache
-work=$(mktemp -d /var/lib/mailseal-coldcache.XXXXXX)
-chmod 755 "$work"
-mkdir -m 700 "$work/keys"
-pids=()
 . bench/lib.sh
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -n "${pf:-}" ] && /usr/sbin/postfix -c "$pf/etc" stop >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir coldcache
 # rspamd's configuration installs a signing key even when it only verifies.
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/keys/rsa.pem" 2>/dev/null
 

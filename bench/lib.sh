@@ -3,6 +3,21 @@
 # rspamd's keys, $work/keys/rsa.pem. BENCH_DNS is the one resolver every peer uses.
 BENCH_DNS=${BENCH_DNS:-127.0.0.1}
 
+# A work directory OpenDKIM accepts (not below a world-writable one such as /tmp), removed
+# at exit with every process in pids and the benchmark's Postfix ($pf), if started.
+bench_workdir() { # name
+    work=$(mktemp -d "/var/lib/mailseal-$1.XXXXXX")
+    chmod 755 "$work"
+    mkdir -m 700 "$work/keys"
+    pids=()
+    trap bench_cleanup EXIT
+}
+bench_cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -n "${pf:-}" ] && /usr/sbin/postfix -c "$pf/etc" stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The benchmark's Postfix ($pf, listening on $smtp_port, relaying to smtp-sink on $sink_port),

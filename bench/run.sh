@@ -32,18 +32,8 @@ for p in "${pkgs[@]}"; do
 done
 cargo build --release --ignore-rust-version --bin mailseal --example loadgen >/dev/null 2>&1
 ms=${BENCH_MAILSEAL:-$PWD/target/release/mailseal}
-# OpenDKIM refuses files below world-writable directories such as /tmp.
-work=$(mktemp -d /var/lib/mailseal-bench.XXXXXX)
-chmod 755 "$work"
-mkdir -m 700 "$work/keys"
-pids=()
 . bench/lib.sh
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -n "${pf:-}" ] && /usr/sbin/postfix -c "$pf/etc" stop >/dev/null 2>&1 || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_workdir bench
 (umask 077
  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/keys/rsa.pem" 2>/dev/null
  openssl genpkey -algorithm ed25519 -out "$work/keys/ed.pem")

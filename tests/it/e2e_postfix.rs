@@ -117,6 +117,27 @@ async fn postfix_signs_smtp_and_sendmail_and_defers_when_mailseal_is_down() {
     daemon.stop().await;
 }
 
+/// a.example (reports to itself) served by a DNS server, and the `[dns]` and `[reports]`
+/// sections of a daemon recording into `scratch`.
+async fn reporting(scratch: &Scratch) -> (crate::common::dns::DnsServer, String) {
+    use crate::common::dns::{DnsServer, Zones};
+    let z = Zones::default();
+    z.txt("a.example", "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(
+        "_dmarc.a.example",
+        "v=DMARC1; p=none; rua=mailto:dmarc@a.example",
+    );
+    let dns = DnsServer::start(z).await;
+    let store = scratch.0.join("reports.sqlite");
+    let text = format!(
+        "[dns]\nnameservers = [\"{}\"]\n[reports]\nstore = \"{}\"\n\
+         org_name = \"Example\"\nemail = \"dmarc-reports@example.com\"\n",
+        dns.addr,
+        store.display()
+    );
+    (dns, text)
+}
+
 /// DMARC aggregate reports leave through real Postfix, both by SMTP submission and by the
 /// sendmail command, and come out signed by mailseal itself (the report's From is
 /// example.com), so they pass DMARC at the receiver as RFC 9990 §2.5 requires.
@@ -126,24 +147,10 @@ async fn dmarc_reports_leave_through_postfix_signed() {
     if !postfix_or_skip() {
         return;
     }
-    use crate::common::dns::{DnsServer, Zones};
-    let z = Zones::default();
-    z.txt("a.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.a.example",
-        "v=DMARC1; p=none; rua=mailto:dmarc@a.example",
-    );
-    let dns = DnsServer::start(z).await;
-    let sink = Sink::start().await;
     let scratch = Scratch::new("e2e-reports");
-    let store = scratch.0.join("reports.sqlite");
-    let base = format!(
-        "{}[dns]\nnameservers = [\"{}\"]\n[reports]\nstore = \"{}\"\n\
-         org_name = \"Example\"\nemail = \"dmarc-reports@example.com\"\n",
-        signing_config(&scratch),
-        dns.addr,
-        store.display()
-    );
+    let (_dns, reports) = reporting(&scratch).await;
+    let base = format!("{}{reports}", signing_config(&scratch));
+    let sink = Sink::start().await;
     let milter_port = postfix::free_port();
     let daemon = Daemon::start_on(scratch, &base, milter_port).await;
     let pf_dir = Scratch::new("e2e-reports-postfix");
@@ -218,23 +225,10 @@ async fn reports_reach_starttls_relays_at_each_level() {
     if !postfix_or_skip() {
         return;
     }
-    use crate::common::dns::{DnsServer, Zones};
-    let z = Zones::default();
-    z.txt("a.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.a.example",
-        "v=DMARC1; p=none; rua=mailto:dmarc@a.example",
-    );
-    let dns = DnsServer::start(z).await;
-    let sink = Sink::start().await;
     let scratch = Scratch::new("e2e-tls-reports");
-    let store = scratch.0.join("reports.sqlite");
-    let base = format!(
-        "authserv_id = \"mx.test\"\n[dns]\nnameservers = [\"{}\"]\n[reports]\nstore = \"{}\"\n\
-         org_name = \"Example\"\nemail = \"dmarc-reports@example.com\"\n",
-        dns.addr,
-        store.display()
-    );
+    let (_dns, reports) = reporting(&scratch).await;
+    let base = format!("authserv_id = \"mx.test\"\n{reports}");
+    let sink = Sink::start().await;
     let daemon = Daemon::start_in(scratch, &base).await;
     let may_dir = Scratch::new("e2e-tls-may");
     let may = Postfix::start_tls_relay(&may_dir.0, "relay-may.test", sink.port, "may");

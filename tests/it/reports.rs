@@ -18,6 +18,12 @@ const SCHEMA: &str = concat!(
     "/tests/data/dmarc-aggregate-rfc9990.xsd"
 );
 
+/// A sender domain whose mail from 192.0.2.10 passes SPF, with this DMARC record.
+fn sender(z: &Zones, domain: &str, dmarc: &str) {
+    z.txt(domain, "v=spf1 ip4:192.0.2.10 -all");
+    z.txt(&format!("_dmarc.{domain}"), dmarc);
+}
+
 fn zones() -> Zones {
     let z = Zones::default();
     // a.example: reports to itself; sub.a.example has no record of its own.
@@ -28,16 +34,16 @@ fn zones() -> Zones {
         "v=DMARC1; p=reject; rua=mailto:dmarc@a.example",
     );
     // b.example: an external destination that authorizes it, with a size limit.
-    z.txt("b.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.b.example",
+    sender(
+        &z,
+        "b.example",
         "v=DMARC1; p=none; rua=mailto:agg@rua.test!10m",
     );
     z.txt("b.example._report._dmarc.rua.test", "v=DMARC1");
     // c.example: an external destination that does not authorize it.
-    z.txt("c.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.c.example",
+    sender(
+        &z,
+        "c.example",
         "v=DMARC1; p=quarantine; rua=mailto:victim@unauth.test",
     );
     // d.example: DMARC without rua: nothing is recorded.
@@ -754,14 +760,14 @@ async fn sigterm_stores_what_is_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failure_reports_are_arf_rate_limited_and_authorized() {
     let z = zones();
-    z.txt("f.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.f.example",
+    sender(
+        &z,
+        "f.example",
         "v=DMARC1; p=reject; ruf=mailto:ruf@f.example",
     );
-    z.txt("g.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.g.example",
+    sender(
+        &z,
+        "g.example",
         "v=DMARC1; p=reject; ruf=mailto:x@elsewhere.test",
     );
     let dns = DnsServer::start(z).await;
@@ -847,6 +853,28 @@ async fn failure_reports_are_arf_rate_limited_and_authorized() {
     d.stop().await;
 }
 
+/// A daemon recording into a new SQLite store, with these `[reports]` settings.
+async fn recording(z: Zones, tag: &str, extra: &str) -> (DnsServer, Daemon) {
+    let dns = DnsServer::start(z).await;
+    let scratch = Scratch::new(tag);
+    let store = scratch.0.join("reports.sqlite");
+    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), extra)).await;
+    (dns, d)
+}
+
+/// One message from `ip`, From and MAIL FROM `from`, accepted and stored.
+async fn one(d: &Daemon, ip: &'static str, from: &str) {
+    let out = deliver(d.addr, &env(ip, from), &msg(from, "hi")).await;
+    assert_eq!(out.status, Status::Continue);
+}
+
+/// `reports send` with these arguments after it, on the daemon's configuration.
+fn send(d: &Daemon, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["reports", "send"];
+    all.extend_from_slice(args);
+    mailseal(&d.scratch.0.join("mailseal.toml"), &all)
+}
+
 /// RFC 9990 §3: a destination is one mailbox; inside the policy domain's organization it
 /// needs no authorization record (the organizational domains found by the RFC 9989 tree
 /// walk); outside it, `<policy>._report._dmarc.<destination>` must say v=DMARC1. An
@@ -855,33 +883,24 @@ async fn failure_reports_are_arf_rate_limited_and_authorized() {
 async fn destinations_are_single_mailboxes_of_the_organization_or_authorized() {
     let z = Zones::default();
     // Percent-encoded: decodes to "victim@target.example,box@e.example".
-    z.txt("e.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.e.example",
+    sender(
+        &z,
+        "e.example",
         "v=DMARC1; p=none; rua=mailto:victim%40target.example%2Cbox@e.example,mailto:ok@e.example",
     );
     // A subdomain's policy reporting to its organizational domain and to a sibling.
-    z.txt("mail.f.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.mail.f.example",
+    sender(
+        &z,
+        "mail.f.example",
         "v=DMARC1; p=none; rua=mailto:dmarc@f.example,mailto:agg@reports.f.example",
     );
     z.txt("_dmarc.f.example", "v=DMARC1; p=reject");
-    let dns = DnsServer::start(z).await;
-    let scratch = Scratch::new("reports-dest");
-    let store = scratch.0.join("reports.sqlite");
-    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), "")).await;
+    let (_dns, d) = recording(z, "reports-dest", "").await;
     for from in ["a@e.example", "a@mail.f.example"] {
-        let out = deliver(d.addr, &env("192.0.2.10", from), &msg(from, "hi")).await;
-        assert_eq!(out.status, Status::Continue);
+        one(&d, "192.0.2.10", from).await;
     }
     flush(&d).await;
-    let config_path = d.scratch.0.join("mailseal.toml");
-    let until = until_arg();
-    let (ok, text) = mailseal(
-        &config_path,
-        &["reports", "send", "--dry-run", "--until", &until],
-    );
+    let (ok, text) = send(&d, &["--dry-run", "--until", &until_arg()]);
     assert!(ok, "{text}");
     assert!(text.contains("would send to ok@e.example"), "{text}");
     assert!(
@@ -905,15 +924,15 @@ async fn destinations_are_single_mailboxes_of_the_organization_or_authorized() {
 async fn failure_reports_follow_fo_skip_psd_and_redact_recipients() {
     let z = Zones::default();
     // fo=d: reported only when a signature failed.
-    z.txt("d.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.d.example",
+    sender(
+        &z,
+        "d.example",
         "v=DMARC1; p=none; fo=d; ruf=mailto:ruf@d.example",
     );
     // fo=s: reported only when SPF failed.
-    z.txt("s.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.s.example",
+    sender(
+        &z,
+        "s.example",
         "v=DMARC1; p=none; fo=s; ruf=mailto:ruf@s.example",
     );
     z.txt("other.example", "v=spf1 ip4:198.51.100.7 -all");
@@ -1037,29 +1056,18 @@ async fn report_floods_are_withheld_per_destination_and_per_run() {
             "v=DMARC1",
         );
     }
-    let dns = DnsServer::start(z).await;
     let sink = Sink::start().await;
-    let scratch = Scratch::new("reports-flood");
-    let store = scratch.0.join("reports.sqlite");
     let relay = format!(
         "smtp_port = {}\nsmtp_tls = \"none\"\nsuppress = [\"quiet.test\"]\nmax_reports_per_destination = 2\n",
         sink.port
     );
-    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), &relay)).await;
-    let send_from = |i: usize| {
-        let from = format!("x@spoof{i}.example");
-        async move {
-            let out = deliver(d.addr, &env("198.51.100.7", &from), &msg(&from, "spoof")).await;
-            assert_eq!(out.status, Status::Continue);
-        }
-    };
+    let (_dns, d) = recording(z, "reports-flood", &relay).await;
     for i in 0..4 {
-        send_from(i).await;
+        one(&d, "198.51.100.7", &format!("x@spoof{i}.example")).await;
     }
     flush(&d).await;
-    let config_path = d.scratch.0.join("mailseal.toml");
     let until = until_arg();
-    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    let (ok, text) = send(&d, &["--until", &until]);
     assert!(ok, "withheld reports wait for nothing: {text}");
     assert_eq!(text.matches("agg@victim.test: sent").count(), 2, "{text}");
     assert_eq!(
@@ -1075,16 +1083,16 @@ async fn report_floods_are_withheld_per_destination_and_per_run() {
     );
     assert!(sink.wait_for(2, 10).await);
     // Withheld reports are not retried.
-    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    let (ok, text) = send(&d, &["--until", &until]);
     assert!(ok && text.contains("no reports to send"), "{text}");
     assert_eq!(sink.count(), 2);
 
     // The ceiling per run.
     for i in 0..4 {
-        send_from(i).await;
+        one(&d, "198.51.100.7", &format!("x@spoof{i}.example")).await;
     }
     flush(&d).await;
-    let text_cfg = std::fs::read_to_string(&config_path).unwrap();
+    let text_cfg = std::fs::read_to_string(d.scratch.0.join("mailseal.toml")).unwrap();
     let per_run = d.scratch.write(
         "per-run.toml",
         &text_cfg.replace(
@@ -1112,20 +1120,17 @@ async fn report_floods_are_withheld_per_destination_and_per_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_are_bounded_in_rows_and_size() {
     let z = Zones::default();
-    z.txt("a.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.a.example",
+    sender(
+        &z,
+        "a.example",
         "v=DMARC1; p=none; rua=mailto:dmarc@a.example,mailto:small@a.example!1k",
     );
-    let dns = DnsServer::start(z).await;
     let sink = Sink::start().await;
-    let scratch = Scratch::new("reports-bounded");
-    let store = scratch.0.join("reports.sqlite");
     let relay = format!(
         "smtp_port = {}\nsmtp_tls = \"none\"\nmax_rows = 2\n",
         sink.port
     );
-    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), &relay)).await;
+    let (_dns, d) = recording(z, "reports-bounded", &relay).await;
     // Four sources, the first twice: the two most frequent rows are kept.
     for ip in [
         "192.0.2.10",
@@ -1134,25 +1139,13 @@ async fn reports_are_bounded_in_rows_and_size() {
         "198.51.100.2",
         "198.51.100.3",
     ] {
-        let out = deliver(d.addr, &env(ip, "x@a.example"), &msg("x@a.example", "hi")).await;
-        assert_eq!(out.status, Status::Continue);
+        one(&d, ip, "x@a.example").await;
     }
     flush(&d).await;
-    let config_path = d.scratch.0.join("mailseal.toml");
     let until = until_arg();
     let out_dir = d.scratch.0.join("out");
-    let (ok, text) = mailseal(
-        &config_path,
-        &[
-            "reports",
-            "send",
-            "--dry-run",
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--until",
-            &until,
-        ],
-    );
+    let out = out_dir.to_str().unwrap();
+    let (ok, text) = send(&d, &["--dry-run", "--out", out, "--until", &until]);
     assert!(ok, "{text}");
     let files = reports_in(&out_dir);
     assert_eq!(files.len(), 1);
@@ -1166,7 +1159,7 @@ async fn reports_are_bounded_in_rows_and_size() {
         "{xml}"
     );
 
-    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    let (ok, text) = send(&d, &["--until", &until]);
     assert!(ok, "{text}");
     assert!(text.contains("dmarc@a.example: sent"), "{text}");
     assert!(
@@ -1230,32 +1223,22 @@ fn postgres_store_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_is_tracked_per_destination() {
     let z = Zones::default();
-    z.txt("two.example", "v=spf1 ip4:192.0.2.10 -all");
-    z.txt(
-        "_dmarc.two.example",
+    sender(
+        &z,
+        "two.example",
         "v=DMARC1; p=none; rua=mailto:first@two.example,mailto:second@two.example",
     );
-    let dns = DnsServer::start(z).await;
     let sink = Sink::start().await;
     sink.tempfail
         .lock()
         .unwrap()
         .push("second@two.example".into());
-    let scratch = Scratch::new("reports-per-dest");
-    let store = scratch.0.join("reports.sqlite");
     let relay = format!("smtp_port = {}\nsmtp_tls = \"none\"\n", sink.port);
-    let d = Daemon::start_in(scratch, &config(&dns, &store.display().to_string(), &relay)).await;
-    let out = deliver(
-        d.addr,
-        &env("192.0.2.10", "x@two.example"),
-        &msg("x@two.example", "hi"),
-    )
-    .await;
-    assert_eq!(out.status, Status::Continue);
+    let (_dns, d) = recording(z, "reports-per-dest", &relay).await;
+    one(&d, "192.0.2.10", "x@two.example").await;
     flush(&d).await;
-    let config_path = d.scratch.0.join("mailseal.toml");
     let until = until_arg();
-    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    let (ok, text) = send(&d, &["--until", &until]);
     assert!(!ok, "a destination waits for a retry: {text}");
     assert!(text.contains("first@two.example: sent"), "{text}");
     assert!(
@@ -1265,7 +1248,7 @@ async fn delivery_is_tracked_per_destination() {
     assert!(sink.wait_for(1, 10).await);
 
     sink.tempfail.lock().unwrap().clear();
-    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    let (ok, text) = send(&d, &["--until", &until]);
     assert!(ok, "{text}");
     assert!(text.contains("second@two.example: sent"), "{text}");
     assert!(text.contains("first@two.example: already sent"), "{text}");
@@ -1274,7 +1257,7 @@ async fn delivery_is_tracked_per_destination() {
     let envs = sink.envelopes.lock().unwrap().clone();
     let to: Vec<&str> = envs.iter().map(|e| e.1[0].as_str()).collect();
     assert_eq!(to, ["first@two.example", "second@two.example"]);
-    let (ok, text) = mailseal(&config_path, &["reports", "send", "--until", &until]);
+    let (ok, text) = send(&d, &["--until", &until]);
     assert!(ok && text.contains("no reports to send"), "{text}");
     d.stop().await;
 }

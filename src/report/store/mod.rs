@@ -613,7 +613,10 @@ mod tests {
         let spec = StoreSpec::Postgres("postgres://mailseal:s3cret@127.0.0.1:1/dmarc".into());
         let e = Store::open(&spec).err().expect("nothing listens on port 1");
         let text = e.to_string();
-        assert!(text.contains("postgres://mailseal:…@127.0.0.1:1/dmarc"), "{text}");
+        assert!(
+            text.contains("postgres://mailseal:…@127.0.0.1:1/dmarc"),
+            "{text}"
+        );
         assert!(!text.contains("s3cret"), "{text}");
     }
 
