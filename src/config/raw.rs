@@ -120,7 +120,8 @@ macro_rules! settings {
 
 settings! {
     pub struct Settings in "" {
-        /// Milter socket: inet:PORT@HOST, inet:HOST:PORT, or unix:/path (Postfix smtpd runs
+        /// Milter socket: inet:PORT@HOST, inet:HOST:PORT, inet:PORT (every interface), or
+        /// unix:/path (preferred: no other local user can connect; Postfix smtpd runs
         /// chrooted on Debian, so a unix socket must live under /var/spool/postfix).
         socket: SocketSpec = default r#""inet:8891@127.0.0.1""#;
         /// File mode of a unix socket (octal). Ignored for inet sockets.

@@ -55,6 +55,7 @@ impl SocketSpec {
             }
             return Ok(SocketSpec::Unix(PathBuf::from(path)));
         }
+        let v6 = s.starts_with("inet6:");
         let rest = s
             .strip_prefix("inet:")
             .or_else(|| s.strip_prefix("inet6:"))
@@ -65,9 +66,11 @@ impl SocketSpec {
             (host, port)
         } else if let Some((host, port)) = rest.rsplit_once(':') {
             (host, port)
+        } else if v6 {
+            // A port alone: every interface, as opendkim.conf(5) says.
+            ("::", rest)
         } else {
-            // `inet:8891` alone: loopback, as OpenDKIM does for a missing host.
-            ("127.0.0.1", rest)
+            ("0.0.0.0", rest)
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port: u16 = port
@@ -414,6 +417,15 @@ mod tests {
         assert_eq!(
             SocketSpec::parse("unix:/run/mailseal/m.sock").unwrap(),
             SocketSpec::Unix("/run/mailseal/m.sock".into())
+        );
+        assert_eq!(
+            SocketSpec::parse("inet:8891").unwrap().to_string(),
+            "inet:8891@0.0.0.0",
+            "a port alone means every interface (opendkim.conf(5))"
+        );
+        assert_eq!(
+            SocketSpec::parse("inet6:8891").unwrap().to_string(),
+            "inet:8891@::"
         );
         assert!(SocketSpec::parse("unix:relative").is_err());
         assert!(SocketSpec::parse("inet:99999@localhost").is_err());

@@ -182,6 +182,21 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
         }
     }
 
+    // A TCP socket is open to every local user (and, off loopback, to every host that reaches
+    // it); a client that connects can present itself as an internal host and have mail signed.
+    if let super::SocketSpec::Inet { host, .. } = &s.socket {
+        if s.mode.signs() && !tables.rows.is_empty() {
+            let open_wide = !(host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback()));
+            warnings.push(format!(
+                "socket {}: any local user{} can connect to a TCP milter and have mail signed as if Postfix sent it; prefer a unix socket in Postfix's spool, socket = \"unix:/var/spool/postfix/mailseal/mailseal.sock\"",
+                s.socket,
+                if open_wide { ", and any host that can reach it," } else { "" }
+            ));
+        }
+    }
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }

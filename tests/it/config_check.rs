@@ -142,3 +142,35 @@ fn weak_and_garbage_keys_are_refused() {
     assert!(text.contains("512 bits"), "{text}");
     assert!(text.contains("junk.pem"), "{text}");
 }
+
+/// `inet:PORT` without a host means every interface, as in opendkim.conf(5); a TCP socket
+/// with signing configured gets a warning (any local user, and off loopback any host, could
+/// have mail signed), and a unix socket none.
+#[test]
+fn tcp_sockets_are_warned_about_and_a_bare_port_means_every_interface() {
+    let s = Scratch::new("sockets");
+    copy_example(&s);
+    let example = std::fs::read_to_string(s.0.join("mailseal.toml")).unwrap();
+    let with_socket = |socket: &str| {
+        let text = example.replace(
+            "socket = \"inet:8891@127.0.0.1\"",
+            &format!("socket = \"{socket}\""),
+        );
+        assert!(text.contains(&format!("socket = \"{socket}\"")));
+        s.write("mailseal.toml", &text)
+    };
+    let (ok, text) = check_config(&with_socket("inet:8891"));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("socket inet:8891@0.0.0.0: any local user, and any host that can reach it,"),
+        "{text}"
+    );
+    let (ok, text) = check_config(&with_socket("inet:8891@127.0.0.1"));
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("socket inet:8891@127.0.0.1: any local user can connect"),
+        "{text}"
+    );
+    let (ok, text) = check_config(&with_socket("unix:/run/mailseal/mailseal.sock"));
+    assert!(ok && !text.contains("TCP milter"), "{text}");
+}
