@@ -74,10 +74,16 @@ pub enum KeyError {
     #[error("{path} is not a regular file")]
     NotAFile { path: String },
     #[error(
-        "{path} is accessible by group or others (mode {mode:04o}); a private key must be \
-         readable only by its owner: chmod 600 {path}"
+        "{path} is accessible by others or writable by its group (mode {mode:04o}); a private \
+         key must be readable only by its owner, or also by a group mailseal runs as: chmod \
+         600 {path}"
     )]
     Unsafe { path: String, mode: u32 },
+    #[error(
+        "{path} is readable by group {gid}, which mailseal does not run as (mode {mode:04o}); \
+         chmod 600 {path}, or run mailseal with that group (systemd SupplementaryGroups=)"
+    )]
+    ForeignGroup { path: String, mode: u32, gid: u32 },
     #[error("{path} is larger than {MAX_KEY_FILE} bytes; it is not a private key")]
     TooLarge { path: String },
     #[error("{path}: {source}")]
@@ -106,6 +112,24 @@ pub enum KeyProblem {
     Rejected { kind: &'static str, reason: String },
 }
 
+/// Is `gid` this process's group, primary or supplementary?
+fn runs_as_group(gid: u32) -> bool {
+    // SAFETY: getegid and getgroups only read the process's credentials; the buffer is sized
+    // by the first call.
+    unsafe {
+        if libc::getegid() == gid {
+            return true;
+        }
+        let n = libc::getgroups(0, std::ptr::null_mut());
+        if n <= 0 {
+            return false;
+        }
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let n = libc::getgroups(n, groups.as_mut_ptr());
+        n > 0 && groups[..n as usize].contains(&gid)
+    }
+}
+
 /// Read, check and parse one private key file.
 pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
     let shown = path.display().to_string();
@@ -116,9 +140,18 @@ pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
     if !meta.is_file() {
         return Err(KeyError::NotAFile { path: shown });
     }
+    // OpenDKIM's RequireSafeKeys: no access for others, no group write; group read only for
+    // a group this process runs as (primary or supplementary).
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o066 != 0 {
+    if mode & 0o027 != 0 {
         return Err(KeyError::Unsafe { path: shown, mode });
+    }
+    if mode & 0o040 != 0 && !runs_as_group(meta.gid()) {
+        return Err(KeyError::ForeignGroup {
+            path: shown,
+            mode,
+            gid: meta.gid(),
+        });
     }
     if meta.size() > MAX_KEY_FILE {
         return Err(KeyError::TooLarge { path: shown });

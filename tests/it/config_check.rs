@@ -50,21 +50,47 @@ fn shipped_example_config_parses_with_every_default() {
     assert!(text.contains("OK (2 keys, 2 signing rules"), "{text}");
 }
 
+/// OpenDKIM's RequireSafeKeys: a key readable by a group mailseal runs as is fine (0640
+/// root:opendkim with the daemon in that group); by any other group, or by others, or
+/// writable by its group, it is refused, with the file named and never its contents.
 #[test]
 fn group_readable_key_is_refused_with_the_file_named() {
+    use std::os::unix::fs::MetadataExt;
     let s = Scratch::new("unsafe");
     copy_example(&s);
     let key = s.0.join("keys/s2026r.private");
+    let ours = std::fs::metadata(&key).unwrap().gid();
+    let chgrp = |gid: u32| {
+        std::os::unix::fs::chown(&key, None, Some(gid)).unwrap();
+    };
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let (ok, text) = check_config(&s.0.join("mailseal.toml"));
-    assert!(!ok);
-    assert!(text.contains("key.table:5"), "{text}");
-    assert!(
-        text.contains("s2026r.private") && text.contains("0640") && text.contains("chmod 600"),
-        "{text}"
-    );
-    // Never any key material in the message.
-    assert!(!text.contains("BEGIN"), "{text}");
+    assert!(ok, "our own group may read it: {text}");
+    if unsafe { libc::geteuid() } == 0 {
+        // nogroup: not a group this process runs as.
+        chgrp(65534);
+        let (ok, text) = check_config(&s.0.join("mailseal.toml"));
+        assert!(!ok);
+        assert!(text.contains("key.table:5"), "{text}");
+        assert!(
+            text.contains("s2026r.private")
+                && text.contains("group 65534")
+                && text.contains("chmod 600"),
+            "{text}"
+        );
+        assert!(!text.contains("BEGIN"), "never any key material: {text}");
+        chgrp(ours);
+    }
+    for mode in [0o644, 0o660, 0o604] {
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (ok, text) = check_config(&s.0.join("mailseal.toml"));
+        assert!(!ok, "{mode:o}: {text}");
+        assert!(
+            text.contains(&format!("{mode:04o}")) && text.contains("chmod 600"),
+            "{text}"
+        );
+        assert!(!text.contains("BEGIN"), "never any key material: {text}");
+    }
 }
 
 #[test]
