@@ -227,7 +227,7 @@ pub enum Transport {
 impl Signing {
     /// `ip` as the session holds it: IPv4-mapped addresses already made IPv4 at connect.
     pub fn is_internal(&self, ip: IpAddr) -> bool {
-        self.internal_hosts.iter().any(|net| net.contains(&ip))
+        self.internal_hosts.contains(ip)
     }
 }
 

@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::types::*;
@@ -199,9 +198,10 @@ settings! {
         signing_table: Option<String> = set r#""signing.table""#;
         /// true: every matching SigningTable row signs (RSA + Ed25519 dual signing).
         multiple_signatures: bool = default "false";
-        /// Clients whose mail is outbound (addresses or CIDRs).
-        #[serde(with = "nets")]
-        internal_hosts: Vec<IpNet> = default r#"["127.0.0.0/8", "::1"]"#;
+        /// Clients whose mail is outbound: addresses, CIDRs, host names (resolved at load and
+        /// reload), "!" exclusions, "file:/path" (one entry a line, as OpenDKIM's
+        /// InternalHosts file) or "csl:a,b".
+        internal_hosts: HostList = default r#"["127.0.0.0/8", "::1"]"#;
         /// Postfix {daemon_name} values whose mail is outbound (milter_macro_daemon_name).
         daemon_names: Vec<String> = default "[]";
         /// Mail from SMTP-authenticated clients ({auth_authen}) is outbound.
@@ -263,9 +263,8 @@ settings! {
         /// Several From addresses or none: "strict" (dmarc=permerror, rejected when
         /// enforcing) or "first" (evaluate the first address).
         multiple_from: MultipleFrom = default r#""strict""#;
-        /// Client networks never rejected or held for DMARC.
-        #[serde(with = "nets")]
-        never_reject: Vec<IpNet> = default "[]";
+        /// Clients never rejected or held for DMARC (entries as in internal_hosts).
+        never_reject: HostList = default "[]";
         /// SMTP-authenticated clients are never rejected or held for DMARC.
         never_reject_authenticated: bool = default "true";
         /// Enforcing, but no DMARC verdict is possible (an aligned DKIM signature could not be

@@ -349,18 +349,135 @@ pub mod log_filter {
     }
 }
 
-/// Addresses or CIDRs ("10.0.0.0/8", "::1").
-pub mod nets {
-    use super::*;
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
-        Vec::<String>::deserialize(d)?
-            .iter()
-            .map(|s| {
-                s.parse::<IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| D::Error::custom(format!("invalid address or CIDR {s:?}")))
-            })
-            .collect()
+/// A host list as OpenDKIM reads one (InternalHosts, TrustedHosts): addresses and CIDRs,
+/// host names (resolved through the system resolver when the configuration is loaded or
+/// reloaded; one that does not resolve is a warning), `!` exclusions (an excluded address never
+/// matches), and `file:`/`refile:` files of such entries, one a line, `#` comments. Files and
+/// names are expanded by [`HostList::expand`] once the configuration's directory is known.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HostList {
+    /// The entries as written.
+    pub entries: Vec<String>,
+    include: Vec<IpNet>,
+    exclude: Vec<IpNet>,
+}
+
+impl HostList {
+    /// Does the list hold `ip` (and no exclusion does)?
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        !self.exclude.iter().any(|n| n.contains(&ip))
+            && self.include.iter().any(|n| n.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.include.is_empty()
+    }
+
+    /// Read the files and resolve the names. `resolve_path` makes a file name absolute;
+    /// problems that leave the list usable are warnings, the others errors.
+    pub fn expand(
+        &mut self,
+        resolve_path: impl Fn(&std::path::Path) -> PathBuf,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), String> {
+        self.include.clear();
+        self.exclude.clear();
+        let mut pending: Vec<String> = Vec::new();
+        for e in &self.entries {
+            if let Some(path) = e
+                .strip_prefix("refile:")
+                .or_else(|| e.strip_prefix("file:"))
+            {
+                let path = resolve_path(std::path::Path::new(path));
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|err| format!("{}: {err}", path.display()))?;
+                pending.extend(
+                    text.lines()
+                        .map(|l| l.split('#').next().unwrap_or("").trim())
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string),
+                );
+            } else if let Some(list) = e.strip_prefix("csl:") {
+                pending.extend(list.split(',').map(|x| x.trim().to_string()));
+            } else {
+                pending.push(e.clone());
+            }
+        }
+        for entry in pending.iter().filter(|x| !x.is_empty()) {
+            let (negated, item) = match entry.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, entry.as_str()),
+            };
+            let nets = match parse_net(item) {
+                Some(n) => vec![n],
+                None if is_host_name(item) => {
+                    use std::net::ToSocketAddrs;
+                    match (item, 0).to_socket_addrs() {
+                        Ok(addrs) => addrs.map(|a| IpNet::from(a.ip())).collect(),
+                        Err(err) => {
+                            warnings.push(format!(
+                                "host list entry {item:?} does not resolve ({err}); it matches nothing"
+                            ));
+                            Vec::new()
+                        }
+                    }
+                }
+                None => return Err(format!("invalid address, CIDR or host name {item:?}")),
+            };
+            if negated {
+                self.exclude.extend(nets);
+            } else {
+                self.include.extend(nets);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+impl<'de> Deserialize<'de> for HostList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let entries = Vec::<String>::deserialize(d)?;
+        let mut list = HostList {
+            entries,
+            ..HostList::default()
+        };
+        // Inline addresses work at once; files and names wait for expand().
+        for e in &list.entries {
+            let (neg, item) = match e.strip_prefix('!') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, e.as_str()),
+            };
+            if let Some(n) = parse_net(item) {
+                if neg {
+                    list.exclude.push(n);
+                } else {
+                    list.include.push(n);
+                }
+            } else if !(item.starts_with("file:")
+                || item.starts_with("refile:")
+                || item.starts_with("csl:")
+                || is_host_name(item))
+            {
+                return Err(D::Error::custom(format!(
+                    "invalid address, CIDR, host name or file: entry {e:?}"
+                )));
+            }
+        }
+        Ok(list)
     }
 }
 

@@ -119,6 +119,16 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
         );
     }
 
+    // Host lists: files read, names resolved.
+    for (key, list) in [
+        ("signing.internal_hosts", &mut s.signing.internal_hosts),
+        ("dmarc.never_reject", &mut s.dmarc.never_reject),
+    ] {
+        if let Err(e) = list.expand(resolve, &mut warnings) {
+            c.error(key, e);
+        }
+    }
+
     // Reports.
     let r = &mut s.reports;
     if let Some(store) = &r.store {

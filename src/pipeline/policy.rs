@@ -25,11 +25,7 @@ pub struct Answer {
 /// Is this client exempt from DMARC rejection and quarantine?
 pub fn exempt(config: &Config, env: &Envelope<'_>) -> bool {
     (env.authenticated && config.dmarc.never_reject_authenticated)
-        || config
-            .dmarc
-            .never_reject
-            .iter()
-            .any(|n| n.contains(&env.client_ip))
+        || config.dmarc.never_reject.contains(env.client_ip)
 }
 
 /// Decide the answer. `body_missing`: why the body was not kept, if it was not (said in the

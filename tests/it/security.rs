@@ -133,5 +133,5 @@ fn files_others_can_change_are_flagged() {
     )
     .unwrap();
     let o = cli_blocking(&["check-config", "-c", cfg.to_str().unwrap()], None);
-    assert!(!o.stderr.contains("warning"), "{}", o.stderr);
+    assert!(!o.stderr.contains("writable by"), "{}", o.stderr);
 }

@@ -227,3 +227,64 @@ fn explain_names_the_row_and_key_or_the_reason() {
     ]);
     assert!(t.contains("authenticated as alice"), "{t}");
 }
+
+/// Host lists as OpenDKIM reads them: a TrustedHosts-style file (comments, a host name
+/// resolved through the system resolver, CIDRs, a `!` exclusion), `csl:` lists; a name that
+/// does not resolve is a warning, a bad entry an error naming the key.
+#[test]
+fn host_lists_take_files_names_and_exclusions() {
+    let s = Scratch::new("hostlists");
+    let signing = example_com_rsa(&s.0, "*@example.com");
+    s.write(
+        "TrustedHosts",
+        "# OpenDKIM's InternalHosts file\n127.0.0.1\nlocalhost\n10.0.0.0/8 # the LAN\n!10.9.9.9\n\nno-such-host.invalid\n",
+    );
+    let cfg = s.write(
+        "m.toml",
+        &format!(
+            "[signing]\n{signing}internal_hosts = [\"file:TrustedHosts\", \"csl:192.0.2.7, 198.51.100.0/24\"]\n"
+        ),
+    );
+    let explain = |ip: &str| {
+        cli_blocking(
+            &[
+                "explain",
+                "-c",
+                cfg.to_str().unwrap(),
+                "alice@example.com",
+                "--client-ip",
+                ip,
+            ],
+            None,
+        )
+        .text()
+    };
+    for ip in ["10.1.1.1", "192.0.2.7", "198.51.100.9", "127.0.0.1"] {
+        assert!(
+            explain(ip).contains(&format!("outbound: internal host {ip}")),
+            "{ip}"
+        );
+    }
+    for ip in ["10.9.9.9", "192.0.2.8"] {
+        assert!(explain(ip).contains("inbound"), "{ip}: {}", explain(ip));
+    }
+    let check = cli_blocking(&["check-config", "-c", cfg.to_str().unwrap()], None);
+    assert!(check.ok, "{}", check.text());
+    assert!(
+        check
+            .text()
+            .contains("\"no-such-host.invalid\" does not resolve"),
+        "{}",
+        check.text()
+    );
+    let bad = s.write(
+        "bad.toml",
+        &format!("[signing]\n{signing}internal_hosts = [\"10.0.0.0/33\"]\n"),
+    );
+    let check = cli_blocking(&["check-config", "-c", bad.to_str().unwrap()], None);
+    assert!(
+        !check.ok && check.text().contains("internal_hosts"),
+        "{}",
+        check.text()
+    );
+}
