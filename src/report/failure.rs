@@ -93,7 +93,8 @@ impl FailureSender {
     ) -> Result<FailureSender, crate::dns::DnsError> {
         let auth = crate::dns::Resolver::new(
             crate::dns::authenticator(dns)?,
-            Arc::new(crate::dns::Cache::new(dns.cache_bytes, metrics.clone())),
+            // Its own cache and counters: the daemon's gauges describe the milter's cache.
+            Arc::new(crate::dns::Cache::new(dns.cache_bytes, Arc::default())),
         );
         let (tx, rx) = mpsc::channel(QUEUE);
         let task = Sender {

@@ -238,7 +238,11 @@ pub fn run(
         let _guard = rt.enter();
         Resolver::new(
             crate::dns::authenticator(&config.dns)?,
-            std::sync::Arc::new(Cache::new(config.dns.cache_bytes, opts.metrics.clone())),
+            // Its own cache and counters: the daemon's gauges describe the milter's cache.
+            std::sync::Arc::new(Cache::new(
+                config.dns.cache_bytes,
+                std::sync::Arc::default(),
+            )),
         )
     };
     let receiver = rc.receiver().to_string();

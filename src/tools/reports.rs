@@ -108,7 +108,8 @@ pub fn show(config: &Config, domain: Option<&str>) -> Result<String, SendError> 
         );
     }
     if let Some(d) = domain {
-        let groups = store.groups_of_domain(d)?;
+        let max_rows = config.reports.max_rows;
+        let (groups, overflow) = store.domain_groups(d, max_rows)?;
         out.push_str("\nrecords (grouped as in a report):\n");
         let _ = writeln!(
             out,
@@ -134,6 +135,9 @@ pub fn show(config: &Config, domain: Option<&str>) -> Result<String, SendError> 
                 g.spf_result,
                 dkim.join(" ")
             );
+        }
+        if let Some(note) = overflow.note(max_rows) {
+            let _ = writeln!(out, "({note})");
         }
     }
     let reports = store.reports(domain, 50)?;

@@ -725,7 +725,7 @@ impl Recording {
         assert!(flushed);
         let spec = mailseal::config::StoreSpec::Sqlite(self.store.clone());
         let mut store = mailseal::report::store::Store::open(&spec).unwrap();
-        store.groups_of_domain(domain).unwrap()
+        store.domain_groups(domain, 5000).unwrap().0
     }
 }
 

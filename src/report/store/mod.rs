@@ -420,17 +420,14 @@ impl Store {
         Ok((groups, overflow))
     }
 
-    /// The grouped rows a report for `domain` over `[begin, end)` would have now (dry run).
-    pub fn groups_unclaimed(&mut self, domain: &str, begin: i64, end: i64) -> Result<Vec<Group>> {
-        self.groups(
-            "report_id IS NULL AND policy_domain = $1 AND received >= $2 AND received < $3",
-            &[domain.into(), begin.into(), end.into()],
-        )
-    }
-
-    /// All grouped rows for a domain, reported or not (`reports show --domain`).
-    pub fn groups_of_domain(&mut self, domain: &str) -> Result<Vec<Group>> {
-        self.groups("policy_domain = $1", &[domain.into()])
+    /// A domain's grouped rows, reported or not (`reports show --domain`), the `max_rows`
+    /// most frequent.
+    pub fn domain_groups(
+        &mut self,
+        domain: &str,
+        max_rows: usize,
+    ) -> Result<(Vec<Group>, Overflow)> {
+        self.bounded_groups("policy_domain = $1", &[domain.into()], max_rows)
     }
 
     fn groups(&mut self, filter: &str, params: &[Val]) -> Result<Vec<Group>> {
