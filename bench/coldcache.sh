@@ -102,28 +102,17 @@ measure() {
 }
 
 echo "== $DOMAINS sender domains, every DNS answer after $DELAY ms; unix milter sockets"
-mkdir -p "$work/ms"
-cat >"$work/ms/mailseal.toml" <<CONF
-socket = "unix:$work/ms/ms.sock"
-socket_mode = "0666"
-mode = "v"
-authserv_id = "mx.bench.test"
-log_level = "warn"
-[signing]
-internal_hosts = []
-[dns]
-nameservers = ["$BENCH_DNS:53"]
-CONF
+cfg=$(mk_mailseal_verify cc "unix:$work/ms.sock")
 msv=$("$ms" --version | awk '{print $2}')
 for target in milter smtp; do
-    rm -f "$work/ms/ms.sock"
-    "$ms" run -c "$work/ms/mailseal.toml" >"$work/ms/log" 2>&1 & pid=$!; pids+=("$pid")
-    for _ in $(seq 1 100); do [ -S "$work/ms/ms.sock" ] && break; sleep 0.1; done
+    rm -f "$work/ms.sock"
+    "$ms" run -c "$cfg" >"$cfg.log" 2>&1 & pid=$!; pids+=("$pid")
+    for _ in $(seq 1 100); do [ -S "$work/ms.sock" ] && break; sleep 0.1; done
     if [ "$target" = smtp ]; then
-        postfix_with "unix:$work/ms/ms.sock"
+        postfix_with "unix:$work/ms.sock"
         measure "mailseal $msv" "$pid" smtp
     else
-        measure "mailseal $msv" "$pid" "$work/ms/ms.sock"
+        measure "mailseal $msv" "$pid" "$work/ms.sock"
     fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
 done

@@ -38,6 +38,24 @@ render_postfix() { # milter spec or empty; "spf" to check SPF with policyd-spf
     fi
 }
 
+# mailseal verifying only, as mx.bench.test, through $BENCH_DNS.
+mk_mailseal_verify() { # name socket
+    local d=$work/msv-$1
+    mkdir -p "$d"
+    cat >"$d/mailseal.toml" <<CONF
+socket = "$2"
+socket_mode = "0666"
+mode = "v"
+authserv_id = "mx.bench.test"
+log_level = "warn"
+[signing]
+internal_hosts = []
+[dns]
+nameservers = ["$BENCH_DNS:53"]
+CONF
+    echo "$d/mailseal.toml"
+}
+
 # rspamd: a private configuration with only the modules of the role, the proxy worker as
 # milter scanning by itself (no normal worker), DNS from $BENCH_DNS:53. Its key copy and
 # socket belong to _rspamd.

@@ -284,22 +284,6 @@ printf 'mode = "s"\n[signing]\nkey_table = "key.table"\nsigning_table = "signing
 } | "$ms" sign -c "$msgdir/mailseal.toml" | sed 's/$/\r/; s/\r\r$/\r/' >"$work/signed.eml"
 grep -q '^DKIM-Signature' "$work/signed.eml" || { echo "could not sign the benchmark message" >&2; exit 1; }
 
-mk_mailseal_verify() { # name socket
-    local d=$work/msv-$1
-    mkdir -p "$d"
-    cat >"$d/mailseal.toml" <<CONF
-socket = "$2"
-socket_mode = "0666"
-mode = "v"
-authserv_id = "mx.bench.test"
-log_level = "warn"
-[signing]
-internal_hosts = []
-[dns]
-nameservers = ["127.0.0.1:53"]
-CONF
-    echo "$d/mailseal.toml"
-}
 for sock in ${BENCH_SOCKETS:-tcp unix}; do
     sockets "msv-$sock"
     cfg=$(mk_mailseal_verify "$sock" "$mspec")

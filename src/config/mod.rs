@@ -200,6 +200,16 @@ pub fn conninfo_pairs(u: &str) -> Vec<(String, String, String)> {
     out
 }
 
+/// Is `host` (a name or an address) this machine's loopback?
+pub fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Is this store setting a PostgreSQL connection string (a URL, or key=value pairs)?
 pub(crate) fn is_postgres(s: &str) -> bool {
     s.starts_with("postgres://")

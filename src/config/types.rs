@@ -369,10 +369,6 @@ impl HostList {
             && self.include.iter().any(|n| n.contains(&ip))
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.include.is_empty()
-    }
-
     /// Read the files and resolve the names. `resolve_path` makes a file name absolute;
     /// problems that leave the list usable are warnings, the others errors.
     pub fn expand(
@@ -440,11 +436,10 @@ fn parse_net(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
+/// A host name to resolve (not an address: it has a letter).
 fn is_host_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    s.is_ascii()
+        && crate::message::normalize_domain(s).is_ok()
         && s.bytes().any(|b| b.is_ascii_alphabetic())
 }
 

@@ -163,10 +163,7 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
             "smtp_user and smtp_password_file must be set together",
         );
     }
-    let loopback = r.smtp_host == "localhost"
-        || r.smtp_host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    let loopback = super::is_loopback_host(&r.smtp_host);
     if r.smtp_user.is_some()
         && r.transport == crate::config::TransportKind::Smtp
         && !(r.smtp_tls == crate::config::SmtpTls::Verify
@@ -196,10 +193,7 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
     // it); a client that connects can present itself as an internal host and have mail signed.
     if let super::SocketSpec::Inet { host, .. } = &s.socket {
         if s.mode.signs() && !tables.rows.is_empty() {
-            let open_wide = !(host == "localhost"
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback()));
+            let open_wide = !super::is_loopback_host(host);
             warnings.push(format!(
                 "socket {}: any local user{} can connect to a TCP milter and have mail signed as if Postfix sent it; prefer a unix socket in Postfix's spool, socket = \"unix:/var/spool/postfix/mailseal/mailseal.sock\"",
                 s.socket,

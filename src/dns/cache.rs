@@ -124,12 +124,9 @@ impl Cache {
     }
 
     /// Entries kept now.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().ready.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -137,7 +134,8 @@ impl Cache {
     }
 
     /// A fresh answer, without asking anybody (`None`: not known now).
-    pub fn peek(&self, key: &Key) -> Option<Arc<Answered>> {
+    #[cfg(test)]
+    fn peek(&self, key: &Key) -> Option<Arc<Answered>> {
         let mut inner = self.lock();
         match inner.ready.get(key) {
             Some(e) if e.expires > Instant::now() => Some(e.answer.clone()),

@@ -108,10 +108,6 @@ impl Resolver {
         &self.auth
     }
 
-    pub fn cache(&self) -> &Cache {
-        &self.cache
-    }
-
     /// The answer to one question: from the cache, from a query already on the wire, or
     /// asked now. A name the DNS cannot carry is never asked: it has no records.
     pub async fn lookup(&self, name: &str, rtype: RecordType) -> Arc<Answered> {
@@ -179,7 +175,7 @@ pub enum TxtError {
 }
 
 /// A TXT record's character-strings joined.
-pub fn txt_bytes(d: &RData) -> Option<Vec<u8>> {
+fn txt_bytes(d: &RData) -> Option<Vec<u8>> {
     match d {
         RData::TXT(t) => Some(t.txt_data.iter().flat_map(|s| s.iter().copied()).collect()),
         _ => None,
@@ -259,24 +255,14 @@ impl Keys {
         let name = format!("{selector}._domainkey.{domain}.").to_ascii_lowercase();
         // d= and s= are host names (RFC 6376 §3.1, §3.5): anything else is left to mail-auth,
         // which refuses it.
-        let host = |s: &str| {
-            !s.is_empty()
-                && s.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                })
-        };
+        let host = |s: &str| s.is_ascii() && crate::message::normalize_domain(s).is_ok();
         if !host(selector) || !host(domain) || self.0.iter().any(|(n, _)| **n == *name) {
             return;
         }
-        let record = match &*resolver.lookup(&name, RecordType::TXT).await {
-            Answered::Records(v) => {
-                let txt: Vec<Vec<u8>> = v.iter().filter_map(txt_bytes).collect();
-                TxtRecord::from(DomainKey::parse_records(&txt))
-            }
-            Answered::Void(code) => TxtRecord::Error(Negative { code: *code }.into()),
-            Answered::Error(_) => return,
+        let record = match resolver.txt(&name).await {
+            Ok(txt) => TxtRecord::from(DomainKey::parse_records(&txt)),
+            Err(TxtError::NotFound(code)) => TxtRecord::Error(Negative { code }.into()),
+            Err(TxtError::Failed(_)) => return,
         };
         self.0.push((name.into_boxed_str(), record));
     }

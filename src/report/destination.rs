@@ -12,6 +12,7 @@
 //!   starting `v=DMARC1`. A DNS failure on the way leaves the decision for later.
 
 use crate::dns::{Resolver, TxtError};
+use crate::message::normalize_domain;
 use crate::pipeline::verify::dmarc::{org_domain, LookupFailed};
 
 /// A lookup failed: whether the report may go there is not known yet.
@@ -43,13 +44,11 @@ pub fn mailbox_domain(addr: &str) -> Result<&str, NotAMailbox> {
         return Err(NotAMailbox);
     }
     let (local, domain) = addr.split_once('@').ok_or(NotAMailbox)?;
-    let host = !domain.is_empty()
-        && domain.len() <= 253
-        && domain.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
+    // An RFC 5321 domain: no trailing dot, no underscore (normalize_domain allows those).
+    let host = domain.is_ascii()
+        && !domain.ends_with('.')
+        && !domain.contains('_')
+        && normalize_domain(domain).is_ok();
     if local.is_empty() || local.len() > 64 || !host {
         return Err(NotAMailbox);
     }

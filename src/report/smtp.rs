@@ -111,7 +111,8 @@ pub async fn submit(
                     .is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS"))
             });
             // The password: only where nobody between us and the relay can read it.
-            let tls_allows_password = *tls == SmtpTls::Verify || is_loopback(host);
+            let tls_allows_password =
+                *tls == SmtpTls::Verify || crate::config::is_loopback_host(host);
             if *tls != SmtpTls::None && offers_tls {
                 command(&mut conn, "STARTTLS", "STARTTLS", 220).await?;
                 if password.is_some() && !tls_allows_password {
@@ -147,13 +148,6 @@ pub async fn submit(
             }
         }
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn file_error(path: &Path, reason: impl ToString) -> SmtpError {

@@ -3,7 +3,6 @@
 
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::Arc;
 
 use crate::common::dns::{DnsServer, Rr, Zones};
 use crate::common::*;
@@ -88,21 +87,10 @@ fn make_certs(dir: &std::path::Path) {
 
 /// An HTTPS server answering each Host with its policy.
 async fn https_server(dir: &std::path::Path) -> u16 {
-    use rustls_pki_types::pem::PemObject;
-    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(dir.join("srv.pem"))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.join("srv.key")).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_acceptor(
+        &std::fs::read(dir.join("srv.pem")).unwrap(),
+        &std::fs::read(dir.join("srv.key")).unwrap(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {

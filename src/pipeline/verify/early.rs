@@ -107,21 +107,24 @@ impl Early {
             }
         } else if name.eq_ignore_ascii_case(b"DKIM-Signature") && self.keys < self.max_keys {
             self.keys += 1;
-            if let (Some(s), Some(d)) = (tag(value, "s"), tag(value, "d")) {
-                self.resolver
-                    .prefetch(&format!("{s}._domainkey.{d}"), RecordType::TXT);
+            if let Some(name) = key_name(value) {
+                self.resolver.prefetch(&name, RecordType::TXT);
             }
         }
     }
 }
 
-/// A tag's value in a DKIM-Signature (tag=value; ...), folding whitespace removed.
-fn tag(value: &[u8], name: &str) -> Option<String> {
-    let text = std::str::from_utf8(value).ok()?;
-    text.split(';').find_map(|t| {
-        let (k, v) = t.split_once('=')?;
-        (k.trim() == name).then(|| v.chars().filter(|c| !c.is_whitespace()).collect())
-    })
+/// The key record a DKIM-Signature names (`s._domainkey.d`), its tags read as the tag-list
+/// parser reads them (folding whitespace removed); `None` for a malformed list.
+fn key_name(value: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(value);
+    let tags = super::arc::tag_list(&text).ok()?;
+    let tag = |name: &str| {
+        tags.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.split_whitespace().collect::<String>())
+    };
+    Some(format!("{}._domainkey.{}", tag("s")?, tag("d")?))
 }
 
 #[cfg(test)]
@@ -129,8 +132,10 @@ mod tests {
     #[test]
     fn tags() {
         let v = b" v=1; a=rsa-sha256; d=Example.COM;\r\n\ts=sel\r\n 1; h=from";
-        assert_eq!(super::tag(v, "d").as_deref(), Some("Example.COM"));
-        assert_eq!(super::tag(v, "s").as_deref(), Some("sel1"));
-        assert_eq!(super::tag(v, "x"), None);
+        assert_eq!(
+            super::key_name(v).as_deref(),
+            Some("sel1._domainkey.Example.COM")
+        );
+        assert_eq!(super::key_name(b" v=1; d=example.com"), None);
     }
 }

@@ -45,6 +45,24 @@ fn openssl(args: &[&str], input: Option<&[u8]>) -> Vec<u8> {
     out.stdout
 }
 
+/// A TLS server side for a certificate chain and its key (PEM).
+pub fn tls_acceptor(cert: &[u8], key: &[u8]) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(cert)
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 /// A self-signed certificate for `name` and 127.0.0.1 with its key: (cert.pem, key.pem) in
 /// `dir`.
 pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {

@@ -32,20 +32,7 @@ impl Sink {
 
     /// Offer STARTTLS with this certificate (and key), PEM; on 127.0.0.1:`port` (0: any).
     pub async fn start_tls_on(port: u16, cert: &[u8], key: &[u8]) -> Sink {
-        use rustls_pki_types::pem::PemObject;
-        let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(cert)
-            .map(|c| c.unwrap())
-            .collect();
-        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key).unwrap();
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
-        Self::listen(port, Some(TlsAcceptor::from(Arc::new(config)))).await
+        Self::listen(port, Some(super::tls_acceptor(cert, key))).await
     }
 
     async fn listen(port: u16, tls: Option<TlsAcceptor>) -> Sink {
