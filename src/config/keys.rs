@@ -15,14 +15,23 @@ use rustls_pki_types::PrivateKeyDer;
 
 /// Largest key file we read; a 16384-bit RSA PEM is about 12 KiB.
 const MAX_KEY_FILE: u64 = 64 * 1024;
-/// RFC 8301 makes 1024 bits the floor for verifiers and asks signers for at least 2048; the
-/// crypto library (AWS-LC) signs only with 2048 to 8192-bit RSA keys.
-const MIN_RSA_BITS: usize = 2048;
+/// RFC 8301 makes 1024 bits the floor for verifiers (and so for what is worth signing with).
+const MIN_RSA_BITS: usize = 1024;
+/// RFC 8301 asks signers for at least 2048 bits; AWS-LC signs from there to 8192 bits. Keys
+/// below it are signed with the `rsa` crate and warned about.
+pub const RECOMMENDED_RSA_BITS: usize = 2048;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
     Rsa { bits: usize },
     Ed25519,
+}
+
+impl KeyKind {
+    /// A key RFC 8301 still accepts but asks signers to replace (RSA under 2048 bits).
+    pub fn is_weak(self) -> bool {
+        matches!(self, KeyKind::Rsa { bits } if bits < RECOMMENDED_RSA_BITS)
+    }
 }
 
 impl fmt::Display for KeyKind {
@@ -34,19 +43,39 @@ impl fmt::Display for KeyKind {
     }
 }
 
+/// The key that makes signatures: AWS-LC's (2048 to 8192-bit RSA, Ed25519), or the `rsa`
+/// crate's for RSA keys RFC 8301 still allows but AWS-LC refuses (1024 to 2047 bits).
+enum Signer {
+    AwsLc(DkimKey),
+    LegacyRsa(Box<rsa::pkcs1v15::SigningKey<sha2::Sha256>>),
+}
+
 /// A private key shared by every signer built from it (one per message).
 #[derive(Clone)]
-pub struct SharedKey(Arc<DkimKey>);
+pub struct SharedKey(Arc<Signer>);
 
 impl SigningKey for SharedKey {
     type Hasher = Sha256;
 
     fn sign(&self, input: impl Writable) -> mail_auth::Result<Vec<u8>> {
-        self.0.sign(input)
+        match &*self.0 {
+            Signer::AwsLc(key) => key.sign(input),
+            Signer::LegacyRsa(key) => {
+                use rsa::signature::{SignatureEncoding, Signer};
+                let mut data = Vec::new();
+                input.write(&mut data);
+                key.try_sign(&data).map(|sig| sig.to_vec()).map_err(|e| {
+                    mail_auth::Error::Crypto(mail_auth::crypto::CryptoError::Library(e.to_string()))
+                })
+            }
+        }
     }
 
     fn algorithm(&self) -> Algorithm {
-        self.0.algorithm()
+        match &*self.0 {
+            Signer::AwsLc(key) => key.algorithm(),
+            Signer::LegacyRsa(_) => Algorithm::RsaSha256,
+        }
     }
 }
 
@@ -102,8 +131,8 @@ pub enum KeyProblem {
     #[error("unsupported key type (only RSA and Ed25519 can sign DKIM)")]
     Unsupported,
     #[error(
-        "RSA key has {0} bits; mailseal signs only with {MIN_RSA_BITS} to 8192-bit RSA keys \
-         (RFC 8301 asks signers for at least 2048)"
+        "RSA key has {0} bits; RFC 8301 forbids signing with fewer than {MIN_RSA_BITS} (and \
+         asks for {RECOMMENDED_RSA_BITS})"
     )]
     Weak(usize),
     #[error("cannot encode the RSA public key")]
@@ -130,8 +159,10 @@ fn runs_as_group(gid: u32) -> bool {
     }
 }
 
-/// Read, check and parse one private key file.
-pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
+/// Check a file that holds a private key as OpenDKIM's RequireSafeKeys does: a regular file,
+/// no access for others, no group write; group read only for a group this process runs as
+/// (primary or supplementary); not larger than any key.
+fn check_safe(path: &Path) -> Result<(), KeyError> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
         path: shown.clone(),
@@ -140,8 +171,6 @@ pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
     if !meta.is_file() {
         return Err(KeyError::NotAFile { path: shown });
     }
-    // OpenDKIM's RequireSafeKeys: no access for others, no group write; group read only for
-    // a group this process runs as (primary or supplementary).
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o027 != 0 {
         return Err(KeyError::Unsafe { path: shown, mode });
@@ -153,7 +182,14 @@ pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
             gid: meta.gid(),
         });
     }
-    if meta.size() > MAX_KEY_FILE {
+    Ok(())
+}
+
+/// Read, check and parse one private key file.
+pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
+    check_safe(path)?;
+    let shown = path.display().to_string();
+    if std::fs::metadata(path).is_ok_and(|m| m.size() > MAX_KEY_FILE) {
         return Err(KeyError::TooLarge { path: shown });
     }
     let pem = std::fs::read(path).map_err(|source| KeyError::Io {
@@ -166,11 +202,32 @@ pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
     })
 }
 
+/// Parse a key written in a KeyTable row (DER, PKCS#8 or PKCS#1). The table then holds a
+/// secret, so it must pass the same safety check as a key file.
+pub fn load_inline_key(table: &Path, der: &[u8]) -> Result<LoadedKey, KeyError> {
+    check_safe(table)?;
+    let invalid = |source| KeyError::Invalid {
+        path: format!("{} (key in the row)", table.display()),
+        source,
+    };
+    let pkcs8 = PrivateKeyDer::Pkcs8(der.to_vec().into());
+    match parse_private_key_der(&pkcs8) {
+        Err(KeyProblem::NotRsaOrEd25519) => {
+            parse_private_key_der(&PrivateKeyDer::Pkcs1(der.to_vec().into())).map_err(invalid)
+        }
+        other => other.map_err(invalid),
+    }
+}
+
 /// Detect the key type from the PEM: RSA as PKCS#1 (`BEGIN RSA PRIVATE KEY`) or PKCS#8
 /// (`BEGIN PRIVATE KEY`), Ed25519 as PKCS#8.
 pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, KeyProblem> {
     let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| KeyProblem::NoPem)?;
-    match &der {
+    parse_private_key_der(&der)
+}
+
+fn parse_private_key_der(der: &PrivateKeyDer<'_>) -> Result<LoadedKey, KeyProblem> {
+    match der {
         PrivateKeyDer::Pkcs8(p8) => {
             let bytes = p8.secret_pkcs8_der();
             if let Ok(key) = aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes)
@@ -185,27 +242,33 @@ pub fn parse_private_key(pem: &[u8]) -> Result<LoadedKey, KeyProblem> {
                 })?;
                 return Ok(LoadedKey {
                     kind: KeyKind::Ed25519,
-                    signing: SharedKey(Arc::new(DkimKey::Ed25519(signing))),
+                    signing: SharedKey(Arc::new(Signer::AwsLc(DkimKey::Ed25519(signing)))),
                     public,
                 });
             }
-            let pair =
-                aws_lc_rs::rsa::KeyPair::from_pkcs8(bytes).map_err(|_| {
-                    match pkcs8_inner(bytes).and_then(rsa_modulus_bits) {
-                        Some(bits) if bits < MIN_RSA_BITS => KeyProblem::Weak(bits),
-                        _ => KeyProblem::NotRsaOrEd25519,
-                    }
-                })?;
-            rsa_key(pair, der.clone_key())
+            match aws_lc_rs::rsa::KeyPair::from_pkcs8(bytes) {
+                Ok(pair) => rsa_key(pair, der.clone_key()),
+                Err(_) => match pkcs8_inner(bytes).and_then(rsa_modulus_bits) {
+                    Some(bits) if bits < RECOMMENDED_RSA_BITS => legacy_rsa_key(bits, || {
+                        use rsa::pkcs8::DecodePrivateKey;
+                        rsa::PrivateKey::from_pkcs8_der(bytes).ok()
+                    }),
+                    _ => Err(KeyProblem::NotRsaOrEd25519),
+                },
+            }
         }
         PrivateKeyDer::Pkcs1(p1) => {
-            let pair = aws_lc_rs::rsa::KeyPair::from_der(p1.secret_pkcs1_der()).map_err(|_| {
-                match rsa_modulus_bits(p1.secret_pkcs1_der()) {
-                    Some(bits) if bits < MIN_RSA_BITS => KeyProblem::Weak(bits),
-                    _ => KeyProblem::MalformedRsa,
-                }
-            })?;
-            rsa_key(pair, der.clone_key())
+            let bytes = p1.secret_pkcs1_der();
+            match aws_lc_rs::rsa::KeyPair::from_der(bytes) {
+                Ok(pair) => rsa_key(pair, der.clone_key()),
+                Err(_) => match rsa_modulus_bits(bytes) {
+                    Some(bits) if bits < RECOMMENDED_RSA_BITS => legacy_rsa_key(bits, || {
+                        use rsa::pkcs1::DecodeRsaPrivateKey;
+                        rsa::PrivateKey::from_pkcs1_der(bytes).ok()
+                    }),
+                    _ => Err(KeyProblem::MalformedRsa),
+                },
+            }
         }
         _ => Err(KeyProblem::Unsupported),
     }
@@ -218,9 +281,6 @@ fn rsa_key(
     use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::signature::KeyPair;
     let bits = pair.public_modulus_len() * 8;
-    if bits < MIN_RSA_BITS {
-        return Err(KeyProblem::Weak(bits));
-    }
     let public = pair
         .public_key()
         .as_der()
@@ -233,7 +293,38 @@ fn rsa_key(
     })?;
     Ok(LoadedKey {
         kind: KeyKind::Rsa { bits },
-        signing: SharedKey(Arc::new(DkimKey::Rsa(signing))),
+        signing: SharedKey(Arc::new(Signer::AwsLc(DkimKey::Rsa(signing)))),
+        public,
+    })
+}
+
+/// An RSA key under 2048 bits, which AWS-LC will not sign with: through the `rsa` crate when
+/// it has at least the 1024 bits RFC 8301 requires. `parse` decodes the DER (checked there).
+fn legacy_rsa_key(
+    bits: usize,
+    parse: impl FnOnce() -> Option<rsa::PrivateKey>,
+) -> Result<LoadedKey, KeyProblem> {
+    use rsa::pkcs8::EncodePublicKey;
+    use rsa::traits::PublicKeyParts;
+    if bits < MIN_RSA_BITS {
+        return Err(KeyProblem::Weak(bits));
+    }
+    let key = parse().ok_or(KeyProblem::MalformedRsa)?;
+    let bits = key.n().bit_width() as usize;
+    if !(MIN_RSA_BITS..RECOMMENDED_RSA_BITS).contains(&bits) {
+        return Err(KeyProblem::MalformedRsa);
+    }
+    let public = key
+        .to_public_key()
+        .to_public_key_der()
+        .map_err(|_| KeyProblem::PublicKey)?
+        .as_bytes()
+        .to_vec();
+    Ok(LoadedKey {
+        kind: KeyKind::Rsa { bits },
+        signing: SharedKey(Arc::new(Signer::LegacyRsa(Box::new(
+            rsa::pkcs1v15::SigningKey::new(key),
+        )))),
         public,
     })
 }

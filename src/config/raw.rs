@@ -244,6 +244,13 @@ settings! {
         /// Most SPF lookups that find no records (void lookups) in one evaluation; past it:
         /// permerror (RFC 7208 §4.6.4 suggests 2). 0 to 20.
         spf_max_void_lookups: usize = default "2";
+        /// Upstream relays (a smarthost, a filtering gateway) whose SPF result for the original
+        /// client is taken instead of checking SPF against the relay: tables of `hosts`
+        /// (the relay's addresses, entries as in internal_hosts) and `authserv_ids` (the ids
+        /// it writes). Only from a client in hosts, only the topmost Authentication-Results
+        /// with one of those ids, and never our own authserv_id (ours are deleted on every
+        /// path). E.g. [{ hosts = ["192.0.2.25"], authserv_ids = ["gw.example.net"] }].
+        trusted_relays: Vec<TrustedRelay> = default "[]";
         /// Deadline for all checks of one message, which run concurrently; what has not
         /// finished is temperror. Must stay below Postfix's milter_content_timeout (300s).
         #[serde(with = "duration")]
@@ -265,6 +272,10 @@ settings! {
         multiple_from: MultipleFrom = default r#""strict""#;
         /// Clients never rejected or held for DMARC (entries as in internal_hosts).
         never_reject: HostList = default "[]";
+        /// Envelope sender (MAIL FROM) domains never rejected or held for DMARC (OpenDMARC's
+        /// IgnoreMailFrom), only when SPF passes for that domain: an envelope domain is the
+        /// sender's to choose, its SPF pass is not. Exact domains, no subdomains.
+        never_reject_mail_from: Vec<String> = default "[]";
         /// SMTP-authenticated clients are never rejected or held for DMARC.
         never_reject_authenticated: bool = default "true";
         /// Enforcing, but no DMARC verdict is possible (an aligned DKIM signature could not be

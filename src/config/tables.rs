@@ -6,20 +6,30 @@
 //! rsa-example      example.com:s2026r:/etc/mailseal/keys/example.com/s2026r.private
 //! any-domain       %:mail:/etc/mailseal/keys/shared.private      # % = the sender's domain
 //! ```
-//! SigningTable, `pattern keyname`, first match wins (all matches with `multiple_signatures`):
+//! The key may also be written in the row itself (base64 DER, as OpenDKIM allows when the
+//! value does not start with `/`, `./` or `../`); the KeyTable must then be as safe as a key
+//! file.
+//!
+//! SigningTable, `pattern keyname[:signer]`, first match wins (all matches with
+//! `multiple_signatures`); the optional signer becomes the signature's i= (`%` = the sender's
+//! domain; left out when it is not within the signing domain, as OpenDKIM does):
 //! ```text
 //! *@example.com    rsa-example
 //! example.org      org-key       # a pattern without '@' is matched against the domain
 //! *                any-domain
 //! ```
 //! Patterns are matched case-insensitively; `*` matches any run of characters, as with
-//! OpenDKIM's `refile:` tables. A leading `refile:` or `file:` on the configured path is
-//! accepted and ignored, so an OpenDKIM `opendkim.conf` value can be pasted as is.
+//! OpenDKIM's `refile:` tables (a path without prefix reads the same way). A `file:` table is
+//! looked up as OpenDKIM looks up its non-pattern tables, whatever the row order: the full
+//! address, then the domain, then `user@.parent` for each parent domain, then `.parent`, then
+//! `user@*`, then `*`; rows with any other `*` never match there and are reported.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::keys::{load_key, LoadedKey};
+use base64::Engine;
+
+use super::keys::{load_inline_key, load_key, LoadedKey};
 use super::types::InvalidValue;
 use super::ConfigError;
 
@@ -40,7 +50,27 @@ pub struct KeyEntry {
 pub struct SigningRow {
     pub pattern: String,
     pub key: usize,
+    /// The i= value (`%` = the sender's domain), when the row names one.
+    pub signer: Option<String>,
     pub origin: String,
+}
+
+/// Where a `file:` SigningTable key falls in OpenDKIM's lookup order, and the pattern that
+/// matches what it matches; `None`: a key OpenDKIM never looks up.
+fn file_lookup(key: &str) -> Option<(u8, String)> {
+    // OpenDKIM matches keys literally: a `*` outside `user@*` and `*` is a character no
+    // address has.
+    let literal = |part: &str| (!part.contains('*')).then_some(());
+    Some(match key.rsplit_once('@') {
+        Some((user, "*")) => literal(user).map(|_| (5, key.to_string()))?,
+        Some((user, parent)) if parent.starts_with('.') => {
+            literal(key).map(|_| (3, format!("{user}@*{parent}")))?
+        }
+        Some(_) => literal(key).map(|_| (1, key.to_string()))?,
+        None if key == "*" => (6, key.to_string()),
+        None if key.starts_with('.') => literal(key).map(|_| (4, format!("*{key}")))?,
+        None => literal(key).map(|_| (2, key.to_string()))?,
+    })
 }
 
 /// The signing tables, ready for lookups.
@@ -79,7 +109,14 @@ fn read_table(path: &Path) -> Result<String, ConfigError> {
 impl SigningTables {
     /// Load both tables and every key the KeyTable names. All problems are collected, so
     /// `check-config` can report them in one run.
-    pub fn load(key_table: &Path, signing_table: &Path, errors: &mut Vec<ConfigError>) -> Self {
+    /// `opendkim_file`: the SigningTable was configured as `file:` (see the module docs).
+    pub fn load(
+        key_table: &Path,
+        signing_table: &Path,
+        opendkim_file: bool,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<String>,
+    ) -> Self {
         let mut tables = SigningTables::default();
         let mut by_name: HashMap<String, usize> = HashMap::new();
 
@@ -93,7 +130,7 @@ impl SigningTables {
                             origin,
                             msg: msg.to_string(),
                         }),
-                        Ok((name, domain, selector, path)) => {
+                        Ok((name, domain, selector, source)) => {
                             if by_name.contains_key(&name.to_ascii_lowercase()) {
                                 errors.push(ConfigError::Table {
                                     origin,
@@ -101,7 +138,13 @@ impl SigningTables {
                                 });
                                 continue;
                             }
-                            match load_key(&path) {
+                            let (loaded, path) = match source {
+                                KeySource::File(path) => (load_key(&path), path),
+                                KeySource::Inline(der) => {
+                                    (load_inline_key(key_table, &der), key_table.to_path_buf())
+                                }
+                            };
+                            match loaded {
                                 Err(e) => errors.push(ConfigError::Table {
                                     origin,
                                     msg: format!("key {name:?}: {e}"),
@@ -125,12 +168,13 @@ impl SigningTables {
             Err(e) => errors.push(e),
         }
 
+        let mut ranks = Vec::new();
         match read_table(signing_table) {
             Ok(text) => {
                 for (line_no, line) in table_lines(&text) {
                     let origin = format!("{}:{}", signing_table.display(), line_no);
                     let mut parts = line.split_whitespace();
-                    let (Some(pattern), Some(keyname)) = (parts.next(), parts.next()) else {
+                    let (Some(pattern), Some(value)) = (parts.next(), parts.next()) else {
                         errors.push(ConfigError::Table {
                             origin,
                             msg: "expected `pattern keyname`".into(),
@@ -140,16 +184,42 @@ impl SigningTables {
                     if parts.next().is_some() {
                         errors.push(ConfigError::Table {
                             origin,
-                            msg: "expected `pattern keyname`, found extra fields".into(),
+                            msg: "expected `pattern keyname[:signer]`, found extra fields".into(),
                         });
                         continue;
                     }
+                    let (keyname, signer) = match value.split_once(':') {
+                        Some((k, s)) if !s.is_empty() => (k, Some(s.to_ascii_lowercase())),
+                        Some((k, _)) => (k, None),
+                        None => (value, None),
+                    };
+                    let pattern = pattern.to_ascii_lowercase();
+                    let (rank, pattern) = if opendkim_file {
+                        match file_lookup(&pattern) {
+                            Some(found) => found,
+                            None => {
+                                warnings.push(format!(
+                                    "{origin}: {pattern:?} never matches in a file: table \
+                                     (OpenDKIM looks up user@host, host, user@.parent, .parent, \
+                                     user@* and *); make the table refile: to use patterns"
+                                ));
+                                continue;
+                            }
+                        }
+                    } else {
+                        (0, pattern)
+                    };
                     match by_name.get(&keyname.to_ascii_lowercase()) {
-                        Some(&key) => tables.rows.push(SigningRow {
-                            pattern: pattern.to_ascii_lowercase(),
-                            key,
-                            origin,
-                        }),
+                        Some(&key) => {
+                            // Within a rank, the longer (more specific) parent first.
+                            ranks.push((rank, usize::MAX - pattern.len()));
+                            tables.rows.push(SigningRow {
+                                pattern,
+                                key,
+                                signer,
+                                origin,
+                            })
+                        }
                         None => errors.push(ConfigError::Table {
                             origin,
                             msg: format!(
@@ -161,6 +231,11 @@ impl SigningTables {
                 }
             }
             Err(e) => errors.push(e),
+        }
+        if opendkim_file {
+            let mut ordered: Vec<_> = ranks.into_iter().zip(tables.rows).collect();
+            ordered.sort_by_key(|&((rank, len), _)| (rank, if rank >= 3 { len } else { 0 }));
+            tables.rows = ordered.into_iter().map(|(_, row)| row).collect();
         }
         tables
     }
@@ -182,11 +257,21 @@ impl SigningTables {
     }
 }
 
-/// `keyname domain:selector:path` → parts. A relative key path is relative to the KeyTable.
+/// Where a KeyTable row's key is.
+#[derive(Debug, PartialEq, Eq)]
+enum KeySource {
+    File(PathBuf),
+    /// The key itself, base64 DER, written in the row.
+    Inline(Vec<u8>),
+}
+
+/// `keyname domain:selector:key` → parts. The key is a file when it starts with `/`, `./`
+/// or `../` (as OpenDKIM reads it), the key itself when it is base64 DER, and otherwise a
+/// path relative to the KeyTable.
 fn parse_key_row(
     line: &str,
     base: &Path,
-) -> Result<(String, Option<String>, String, PathBuf), InvalidValue> {
+) -> Result<(String, Option<String>, String, KeySource), InvalidValue> {
     let (name, value) = line
         .split_once(char::is_whitespace)
         .ok_or("expected `keyname domain:selector:/path/to/key`")?;
@@ -212,13 +297,15 @@ fn parse_key_row(
     } else {
         return Err(format!("domain {domain:?} is not a valid DNS name").into());
     };
-    let path = Path::new(path);
-    let path = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base.join(path)
+    let inline = (!path.starts_with(['/', '.']) && path.len() >= 64)
+        .then(|| base64::engine::general_purpose::STANDARD.decode(path).ok())
+        .flatten();
+    let source = match inline {
+        Some(der) => KeySource::Inline(der),
+        None if Path::new(path).is_absolute() => KeySource::File(PathBuf::from(path)),
+        None => KeySource::File(base.join(path)),
     };
-    Ok((name.to_string(), domain, selector.to_string(), path))
+    Ok((name.to_string(), domain, selector.to_string(), source))
 }
 
 /// A DNS name made of letters, digits, `-` and `_` labels (domains and selectors).
@@ -283,14 +370,31 @@ mod tests {
             (n.as_str(), d.as_deref(), s.as_str()),
             ("k1", Some("example.com"), "sel")
         );
-        assert_eq!(p, Path::new("/etc/mailseal/keys/k1.pem"));
+        assert_eq!(p, KeySource::File("/etc/mailseal/keys/k1.pem".into()));
         let (_, d, _, p) = parse_key_row("k2 %:sel:/abs/k2", base).unwrap();
         assert_eq!(d, None);
-        assert_eq!(p, Path::new("/abs/k2"));
+        assert_eq!(p, KeySource::File("/abs/k2".into()));
+        let der = "MC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpgusXqNTgNKvTEREnFaXsyaRlwO6wDHK9g";
+        let (_, _, _, p) = parse_key_row(&format!("k4 example.com:sel:{der}"), base).unwrap();
+        assert!(matches!(p, KeySource::Inline(d) if d.len() == 48));
         assert!(parse_key_row("k3", base).is_err());
         assert!(parse_key_row("k3 example.com:sel", base).is_err());
         assert!(parse_key_row("k3 exa mple.com:sel:/x", base).is_err());
         assert!(parse_key_row("k3 example.com::/x", base).is_err());
+    }
+
+    #[test]
+    fn file_table_lookup_order() {
+        assert_eq!(file_lookup("a@b.example"), Some((1, "a@b.example".into())));
+        assert_eq!(file_lookup("b.example"), Some((2, "b.example".into())));
+        assert_eq!(file_lookup("a@.example"), Some((3, "a@*.example".into())));
+        assert_eq!(file_lookup(".example"), Some((4, "*.example".into())));
+        assert_eq!(file_lookup("a@*"), Some((5, "a@*".into())));
+        assert_eq!(file_lookup("*"), Some((6, "*".into())));
+        // refile: patterns mean nothing to a file: table.
+        assert_eq!(file_lookup("*@example.com"), None);
+        assert_eq!(file_lookup("*.example.com"), None);
+        assert_eq!(file_lookup("a*@.example"), None);
     }
 
     #[test]

@@ -406,6 +406,16 @@ impl HostList {
             };
             let nets = match parse_net(item) {
                 Some(n) => vec![n],
+                // OpenDKIM also matches a client's reverse name against `*.domain` and
+                // `.domain` entries; a reverse name is the client's to choose, so mailseal
+                // trusts addresses only.
+                None if item.starts_with(['*', '.']) => {
+                    warnings.push(format!(
+                        "host list entry {item:?} is a host name pattern: mailseal matches \
+                         client addresses only, so it matches nothing; list the addresses"
+                    ));
+                    Vec::new()
+                }
                 None if is_host_name(item) => {
                     use std::net::ToSocketAddrs;
                     match (item, 0).to_socket_addrs() {
@@ -464,6 +474,7 @@ impl<'de> Deserialize<'de> for HostList {
                 }
             } else if !(item.starts_with("file:")
                 || item.starts_with("refile:")
+                || item.starts_with(['*', '.'])
                 || item.starts_with("csl:")
                 || is_host_name(item))
             {
@@ -474,6 +485,16 @@ impl<'de> Deserialize<'de> for HostList {
         }
         Ok(list)
     }
+}
+
+/// An upstream relay whose SPF result is taken (`[verify] trusted_relays`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedRelay {
+    /// The relay's client addresses, entries as in `internal_hosts`.
+    pub hosts: HostList,
+    /// The authserv-ids the relay writes into Authentication-Results.
+    pub authserv_ids: Vec<String>,
 }
 
 /// DNS servers ("IP" or "IP:PORT", port 53 by default).

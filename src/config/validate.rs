@@ -71,7 +71,24 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
     let (tables, table_paths) = match (&s.signing.key_table, &s.signing.signing_table) {
         (Some(kt), Some(st)) => {
             let paths = [kt, st].map(|t| resolve(Path::new(tables::table_path(t))));
-            let t = SigningTables::load(&paths[0], &paths[1], &mut c.errors);
+            let t = SigningTables::load(
+                &paths[0],
+                &paths[1],
+                st.starts_with("file:"),
+                &mut c.errors,
+                &mut warnings,
+            );
+            for key in t.keys.iter().filter(|k| k.key.kind.is_weak()) {
+                warnings.push(format!(
+                    "{}: key {:?} ({}) is a {} key: RFC 8301 still accepts it but asks signers \
+                     for 2048 bits and some receivers may not; rotate it (mailseal keygen a \
+                     new selector, publish it, then switch the KeyTable row)",
+                    key.origin,
+                    key.name,
+                    key.path.display(),
+                    key.key.kind
+                ));
+            }
             (t, paths.to_vec())
         }
         (None, None) => {
@@ -128,6 +145,36 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
             c.error(key, e);
         }
     }
+    for relay in &mut s.verify.trusted_relays {
+        if let Err(e) = relay.hosts.expand(resolve, &mut warnings) {
+            c.error("verify.trusted_relays", e);
+        }
+        if relay.hosts.entries.is_empty() || relay.authserv_ids.is_empty() {
+            c.error(
+                "verify.trusted_relays",
+                "each relay needs hosts (its addresses) and authserv_ids",
+            );
+        }
+        for id in &relay.authserv_ids {
+            if s.authserv_id
+                .as_deref()
+                .is_some_and(|ours| crate::headers::auth_results::same_authserv_id(id, ours))
+            {
+                c.error(
+                    "verify.trusted_relays",
+                    format!(
+                        "{id:?} is our own authserv_id: fields claiming it are forged and deleted, never trusted"
+                    ),
+                );
+            }
+        }
+    }
+    s.dmarc.never_reject_mail_from = s
+        .dmarc
+        .never_reject_mail_from
+        .iter()
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
 
     // Reports.
     let r = &mut s.reports;

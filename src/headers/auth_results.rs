@@ -67,8 +67,82 @@ pub fn authserv_id_of(value: &[u8]) -> Option<String> {
 /// regard to case, after CFWS and comments, quoted or not, with or without a version token
 /// and with or without one trailing dot (RFC 8601 §2.5, §5).
 pub fn claims(value: &[u8], authserv_id: &str) -> bool {
+    authserv_id_of(value).is_some_and(|id| same_authserv_id(&id, authserv_id))
+}
+
+/// Two authserv-ids compared as [`claims`] does: without regard to case or one trailing dot.
+pub fn same_authserv_id(a: &str, b: &str) -> bool {
     let norm = |s: &str| s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
-    authserv_id_of(value).is_some_and(|id| norm(&id) == norm(authserv_id))
+    norm(a) == norm(b)
+}
+
+/// Comments removed from an Authentication-Results value (quoted strings kept whole).
+fn without_comments(value: &[u8]) -> String {
+    let mut out = Vec::with_capacity(value.len());
+    let (mut depth, mut quoted, mut i) = (0usize, false, 0);
+    while i < value.len() {
+        let c = value[i];
+        match c {
+            b'\\' if depth > 0 || quoted => {
+                if depth == 0 {
+                    out.extend_from_slice(&value[i..(i + 2).min(value.len())]);
+                }
+                i += 1;
+            }
+            b'"' if depth == 0 => {
+                quoted = !quoted;
+                out.push(c);
+            }
+            b'(' if !quoted => depth += 1,
+            b')' if !quoted && depth > 0 => {
+                depth -= 1;
+                out.push(b' ');
+            }
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The SPF result an Authentication-Results value records, with its smtp.mailfrom when
+/// given: (result, smtp.mailfrom). `None` when it records no SPF result.
+pub fn spf_result(value: &[u8]) -> Option<(Word, Option<String>)> {
+    let plain = without_comments(value).replace(['\r', '\n', '\t'], " ");
+    for resinfo in plain.split(';').skip(1) {
+        let tokens = tokenize(resinfo);
+        let mut pairs = tokens.iter().map(|t| t.split_once('='));
+        let Some(Some((method, result))) = pairs.next() else {
+            continue;
+        };
+        if !method.eq_ignore_ascii_case("spf") {
+            continue;
+        }
+        let result: Word = result.to_ascii_lowercase().parse().ok()?;
+        let mail_from = pairs.flatten().find_map(|(k, v)| {
+            k.eq_ignore_ascii_case("smtp.mailfrom")
+                .then(|| v.trim_matches('"').to_string())
+        });
+        return Some((result, mail_from));
+    }
+    None
+}
+
+/// `key=value` tokens of a resinfo, spaces around `=` (allowed as CFWS) joined away.
+fn tokenize(resinfo: &str) -> Vec<String> {
+    let mut tokens: Vec<String> = Vec::new();
+    let mut join_next = false;
+    for word in resinfo.split_whitespace() {
+        match tokens.last_mut() {
+            Some(last) if join_next || word.starts_with('=') => {
+                last.push_str(word);
+            }
+            _ => tokens.push(word.to_string()),
+        }
+        join_next = word.ends_with('=');
+    }
+    tokens
 }
 
 /// Delete every Authentication-Results field that claims our authserv-id; other hosts'
@@ -277,6 +351,25 @@ impl ArBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spf_result_of_a_relay() {
+        let v = b"gw.example.net; dkim=pass header.d=a.example;\r\n\tspf=pass (gw: 192.0.2.7 is allowed) smtp.mailfrom=bob@a.example; dmarc=pass";
+        assert_eq!(
+            spf_result(v),
+            Some((Word::Pass, Some("bob@a.example".into())))
+        );
+        let v = b"gw.example.net 1; spf = SoftFail (x; y) smtp.mailfrom = \"b@a.example\"";
+        assert_eq!(
+            spf_result(v),
+            Some((Word::SoftFail, Some("b@a.example".into())))
+        );
+        assert_eq!(spf_result(b"gw.example.net; dkim=pass"), None);
+        assert_eq!(spf_result(b"gw.example.net; none"), None);
+        // A method named in a comment is not a result.
+        assert_eq!(spf_result(b"gw.example.net; dkim=fail (spf=pass)"), None);
+        assert_eq!(spf_result(b"gw.example.net; spf=bogus"), None);
+    }
     use crate::message::HeaderLimits;
 
     #[test]

@@ -22,10 +22,15 @@ pub struct Answer {
     pub reason: Option<Reason>,
 }
 
-/// Is this client exempt from DMARC rejection and quarantine?
-pub fn exempt(config: &Config, env: &Envelope<'_>) -> bool {
-    (env.authenticated && config.dmarc.never_reject_authenticated)
-        || config.dmarc.never_reject.contains(env.client_ip)
+/// Is this message exempt from DMARC rejection and quarantine: its client, or its envelope
+/// sender's domain when SPF passed for it (never the null sender's HELO)?
+pub fn exempt(config: &Config, env: &Envelope<'_>, r: &AuthResults) -> bool {
+    let d = &config.dmarc;
+    (env.authenticated && d.never_reject_authenticated)
+        || d.never_reject.contains(env.client_ip)
+        || (r.spf.result == Word::Pass
+            && !env.mail_from.is_empty()
+            && d.never_reject_mail_from.contains(&r.mail_from_domain))
 }
 
 /// Decide the answer. `body_missing`: why the body was not kept, if it was not (said in the
@@ -37,7 +42,7 @@ pub fn decide(
     body_missing: Option<&str>,
 ) -> Answer {
     let dmarc = &r.dmarc;
-    let enforcing = config.dmarc.enforce && !exempt(config, env);
+    let enforcing = config.dmarc.enforce && !exempt(config, env, r);
     let author = dmarc.author.as_deref().unwrap_or_default();
     let mut answer = Answer {
         reply: Reply::Continue,
@@ -105,10 +110,9 @@ pub fn decide(
         _ => {}
     }
     if dmarc.result != Word::Pass {
-        answer.reason = dmarc
-            .policy
-            .as_ref()
-            .and_then(|p| override_reason(config, env, p.policy, p.record.t, dmarc.unverifiable));
+        answer.reason = dmarc.policy.as_ref().and_then(|p| {
+            override_reason(config, env, r, p.policy, p.record.t, dmarc.unverifiable)
+        });
     }
     answer
 }
@@ -117,6 +121,7 @@ pub fn decide(
 fn override_reason(
     config: &Config,
     env: &Envelope<'_>,
+    r: &AuthResults,
     policy: Policy,
     testing: bool,
     unverifiable: bool,
@@ -139,7 +144,7 @@ fn override_reason(
             ReasonKind::LocalPolicy,
             "the receiver does not enforce DMARC policy",
         )
-    } else if exempt(config, env) {
+    } else if exempt(config, env, r) {
         reason(ReasonKind::LocalPolicy, "sender exempt by local policy")
     } else if unverifiable {
         reason(

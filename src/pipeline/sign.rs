@@ -164,6 +164,13 @@ pub fn plan(
         if let Some(x) = config.signing.expiration {
             signer = signer.expiration(x);
         }
+        if let Some(i) = row
+            .signer
+            .as_deref()
+            .and_then(|i| signer_identity(i, &sender_domain, &domain))
+        {
+            signer = signer.identity(i);
+        }
         let mut cell = SignCell::new(signer, |s| Some(s.sign_streaming()));
         cell.with_dependent_mut(|_, stream| {
             if let Some(st) = stream {
@@ -183,6 +190,19 @@ pub fn plan(
         source,
         signatures,
     }
+}
+
+/// A SigningTable row's signer as the signature's i=: `%` is the sender's domain, a bare
+/// domain becomes `@domain`; `None` when it is not the signing domain or a subdomain of it
+/// (RFC 6376 §3.5 requires that; OpenDKIM leaves such an i= out too).
+fn signer_identity(signer: &str, sender_domain: &str, d: &str) -> Option<String> {
+    let signer = signer.replace('%', sender_domain);
+    let (user, domain) = signer.rsplit_once('@').unwrap_or(("", &signer));
+    let within = domain.eq_ignore_ascii_case(d)
+        || domain
+            .to_ascii_lowercase()
+            .ends_with(&format!(".{}", d.to_ascii_lowercase()));
+    within.then(|| format!("{user}@{domain}"))
 }
 
 /// Feed a body chunk to every pending signature. Chunks may split lines anywhere.
@@ -240,5 +260,20 @@ pub fn finish(mut sig: PendingSignature) -> Result<SignedField, SignError> {
             domain: sig.domain,
             selector: sig.selector,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signer_identities() {
+        let i = |s| signer_identity(s, "example.com", "example.com");
+        assert_eq!(i("%").as_deref(), Some("@example.com"));
+        assert_eq!(i("news@%").as_deref(), Some("news@example.com"));
+        assert_eq!(i("@mail.example.com").as_deref(), Some("@mail.example.com"));
+        assert_eq!(i("a@example.org"), None);
+        assert_eq!(i("a@badexample.com"), None);
     }
 }

@@ -68,7 +68,8 @@ pub fn judge(record: &str, key: &crate::config::keys::LoadedKey) -> KeyStatus {
         if let Some(bits) = rsa_public_key_bits(&published) {
             if bits < 2048 {
                 return KeyStatus::Weak(format!(
-                    "published RSA key has {bits} bits (RFC 8301: use 2048)"
+                    "published RSA key has {bits} bits (RFC 8301 asks signers for 2048): \
+                     rotate it to a new 2048-bit key"
                 ));
             }
         }

@@ -479,3 +479,100 @@ async fn broken_spf_records_are_permanent_and_mail_flows() {
     }
     d.stop().await;
 }
+
+/// A daemon enforcing DMARC that trusts gw.example.net's SPF results from 198.51.100.25 and
+/// exempts lists.example's envelope (when SPF passes for it).
+async fn relay_setup() -> (DnsServer, Daemon) {
+    let (dns, d) = setup("").await;
+    d.stop().await;
+    dns.zones.txt("lists.example", SPF_OK);
+    let cfg = TestConfig::verifying(dns.addr).with(
+        "[dmarc]\nenforce = true\nnever_reject_mail_from = [\"lists.example\"]\n\
+         [verify]\ntrusted_relays = [{ hosts = [\"198.51.100.25\"], authserv_ids = [\"gw.example.net\"] }]\n",
+    );
+    (dns, Daemon::start(&cfg.text()).await)
+}
+
+fn rejected(out: &Delivered) -> bool {
+    matches!(&out.status, Status::Reject { message: Some(m) } if m.to_string_lossy().starts_with("550 5.7.1"))
+}
+
+#[tokio::test]
+async fn a_trusted_relays_spf_result_counts_only_from_that_relay() {
+    let (_dns, d) = relay_setup().await;
+    let relayed = |id: &str| {
+        format!(
+            "Authentication-Results: {id};\r\n\tspf=pass (sender IP is 192.0.2.10) smtp.mailfrom=ceo@example.com\r\n{}",
+            msg("ceo@example.com")
+        )
+    };
+    let mut e = env("ceo@example.com");
+    // Through the relay: its SPF pass for the original client aligns, DMARC passes, and its
+    // field stays.
+    e.client_ip = "198.51.100.25".into();
+    let out = send(&d, &e, &relayed("gw.example.net")).await;
+    assert_eq!(out.status, Status::Continue);
+    let a = ar(&out);
+    assert!(
+        a.contains(
+            "spf=pass (result of trusted relay gw.example.net) smtp.mailfrom=ceo@example.com"
+        ),
+        "{a}"
+    );
+    assert!(a.contains("dmarc=pass"), "{a}");
+    assert!(
+        !out.actions
+            .actions
+            .iter()
+            .any(|a| matches!(a, EomAction::ChangeHeader { .. })),
+        "{:?}",
+        out.actions
+    );
+    // The relay's own SPF check (198.51.100.25 is not example.com's) would have failed:
+    // another id from the same client is not trusted.
+    let out = send(&d, &e, &relayed("evil.example")).await;
+    assert!(rejected(&out), "{:?}", out.status);
+    // Our own id is never trusted (and the field is deleted as forged).
+    let out = send(&d, &e, &relayed("mx.test")).await;
+    assert!(rejected(&out), "{:?}", out.status);
+    // The relay's id from any other client is just a header.
+    e.client_ip = "203.0.113.5".into();
+    let out = send(&d, &e, &relayed("gw.example.net")).await;
+    assert!(rejected(&out), "{:?}", out.status);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn never_reject_mail_from_needs_an_spf_pass_for_that_domain() {
+    let (_dns, d) = relay_setup().await;
+    let mut e = env("bounce@lists.example");
+    // A list whose envelope SPF passes: the p=reject From is not enforced, only recorded.
+    let out = send(&d, &e, &msg("ceo@example.com")).await;
+    assert_eq!(out.status, Status::Continue);
+    assert!(
+        ar(&out).contains("dmarc=fail (p=reject dis=none)"),
+        "{}",
+        ar(&out)
+    );
+    // Anyone can claim that envelope: from another client SPF fails, and DMARC is enforced.
+    e.client_ip = "203.0.113.5".into();
+    let out = send(&d, &e, &msg("ceo@example.com")).await;
+    assert!(rejected(&out), "{:?}", out.status);
+    d.stop().await;
+}
+
+#[test]
+fn our_own_authserv_id_cannot_be_a_trusted_relays() {
+    let s = Scratch::new("relay-own-id");
+    let cfg = s.write(
+        "m.toml",
+        "authserv_id = \"mx.example.net\"\nmode = \"v\"\n[verify]\ntrusted_relays = [{ hosts = [\"192.0.2.1\"], authserv_ids = [\"MX.example.net.\"] }]\n",
+    );
+    let err = mailseal::config::Config::load(&cfg)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("verify.trusted_relays") && err.contains("our own authserv_id"),
+        "{err}"
+    );
+}

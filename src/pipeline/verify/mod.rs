@@ -212,7 +212,14 @@ async fn check(
     let found_author = Author::of(headers);
     let author = author_domain(config, &found_author);
     let author_name = author.as_deref().ok();
-    let mail_from_domain = domain_of(env.mail_from)
+    // From a trusted relay: its SPF result for the original client replaces ours (which
+    // would judge the relay's address).
+    let relayed = relayed_spf(config, env, headers);
+    let envelope_from = relayed
+        .as_ref()
+        .and_then(|r| r.mail_from.as_deref())
+        .unwrap_or(env.mail_from);
+    let mail_from_domain = domain_of(envelope_from)
         .or_else(|| normalize_domain(helo).ok())
         .unwrap_or_else(|| helo.to_ascii_lowercase());
 
@@ -262,6 +269,13 @@ async fn check(
         None => (None, None),
     };
     let spf_mf = async {
+        if let Some(r) = &relayed {
+            return Some(spf::Verdict {
+                result: r.result,
+                explanation: None,
+                reason: Some(format!("result of trusted relay {}", r.authserv_id)),
+            });
+        }
         let check = async {
             match early_mf {
                 Some(c) => c.await,
@@ -381,10 +395,10 @@ async fn check(
         (Err(_), Author::Several(d)) => Some(d),
         _ => None,
     };
-    let mail_from_shown = if env.mail_from.is_empty() {
+    let mail_from_shown = if envelope_from.is_empty() {
         format!("postmaster@{helo}")
     } else {
-        env.mail_from.to_string()
+        envelope_from.to_string()
     };
     AuthResults {
         authserv_id: id.to_string(),
@@ -401,6 +415,41 @@ async fn check(
             reason: arc_blocked,
         }),
     }
+}
+
+/// An SPF result taken from a trusted relay's Authentication-Results.
+#[derive(Debug)]
+struct Relayed {
+    authserv_id: String,
+    result: Word,
+    mail_from: Option<String>,
+}
+
+/// The SPF result a trusted relay recorded, when the client is one (`[verify]
+/// trusted_relays`): from the topmost Authentication-Results field with one of its
+/// authserv-ids, never one claiming ours.
+fn relayed_spf(config: &Config, env: &Envelope<'_>, headers: &HeaderBlock) -> Option<Relayed> {
+    use crate::headers::auth_results::{authserv_id_of, claims, same_authserv_id, spf_result};
+    let relay = config
+        .verify
+        .trusted_relays
+        .iter()
+        .find(|r| r.hosts.contains(env.client_ip))?;
+    let value = headers.values(AR_NAME).find(|v| {
+        !claims(v, env.authserv_id)
+            && authserv_id_of(v).is_some_and(|id| {
+                relay
+                    .authserv_ids
+                    .iter()
+                    .any(|trusted| same_authserv_id(&id, trusted))
+            })
+    })?;
+    let (result, mail_from) = spf_result(value)?;
+    Some(Relayed {
+        authserv_id: authserv_id_of(value)?,
+        result,
+        mail_from,
+    })
 }
 
 fn observe(metrics: &Metrics, phase: &'static str, start: std::time::Instant) {
