@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(postfix python3-dkim openssl swaks opendkim systemd man-db postgresql libxml2-utils bc faketime)
+need=(postfix python3-dkim openssl swaks opendkim opendmarc systemd man-db postgresql libxml2-utils bc faketime)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -111,6 +111,25 @@ pub enum Command {
         #[command(subcommand)]
         action: ReportsCommand,
     },
+    /// Read an OpenDKIM (and OpenDMARC) setup and write the mailseal configuration that keeps
+    /// its behaviour; print each setting found and what it became. Without --out nothing is
+    /// written (a dry run); existing files are never overwritten.
+    Migrate {
+        /// OpenDKIM's configuration.
+        #[arg(long, default_value = "/etc/opendkim.conf")]
+        opendkim: PathBuf,
+        /// OpenDMARC's configuration, if it runs beside OpenDKIM.
+        #[arg(long)]
+        opendmarc: Option<PathBuf>,
+        /// Where Debian's opendkim and opendmarc defaults files are (their SOCKET= overrides
+        /// the configuration's Socket).
+        #[arg(long, default_value = "/etc/default")]
+        defaults_dir: PathBuf,
+        /// Write mailseal.toml, the tables, host lists and a systemd drop-in here (a new or
+        /// empty directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Say which SigningTable row and key would sign mail from ADDRESS, or why nothing would.
     Explain {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]

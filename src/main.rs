@@ -160,6 +160,42 @@ fn command(cmd: Command) -> Result<ExitCode> {
             print!("{}", g.report);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate {
+            opendkim,
+            opendmarc,
+            defaults_dir,
+            out,
+        } => {
+            use mailseal::tools::migrate;
+            let sources = std::iter::once(&opendkim)
+                .chain(opendmarc.as_ref())
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" and ");
+            let opts = migrate::Options {
+                opendkim,
+                opendmarc,
+                defaults_dir,
+                out: out.clone(),
+            };
+            let plan = migrate::plan(&opts)
+                .map_err(|e| Box::<dyn Error>::from(format!("mailseal migrate: {e}")))?;
+            print!("{}", plan.report());
+            match out {
+                None => println!(
+                    "\nDry run: nothing written. --out DIR writes mailseal.toml and the files above into DIR."
+                ),
+                Some(dir) => {
+                    let written = migrate::write(&plan, &dir, &sources)
+                        .map_err(|e| Box::<dyn Error>::from(format!("mailseal migrate: {e}")))?;
+                    println!("\nWritten:");
+                    for p in written {
+                        println!("  {}", p.display());
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Testkey { config } => {
             let cfg = load(&config)?;
             let (report, ok) = block_on(async {

@@ -52,13 +52,17 @@ pub fn explain(
     for row in rows {
         let key = &config.tables.keys[row.key];
         out.push_str(&format!(
-            "{}: pattern {:?} → key {} ({}): d={} s={} file {}\n",
+            "{}: pattern {:?} → key {} ({}): d={} s={}{} file {}\n",
             row.origin,
             row.pattern,
             key.name,
             key.key.kind,
             key.domain.as_deref().unwrap_or(&domain),
             key.selector,
+            row.signer
+                .as_deref()
+                .map(|i| format!(" signer {i}"))
+                .unwrap_or_default(),
             key.path.display()
         ));
     }

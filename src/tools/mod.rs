@@ -6,6 +6,7 @@ pub mod check_domain;
 pub mod explain;
 pub mod keygen;
 pub mod lookup;
+pub mod migrate;
 pub mod reports;
 pub mod testkey;
 

@@ -20,6 +20,7 @@ mod e2e_verify;
 mod faults;
 mod hostile;
 mod hostile_messages;
+mod migrate;
 mod packaging;
 mod reports;
 mod security;

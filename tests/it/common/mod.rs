@@ -144,6 +144,8 @@ pub struct Keys {
     pub rsa_pkcs1: TestKey,
     pub ed: TestKey,
     pub rsa512: TestKey,
+    /// RFC 8301's floor: signed with, and warned about.
+    pub rsa1024: TestKey,
 }
 
 /// Keys made once per test binary.
@@ -157,6 +159,7 @@ pub fn keys() -> &'static Keys {
             rsa_pkcs1: rsa_key(&dir, "rsa1.pem", 2048, true),
             ed: ed25519_key(&dir, "ed.pem"),
             rsa512: rsa_key(&dir, "rsa512.pem", 512, true),
+            rsa1024: rsa_key(&dir, "rsa1024.pem", 1024, false),
             dir,
         }
     })
