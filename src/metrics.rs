@@ -2,7 +2,9 @@
 //! `GET /metrics` on `[metrics] listen` when configured.
 //!
 //! One registry per daemon, built once and shared (metrics outlive configuration reloads).
-//! Updates take a short mutex; a message causes a handful of them.
+//! Updates take a short mutex; a message causes a handful of them. Every series with a known
+//! label value is exported from the start, at zero, so that rates and alerts work before the
+//! first event; the process metrics (CPU, memory, descriptors) are read from /proc.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,14 +28,57 @@ struct Histogram {
     count: u64,
 }
 
-#[derive(Default)]
 pub struct Metrics {
     counters: Mutex<BTreeMap<(Counter, Labels), u64>>,
     histograms: Mutex<BTreeMap<(Timing, Labels), Histogram>>,
     active_connections: AtomicI64,
     dns_cache_bytes: AtomicI64,
     dns_cache_entries: AtomicI64,
+    /// Unix time of the last successful configuration load (the start, then each reload).
+    last_reload_success: AtomicI64,
+    /// 1 when the last reload succeeded (or none was tried), 0 when it failed.
+    last_reload_ok: AtomicI64,
 }
+
+impl Default for Metrics {
+    /// Every known series at zero.
+    fn default() -> Metrics {
+        let m = Metrics {
+            counters: Mutex::default(),
+            histograms: Mutex::default(),
+            active_connections: AtomicI64::new(0),
+            dns_cache_bytes: AtomicI64::new(0),
+            dns_cache_entries: AtomicI64::new(0),
+            last_reload_success: AtomicI64::new(unix_now()),
+            last_reload_ok: AtomicI64::new(1),
+        };
+        for counter in Counter::ALL {
+            for labels in counter.known() {
+                m.add(counter, &labels, 0);
+            }
+        }
+        if let Ok(mut h) = m.histograms.lock() {
+            for timing in Timing::ALL {
+                let (key, values) = timing.label();
+                for v in values {
+                    h.entry((timing, vec![(key, v.to_string())])).or_default();
+                }
+            }
+        }
+        m
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The checks that count results and DNS errors.
+const METHODS: [&str; 4] = ["spf", "dkim", "dmarc", "arc"];
+/// The decisions a message gets.
+const DECISIONS: [&str; 3] = ["sign", "verify", "skip"];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,10 +97,11 @@ pub enum Counter {
     Reports,
     FailureReports,
     DnsCache,
+    Reloads,
 }
 
 impl Counter {
-    const ALL: [Counter; 8] = [
+    const ALL: [Counter; 9] = [
         Counter::Messages,
         Counter::Results,
         Counter::Replies,
@@ -64,6 +110,7 @@ impl Counter {
         Counter::Reports,
         Counter::FailureReports,
         Counter::DnsCache,
+        Counter::Reloads,
     ];
 
     pub fn name(self) -> &'static str {
@@ -76,6 +123,7 @@ impl Counter {
             Counter::Reports => "mailseal_reports_total",
             Counter::FailureReports => "mailseal_failure_reports_total",
             Counter::DnsCache => "mailseal_dns_cache_lookups_total",
+            Counter::Reloads => "mailseal_config_reloads_total",
         }
     }
 
@@ -95,6 +143,36 @@ impl Counter {
             Counter::DnsCache => {
                 "DNS questions of the checks by how they were answered: hit (from the cache), joined (a query already on the wire), miss (asked)."
             }
+            Counter::Reloads => "Configuration reloads (SIGHUP) by result (success, failure).",
+        }
+    }
+
+    /// Every label set the counter can have, for the zero series exported from the start.
+    fn known(self) -> Vec<Vec<(&'static str, &'static str)>> {
+        let one = |key: &'static str,
+                   values: &[&'static str]|
+         -> Vec<Vec<(&'static str, &'static str)>> {
+            values.iter().map(|v| vec![(key, *v)]).collect()
+        };
+        match self {
+            Counter::Messages => one("decision", &DECISIONS),
+            Counter::Results => METHODS
+                .iter()
+                .flat_map(|m| {
+                    crate::results::Word::ALL
+                        .iter()
+                        .map(move |w| vec![("method", *m), ("result", w.as_str())])
+                })
+                .collect(),
+            Counter::Replies => one("reply", &["accept", "hold", "tempfail", "reject"]),
+            Counter::DnsErrors => one("method", &METHODS),
+            Counter::ReportRecords => one("outcome", &["stored", "dropped", "lost"]),
+            Counter::Reports => one("outcome", &["sent", "failed", "gave_up", "withheld"]),
+            Counter::FailureReports => {
+                one("outcome", &["sent", "failed", "rate_limited", "dropped"])
+            }
+            Counter::DnsCache => one("result", &["hit", "joined", "miss"]),
+            Counter::Reloads => one("result", &["success", "failure"]),
         }
     }
 }
@@ -103,14 +181,16 @@ impl Counter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timing {
     DnsLookup,
+    Message,
 }
 
 impl Timing {
-    const ALL: [Timing; 1] = [Timing::DnsLookup];
+    const ALL: [Timing; 2] = [Timing::DnsLookup, Timing::Message];
 
     pub fn name(self) -> &'static str {
         match self {
             Timing::DnsLookup => "mailseal_dns_lookup_seconds",
+            Timing::Message => "mailseal_message_seconds",
         }
     }
 
@@ -119,6 +199,17 @@ impl Timing {
             Timing::DnsLookup => {
                 "Time spent in each DNS-bound check (spf, dkim, arc, dmarc) of one message."
             }
+            Timing::Message => {
+                "Time mailseal holds a message at end of data (signing, or every check and the decision), by decision."
+            }
+        }
+    }
+
+    /// The histogram's label and its values.
+    fn label(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Timing::DnsLookup => ("phase", &METHODS),
+            Timing::Message => ("decision", &DECISIONS),
         }
     }
 }
@@ -193,6 +284,19 @@ impl Metrics {
         self.dns_cache_bytes.store(bytes as i64, Ordering::Relaxed);
         self.dns_cache_entries
             .store(entries as i64, Ordering::Relaxed);
+    }
+
+    /// A configuration reload: counted, and its time kept when it succeeded.
+    pub fn reloaded(&self, ok: bool) {
+        self.inc(
+            Counter::Reloads,
+            &[("result", if ok { "success" } else { "failure" })],
+        );
+        self.last_reload_ok.store(i64::from(ok), Ordering::Relaxed);
+        if ok {
+            self.last_reload_success
+                .store(unix_now(), Ordering::Relaxed);
+        }
     }
 
     /// A guard that counts one open connection until dropped.
@@ -282,6 +386,16 @@ impl Metrics {
                 "Answers the DNS cache holds.",
                 &self.dns_cache_entries,
             ),
+            (
+                "mailseal_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful configuration load (start or reload).",
+                &self.last_reload_success,
+            ),
+            (
+                "mailseal_config_last_reload_successful",
+                "1 when the last reload succeeded (or none was tried), 0 when it failed.",
+                &self.last_reload_ok,
+            ),
         ] {
             let _ = writeln!(
                 out,
@@ -289,7 +403,96 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP mailseal_build_info The running version.\n# TYPE mailseal_build_info gauge\nmailseal_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        process_metrics(&mut out);
         out
+    }
+}
+
+/// The standard process_* series, from /proc (Linux).
+fn process_metrics(out: &mut String) {
+    // SAFETY: sysconf only reads system constants.
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK).max(1) as f64,
+            libc::sysconf(libc::_SC_PAGESIZE).max(1) as f64,
+        )
+    };
+    let mut gauge = |name: &str, kind: &str, help: &str, v: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    };
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            gauge(
+                "process_cpu_seconds_total",
+                "counter",
+                "User and system CPU time spent, in seconds.",
+                (utime + stime) / ticks,
+            );
+        }
+        if let Some(vsize) = field(23) {
+            gauge(
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes.",
+                vsize,
+            );
+        }
+        if let Some(rss) = field(24) {
+            gauge(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes.",
+                rss * page,
+            );
+        }
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        });
+        if let (Some(start), Some(boot)) = (field(22), boot) {
+            gauge(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since the Unix epoch, in seconds.",
+                boot + start / ticks,
+            );
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            "process_open_fds",
+            "gauge",
+            "Open file descriptors.",
+            fds.count() as f64,
+        );
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        gauge(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            limit.rlim_cur as f64,
+        );
     }
 }
 
@@ -332,12 +535,16 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
                 return;
             }
             let head = String::from_utf8_lossy(&buf[..len]);
-            let response = if head.starts_with("GET /metrics ") || head.starts_with("GET /metrics?")
-            {
+            let path_ok = |method: &str| {
+                head.strip_prefix(method)
+                    .is_some_and(|p| p.starts_with("/metrics ") || p.starts_with("/metrics?"))
+            };
+            let response = if path_ok("GET ") || path_ok("HEAD ") {
                 let body = metrics.render();
                 format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+                    body.len(),
+                    if path_ok("GET ") { body.as_str() } else { "" }
                 )
             } else {
                 "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

@@ -28,7 +28,7 @@ pub enum Word {
 }
 
 impl Word {
-    const ALL: [Word; 7] = [
+    pub const ALL: [Word; 7] = [
         Word::Pass,
         Word::Fail,
         Word::SoftFail,

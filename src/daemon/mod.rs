@@ -8,7 +8,7 @@ mod schedule;
 pub mod server;
 pub mod socket;
 
-pub use logging::init_logging;
+pub use logging::{init_logging, set_log_level};
 pub use notify::notify_systemd;
 pub use schedule::next_daily_run;
 
@@ -79,6 +79,17 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), DaemonError> {
         tokio::spawn(crate::metrics::serve(l, services.metrics.clone()));
     }
     notify_systemd("READY=1");
+    // The pings come from a task of the runtime that serves the milter: if it stalls, they
+    // stop, and systemd restarts the service.
+    if let Some(every) = notify::watchdog_interval() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                notify_systemd("WATCHDOG=1");
+            }
+        });
+    }
     let unix_path = match &cfg.socket {
         crate::config::SocketSpec::Unix(p) => Some(p.clone()),
         _ => None,
@@ -98,9 +109,13 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), DaemonError> {
                         "configuration reloaded from {}",
                         path.display()
                     );
+                    services.metrics.reloaded(true);
                     tx.send_replace(Arc::new(new));
                 }
-                Err(e) => tracing::error!("reload failed, keeping the running configuration:\n{e}"),
+                Err(e) => {
+                    services.metrics.reloaded(false);
+                    tracing::error!("reload failed, keeping the running configuration:\n{e}")
+                }
             }
             notify_systemd("READY=1");
         }

@@ -24,3 +24,15 @@ pub fn notify_systemd(state: &str) {
         tracing::debug!("sd_notify failed: {e}");
     }
 }
+
+/// How often to send `WATCHDOG=1`: half the interval systemd asks for in `WATCHDOG_USEC`
+/// (`WatchdogSec=` in the unit), when it is meant for this process (`WATCHDOG_PID`).
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
+        if pid.to_str().and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}

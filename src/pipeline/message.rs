@@ -300,6 +300,23 @@ impl Message {
     /// End of message: finish signing or verify. `None` when the MTA was already answered
     /// at end of headers.
     pub async fn finish(self, ctx: &Context, conn: &ConnInfo) -> Option<Outcome> {
+        let decision = match &self.work {
+            Work::Done => return None,
+            Work::Sign { .. } => "sign",
+            Work::Verify { .. } => "verify",
+            _ => "skip",
+        };
+        let start = std::time::Instant::now();
+        let outcome = self.finish_work(ctx, conn).await;
+        ctx.services.metrics.observe(
+            crate::metrics::Timing::Message,
+            &[("decision", decision)],
+            start.elapsed(),
+        );
+        outcome
+    }
+
+    async fn finish_work(self, ctx: &Context, conn: &ConnInfo) -> Option<Outcome> {
         let config = &ctx.config;
         // Forged results under our name go on every path, deletes first.
         let mut edits = Edits::default();

@@ -304,3 +304,141 @@ fn sighup_right_after_ready_reloads() {
         assert!(d.child.try_wait().unwrap().is_none(), "round {round}: died");
     }
 }
+
+/// As systemd runs it: every stderr line carries its sd-daemon priority and no timestamp
+/// (the journal adds one), multi-line errors keep theirs; WATCHDOG=1 comes at half
+/// WATCHDOG_USEC; log_level changes on reload; settings read at start only are named; the
+/// reload counters and the zero series are on /metrics, which also answers HEAD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_priorities_watchdog_reload_names_and_metrics() {
+    let s = Scratch::new("journal");
+    let port = crate::common::postfix::free_port();
+    let mport = crate::common::postfix::free_port();
+    let signing = example_com_rsa(&s.0, "*@example.com");
+    let base = format!(
+        "socket = \"inet:{port}@127.0.0.1\"\nmode = \"s\"\nlog_level = \"warn\"\n[signing]\n{signing}\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n"
+    );
+    let cfg = s.write("mailseal.toml", &base);
+    let notify_path = s.0.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut d = Running::under_journal(
+        &cfg,
+        &[
+            ("NOTIFY_SOCKET", notify_path.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("200000")),
+        ],
+    );
+    assert_eq!(recv_notify(&notify), "READY=1");
+    // Pings at half the interval: five in well under the 20 s read timeout.
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(recv_notify(&notify), "WATCHDOG=1");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let maddr: std::net::SocketAddr = ([127, 0, 0, 1], mport).into();
+    // Every known series from the start, at zero.
+    let text = http_get(maddr, "/metrics").await;
+    for line in [
+        "mailseal_messages_total{decision=\"verify\"} 0",
+        "mailseal_results_total{method=\"arc\",result=\"permerror\"} 0",
+        "mailseal_replies_total{reply=\"reject\"} 0",
+        "mailseal_reports_total{outcome=\"withheld\"} 0",
+        "mailseal_config_reloads_total{result=\"failure\"} 0",
+        "mailseal_message_seconds_count{decision=\"sign\"} 0",
+        "mailseal_dns_lookup_seconds_count{phase=\"dmarc\"} 0",
+        "mailseal_config_last_reload_successful 1",
+        &format!(
+            "mailseal_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE process_resident_memory_bytes gauge",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert_eq!(signed_with(port).await, vec!["rsa"]);
+
+    // A broken reload: an error of several lines, each one an error for the journal.
+    let good_keys = std::fs::read_to_string(s.0.join("key.table")).unwrap();
+    std::fs::write(s.0.join("key.table"), "broken-line\nalso broken\n").unwrap();
+    d.signal(libc::SIGHUP);
+    let first = d.wait_log("reload failed");
+    assert!(first.starts_with("<3>"), "{first}");
+    let detail = d.wait_log("key.table:2");
+    assert!(detail.starts_with("<3>"), "{detail}");
+
+    // A good reload that lowers the level to info and changes what only a restart applies.
+    std::fs::write(s.0.join("key.table"), good_keys).unwrap();
+    std::fs::write(
+        &cfg,
+        base.replace(
+            "log_level = \"warn\"",
+            "log_level = \"info\"\nmax_connections = 7\nconnection_timeout = \"100s\"",
+        ),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    let named = d.wait_log("max_connections changed from 200 to 7");
+    assert!(
+        named.starts_with("<4>") && named.contains("restart mailseal"),
+        "{named}"
+    );
+    d.wait_log("connection_timeout changed");
+    let level = d.wait_log("log_level is now info");
+    assert!(level.starts_with("<6>"), "{level}");
+    let reloaded = d.wait_log("configuration reloaded");
+    assert!(reloaded.starts_with("<6>"), "{reloaded}");
+    // Info lines now: the message's line.
+    assert_eq!(signed_with(port).await, vec!["rsa"]);
+    let line = d.wait_log("signed d=example.com");
+    assert!(line.starts_with("<6>"), "{line}");
+    // No timestamps, no level words: the journal has both.
+    for l in &d.seen {
+        assert!(
+            l.starts_with('<') && !l.contains("INFO") && !l.contains("ERROR"),
+            "{l}"
+        );
+        assert!(
+            !l.get(3..7)
+                .is_some_and(|y| y.starts_with("20") && y.bytes().all(|b| b.is_ascii_digit())),
+            "{l}"
+        );
+    }
+
+    let text = http_get(maddr, "/metrics").await;
+    for line in [
+        "mailseal_config_reloads_total{result=\"success\"} 1",
+        "mailseal_config_reloads_total{result=\"failure\"} 1",
+        "mailseal_config_last_reload_successful 1",
+        "mailseal_message_seconds_count{decision=\"sign\"} 2",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // HEAD: the headers, no body.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut h = tokio::net::TcpStream::connect(maddr).await.unwrap();
+    h.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = String::new();
+    tokio::time::timeout(Duration::from_secs(10), h.read_to_string(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.contains("Content-Length: ") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+}

@@ -105,14 +105,15 @@ fn systemd_unit_verifies() {
     std::fs::create_dir_all(dir.join("man/man8")).unwrap();
     std::fs::write(dir.join("man/man8/mailseal.8"), manpage()).unwrap();
     // The unit names /usr/bin/mailseal, where the package installs it; point it at this build.
-    let unit = std::fs::read_to_string(
+    let installed = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/mailseal.service"),
     )
-    .unwrap()
-    .replace("/usr/bin/mailseal", env!("CARGO_BIN_EXE_mailseal"));
+    .unwrap();
     for required in [
         "Type=notify",
-        "ExecReload=/bin/kill -HUP $MAINPID",
+        "ExecReload=/usr/bin/mailseal check-config -c /etc/mailseal/mailseal.toml\nExecReload=/bin/kill -HUP $MAINPID",
+        "WatchdogSec=",
+        "SyslogFacility=mail",
         "Restart=on-failure",
         "User=mailseal",
         "ProtectSystem=strict",
@@ -121,8 +122,9 @@ fn systemd_unit_verifies() {
         "RestrictAddressFamilies=",
         "CapabilityBoundingSet=",
     ] {
-        assert!(unit.contains(required), "unit lacks {required}");
+        assert!(installed.contains(required), "unit lacks {required}");
     }
+    let unit = installed.replace("/usr/bin/mailseal", env!("CARGO_BIN_EXE_mailseal"));
     std::fs::write(dir.join("mailseal.service"), unit).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")

@@ -16,16 +16,37 @@ pub struct Running {
 impl Running {
     /// `mailseal run -c CONFIG` with these extra environment variables (info logging).
     pub fn start(config: &Path, env: &[(&str, &OsStr)]) -> Running {
+        Self::spawn(config, env, false)
+    }
+
+    /// As systemd starts it: stderr is the journal stream (`JOURNAL_STREAM` names the pipe),
+    /// and no `RUST_LOG`, so the configured log_level rules.
+    pub fn under_journal(config: &Path, env: &[(&str, &OsStr)]) -> Running {
+        Self::spawn(config, env, true)
+    }
+
+    fn spawn(config: &Path, env: &[(&str, &OsStr)], journal: bool) -> Running {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        use std::os::unix::fs::MetadataExt;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailseal"));
-        cmd.args(["run", "-c"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1");
+        cmd.args(["run", "-c"]).arg(config).env("NO_COLOR", "1");
+        if !journal {
+            cmd.env("RUST_LOG", "info");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills the two descriptors, each owned once below.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let write = std::fs::File::from(write);
+        if journal {
+            let meta = write.metadata().unwrap();
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        let child = cmd.stderr(Stdio::from(write)).spawn().unwrap();
+        let stderr = std::fs::File::from(read);
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
