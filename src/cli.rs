@@ -183,17 +183,19 @@ pub fn manpage() -> std::io::Result<Vec<u8>> {
     let man = clap_mangen::Man::new(cmd).section("8");
     let mut out = Vec::new();
     man.render(&mut out)?;
-    // Each subcommand on its own, so `man mailseal` documents every option.
-    for sub in Cli::command()
-        .get_subcommands()
-        .filter(|s| !s.is_hide_set())
-    {
-        out.extend_from_slice(
-            format!(".SH \"MAILSEAL {}\"\n", sub.get_name().to_uppercase()).as_bytes(),
-        );
-        let sub_man = clap_mangen::Man::new(sub.clone());
-        sub_man.render_description_section(&mut out)?;
-        sub_man.render_options_section(&mut out)?;
+    // Each subcommand on its own (and theirs: `reports send`), so `man mailseal` documents
+    // every option.
+    fn sections(cmd: &clap::Command, prefix: &str, out: &mut Vec<u8>) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let name = format!("{prefix} {}", sub.get_name().to_uppercase());
+            out.extend_from_slice(format!(".SH \"{name}\"\n").as_bytes());
+            let sub_man = clap_mangen::Man::new(sub.clone());
+            sub_man.render_description_section(out)?;
+            sub_man.render_options_section(out)?;
+            sections(sub, &name, out)?;
+        }
+        Ok(())
     }
+    sections(&Cli::command(), "MAILSEAL", &mut out)?;
     Ok(out)
 }

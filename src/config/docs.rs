@@ -1,7 +1,7 @@
 //! The example configuration file and the mailseal.toml(5) man page, generated from the key
 //! declarations in [`super::raw`]. `config/mailseal.toml` is this output (a test checks it).
 
-use super::raw::{Settings, Shown, TableDoc};
+use super::raw::{KeyDoc, Settings, Shown, TableDoc};
 
 const HEADER: &str = "\
 # mailseal configuration. Every key is shown with its default value, or with an example value
@@ -45,6 +45,30 @@ pub fn example_toml() -> String {
 }
 
 /// Roff-escape text.
+/// A key's type in the words of the man page.
+fn type_word(key: &KeyDoc) -> &'static str {
+    let ty = key.ty.replace(' ', "");
+    let inner = ty
+        .strip_prefix("Option<")
+        .and_then(|t| t.strip_suffix('>'))
+        .unwrap_or(&ty);
+    match inner {
+        "bool" => "boolean",
+        // Written as "1M", "0660": a size, or the octal socket mode.
+        "usize" | "u32" if key.name == "socket_mode" => "octal string",
+        "usize" | "u32" | "u16" | "u64" if key.value.starts_with('"') => "size",
+        "usize" | "u32" | "u16" | "u64" => "integer",
+        "Duration" => "duration",
+        "HostList" => "list of hosts",
+        "Vec<String>" => "list of strings",
+        "Vec<SocketAddr>" => "list of addresses",
+        "Vec<TrustedRelay>" => "list of tables",
+        "SocketAddr" => "address",
+        "PathBuf" => "path",
+        _ => "string",
+    }
+}
+
 fn roff(s: &str) -> String {
     s.replace('\\', "\\e").replace('-', "\\-")
 }
@@ -79,15 +103,25 @@ pub fn man_page() -> String {
         }
         for key in table.keys {
             let shown = match key.shown {
-                Shown::Default => format!("default {}", key.value),
-                Shown::Set | Shown::Example => format!("no default; e.g. {}", key.value),
+                Shown::Default => format!("{}, default {}", type_word(key), key.value),
+                Shown::Set | Shown::Example => {
+                    format!("{}, no default; e.g. {}", type_word(key), key.value)
+                }
             };
             out.push_str(&format!(
                 ".TP\n\\fB{}\\fR ({})\n",
                 roff(key.name),
                 roff(&shown)
             ));
-            let text: Vec<&str> = key.doc.iter().map(|l| l.trim()).collect();
+            let mut text: Vec<&str> = key.doc.iter().map(|l| l.trim()).collect();
+            let full = if table.name.is_empty() {
+                key.name.to_string()
+            } else {
+                format!("{}.{}", table.name, key.name)
+            };
+            if super::RESTART_ONLY.contains(&full.as_str()) {
+                text.push("Read at start only: a reload logs the change, a restart applies it.");
+            }
             out.push_str(&format!("{}\n", roff(&text.join(" "))));
         }
     }

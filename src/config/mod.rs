@@ -89,6 +89,18 @@ impl std::ops::Deref for Config {
     }
 }
 
+/// The settings read once at start: a reload names a change to them, a restart applies it.
+/// Every other setting reloads.
+pub const RESTART_ONLY: [&str; 7] = [
+    "socket",
+    "socket_mode",
+    "threads",
+    "max_connections",
+    "connection_timeout",
+    "shutdown_timeout",
+    "metrics.listen",
+];
+
 /// Where DMARC evaluations are kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSpec {

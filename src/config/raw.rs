@@ -33,6 +33,8 @@ pub enum Shown {
 #[derive(Debug)]
 pub struct KeyDoc {
     pub name: &'static str,
+    /// The Rust type, as declared (see [`super::docs`] for the words shown).
+    pub ty: &'static str,
     /// The value shown, as TOML: the default, or an example.
     pub value: &'static str,
     pub shown: Shown,
@@ -102,6 +104,7 @@ macro_rules! settings {
                 doc: &[$($tdoc),*],
                 keys: &[$(KeyDoc {
                     name: stringify!($field),
+                    ty: stringify!($ty),
                     value: $value,
                     shown: settings!(@shown $kind),
                     doc: &[$($doc),*],
@@ -141,7 +144,7 @@ settings! {
         max_connections: usize = default "200";
         /// Threads serving milter connections. 1 (a single-threaded runtime) costs the least
         /// CPU per message and signs some 1300 RSA-2048 messages/s; raise it (0 = one per CPU)
-        /// only if mailseal keeps one core busy. Changing it needs a restart.
+        /// only if mailseal keeps one core busy.
         #[serde(with = "threads")]
         threads: usize = default "1";
         /// A connection that sends no complete milter command for this long is closed.

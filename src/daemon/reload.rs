@@ -1,7 +1,7 @@
 //! SIGHUP: a new configuration context, or the running one kept.
 //!
-//! Every setting reloads except those read once at start, which are named in the log when they
-//! change (the running value stays until a restart).
+//! Every setting reloads except those read once at start ([`crate::config::RESTART_ONLY`]),
+//! which are named in the log when they change (the running value stays until a restart).
 
 use std::path::Path;
 
@@ -13,6 +13,7 @@ use crate::pipeline::context::Context;
 pub(super) fn restart_only(old: &Config, new: &Config) -> Vec<(&'static str, String, String)> {
     let mut changed = Vec::new();
     let mut check = |name: &'static str, a: String, b: String| {
+        debug_assert!(crate::config::RESTART_ONLY.contains(&name), "{name}");
         if a != b {
             changed.push((name, a, b));
         }

@@ -34,6 +34,11 @@ fn man_page_documents_every_command() {
         "KEYGEN",
         "TESTKEY",
         "EXPLAIN",
+        "CHECK-DOMAIN",
+        "MIGRATE",
+        "REPORTS",
+        "REPORTS SEND",
+        "REPORTS SHOW",
     ] {
         assert!(
             page.contains(&format!(".SH \"MAILSEAL {cmd}\"")),
@@ -41,6 +46,15 @@ fn man_page_documents_every_command() {
         );
     }
     assert!(page.contains("\\-\\-client\\-ip"), "options rendered");
+    // Options of the nested commands too.
+    for option in [
+        "\\-\\-dry\\-run",
+        "\\-\\-since",
+        "\\-\\-opendmarc",
+        "\\-\\-defaults\\-dir",
+    ] {
+        assert!(page.contains(option), "missing {option}");
+    }
 }
 
 /// mailseal.toml(5), generated from the key declarations, renders with man and documents
@@ -83,6 +97,21 @@ fn config_man_page_renders_every_key() {
     assert!(
         text.contains("on_unverifiable") && text.contains("[dmarc]"),
         "{text}"
+    );
+    // Each key with its type and default; the settings a reload cannot apply say so.
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for shown in [
+        "enforce (boolean, default false)",
+        "max_message_size (size, default \"32M\")",
+        "timeout (duration, default \"60s\")",
+        "internal_hosts (list of hosts, default",
+    ] {
+        assert!(flat.contains(shown), "{shown:?} not in mailseal.toml(5)");
+    }
+    assert_eq!(
+        flat.matches("Read at start only").count(),
+        mailseal::config::RESTART_ONLY.len(),
+        "{flat}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }
