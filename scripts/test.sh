@@ -4,7 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(postfix python3-dkim openssl swaks opendkim opendmarc systemd man-db postgresql libxml2-utils bc faketime)
+# Under sudo, PATH no longer has the invoking user's cargo: use their toolchain.
+if ! command -v cargo >/dev/null 2>&1 && [ -n "${SUDO_USER:-}" ]; then
+    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    export CARGO_HOME="${CARGO_HOME:-$user_home/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$user_home/.rustup}"
+    export PATH="$CARGO_HOME/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs), see README" >&2; exit 1; }
+
+need=(postfix python3-dkim openssl swaks opendkim opendmarc systemd man-db postgresql libxml2-utils bc faketime lintian)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,8 +27,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# The Debian package starts a system Postfix on port 25; the tests run their own instances.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop postfix >/dev/null 2>&1 || true; fi
+# Packages installed just now may have started their daemons (Postfix on port 25 would take
+# the tests' port): stop those, and only those. A service that ran before is left alone.
+if [ ${#missing[@]} -gt 0 ] && command -v systemctl >/dev/null 2>&1; then
+    for p in "${missing[@]}"; do
+        case "$p" in postfix|postgresql|opendkim|opendmarc) systemctl stop "$p" >/dev/null 2>&1 || true ;; esac
+    done
+fi
 
 # The Debian package builds and holds what it should (before the tests, so their summary
 # is the last thing printed).
@@ -29,9 +42,9 @@ bash scripts/package.sh
 deb=$(ls -t target/debian/mailseal_*.deb | head -1)
 echo "== contents of $deb"
 dpkg-deb -c "$deb" | tee target/debian/contents.txt
-for f in ./usr/bin/mailseal ./lib/systemd/system/mailseal.service ./usr/lib/sysusers.d/mailseal.conf \
+for f in ./usr/bin/mailseal ./usr/lib/systemd/system/mailseal.service ./usr/lib/sysusers.d/mailseal.conf \
          ./usr/lib/tmpfiles.d/mailseal.conf ./etc/mailseal/mailseal.toml ./usr/share/man/man8/mailseal.8.gz \
-         ./usr/share/man/man5/mailseal.toml.5.gz; do
+         ./usr/share/man/man5/mailseal.toml.5.gz ./usr/share/doc/mailseal/changelog.Debian.gz; do
     grep -q " $f\$" target/debian/contents.txt || { echo "package lacks $f" >&2; exit 1; }
 done
 
@@ -50,7 +63,11 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 
 mkdir -p target
+set +e
 cargo test --ignore-rust-version --all-targets 2>&1 | tee target/test-output.txt
+status=${PIPESTATUS[0]}
+set -e
 # One closing line for the whole run (cargo prints one per test binary, the last of which
-# may be a target without tests).
+# may be a target without tests), also when tests failed; then cargo's exit status.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' target/test-output.txt
+exit "$status"

@@ -89,6 +89,13 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
                     key.key.kind
                 ));
             }
+            if s.mode.signs() && t.rows.is_empty() {
+                warnings.push(format!(
+                    "{} has no rows: nothing will be signed, inbound mail is still verified; \
+                     make a key with `mailseal keygen` and add the lines it prints",
+                    paths[1].display()
+                ));
+            }
             (t, paths.to_vec())
         }
         (None, None) => {

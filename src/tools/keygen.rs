@@ -1,7 +1,7 @@
 //! `mailseal keygen`: a new signing key, its DNS record, and the table lines to add.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use aws_lc_rs::encoding::AsDer;
@@ -137,13 +137,25 @@ pub fn keygen(
     f.write_all(pem.as_bytes())
         .and_then(|_| f.sync_all())
         .map_err(io(&private))?;
+    // Made by root in a directory of the service's group (the package's /etc/mailseal/keys,
+    // 0750 root:mailseal): the key takes that group and mode 0640, so the service reads it
+    // and no one else does.
+    let mode = match group_readable(out) {
+        Some(gid) => {
+            std::os::unix::fs::fchown(&f, None, Some(gid))
+                .and_then(|_| f.set_permissions(std::fs::Permissions::from_mode(0o640)))
+                .map_err(io(&private))?;
+            "0640"
+        }
+        None => "0600",
+    };
     let zone = zone_record(&format!("{selector}._domainkey.{domain}."), &record);
     std::fs::write(&record_file, &zone).map_err(io(&record_file))?;
 
     let keyname = format!("{selector}._domainkey.{domain}");
     let abs = std::fs::canonicalize(&private).unwrap_or_else(|_| private.clone());
     let report = format!(
-        "Wrote {} ({}, mode 0600) and {}.\n\n\
+        "Wrote {} ({}, mode {mode}) and {}.\n\n\
          Publish this DNS record:\n{zone}\n\
          Add to the KeyTable:\n{keyname}\t{domain}:{selector}:{}\n\n\
          Add to the SigningTable:\n*@{domain}\t{keyname}\n\n\
@@ -159,6 +171,18 @@ pub fn keygen(
         record,
         report,
     })
+}
+
+/// The group of `dir`, when root writes a key there and the directory belongs to another
+/// group that may read but not write it (the service's).
+fn group_readable(dir: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid only reads the process's credentials.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let meta = std::fs::metadata(dir).ok()?;
+    (meta.gid() != 0 && meta.mode() & 0o070 == 0o050).then_some(meta.gid())
 }
 
 #[cfg(test)]

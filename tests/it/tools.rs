@@ -103,6 +103,43 @@ fn keygen_writes_safe_keys_that_sign_and_never_overwrites() {
     assert_eq!(dkim_check(o.stdout.as_bytes(), &records), vec![true, true]);
 }
 
+/// Root making a key in a directory of the service's group (the package's
+/// /etc/mailseal/keys, 0750 root:mailseal): the key is 0640 with that group, so the service,
+/// and only it, reads it; the daemon's RequireSafeKeys rule accepts it for that group.
+#[test]
+fn keygen_as_root_in_the_service_groups_directory_gives_the_group_read() {
+    use std::os::unix::fs::MetadataExt;
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let s = Scratch::new("keygen-group");
+    let dir = s.0.join("keys");
+    std::fs::create_dir(&dir).unwrap();
+    let mail = 8; // Debian's "mail" group stands in for mailseal's.
+    std::os::unix::fs::chown(&dir, Some(0), Some(mail)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let o = cli_blocking(
+        &[
+            "keygen",
+            "--domain",
+            "example.com",
+            "--selector",
+            "g1",
+            "--out",
+            dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(o.ok && o.stdout.contains("mode 0640"), "{}", o.text());
+    let meta = std::fs::metadata(dir.join("g1.private")).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o777, meta.gid(), meta.uid()),
+        (0o640, mail, 0)
+    );
+}
+
 /// The public half of an RSA key file as a PKCS#1 RSAPublicKey (DER).
 fn pkcs1_public(key: &Path) -> Vec<u8> {
     let out = std::process::Command::new("openssl")
