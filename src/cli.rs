@@ -111,6 +111,11 @@ pub enum Command {
         #[command(subcommand)]
         action: ReportsCommand,
     },
+    /// DKIM key rotation: see each key's state, start a rotation, move keys on.
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+    },
     /// Read an OpenDKIM (and OpenDMARC) setup and write the mailseal configuration that keeps
     /// its behaviour; print each setting found and what it became. Without --out nothing is
     /// written (a dry run); existing files are never overwritten.
@@ -141,6 +146,36 @@ pub enum Command {
         /// Treat the client as SMTP-authenticated as this user.
         #[arg(long)]
         auth: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Every key: its state (pending, published, active, retiring, revoked), age, selector,
+    /// algorithm, the DNS check of its record, and the next step.
+    Status {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// An array of objects (domain, selector, algorithm, state, …).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a rotation: a new key per matching KeyTable row, pending, and the record to
+    /// publish.
+    Rotate {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Only this domain's rows.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only rows of this algorithm.
+        #[arg(long, value_enum)]
+        algorithm: Option<crate::tools::keygen::Algorithm>,
+    },
+    /// Move every key whose condition holds to its next state (records checked in DNS).
+    Advance {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
     },
 }
 

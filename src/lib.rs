@@ -29,6 +29,7 @@ pub mod milter;
 pub mod pipeline;
 pub mod report;
 pub mod results;
+pub mod rotation;
 pub mod spf;
 pub mod tls;
 pub mod tools;

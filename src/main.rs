@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Parser;
-use mailseal::cli::{Cli, Command, ReportsCommand};
+use mailseal::cli::{Cli, Command, KeysCommand, ReportsCommand};
 use mailseal::config::Config;
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -257,6 +257,7 @@ fn command(cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reports { action } => reports(action),
+        Command::Keys { action } => keys(action),
         Command::Manpage { page } => {
             use mailseal::cli::Page;
             let text = match page {
@@ -268,6 +269,46 @@ fn command(cmd: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn keys(action: KeysCommand) -> Result<ExitCode> {
+    use mailseal::tools::keys;
+    let failed = |e: String| Box::<dyn Error>::from(format!("mailseal keys: {e}"));
+    let text = match action {
+        KeysCommand::Status { config, json } => {
+            let cfg = load(&config)?;
+            block_on(async {
+                let auth = mailseal::dns::authenticator(&cfg.dns).map_err(|e| e.to_string())?;
+                keys::status(&cfg, &auth, json).await
+            })?
+            .map_err(failed)?
+        }
+        KeysCommand::Rotate {
+            config,
+            domain,
+            algorithm,
+        } => {
+            let cfg = load(&config)?;
+            let alg = algorithm.map(|a| match a {
+                mailseal::tools::keygen::Algorithm::Rsa => "rsa",
+                mailseal::tools::keygen::Algorithm::Ed25519 => "ed25519",
+            });
+            keys::rotate(&cfg, domain.as_deref(), alg).map_err(failed)?
+        }
+        KeysCommand::Advance { config } => {
+            let cfg = load(&config)?;
+            block_on(async {
+                let auth = mailseal::dns::authenticator(&cfg.dns).map_err(|e| e.to_string())?;
+                keys::advance(&cfg, &auth).await
+            })?
+            .map_err(failed)?
+        }
+    };
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn reports(action: ReportsCommand) -> Result<ExitCode> {

@@ -18,7 +18,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use raw::{Dmarc, Dns, Limits, Metrics, Reports, Settings, Signing, Verify};
+pub use raw::{Dmarc, Dns, Keys, Limits, Metrics, Reports, Settings, Signing, Verify};
 pub use tables::SigningTables;
 pub use types::{
     FailAction, InvalidValue, Mode, MultipleFrom, QuarantineAction, Schedule, SmtpTls, SocketSpec,

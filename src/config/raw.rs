@@ -157,7 +157,7 @@ settings! {
         #[serde(with = "tempfail_or_accept")]
         on_internal_error: FailAction = default r#""tempfail""#;
     }
-    tables { limits: Limits, signing: Signing, verify: Verify, dmarc: Dmarc, dns: Dns, metrics: Metrics, reports: Reports }
+    tables { limits: Limits, signing: Signing, keys: Keys, verify: Verify, dmarc: Dmarc, dns: Dns, metrics: Metrics, reports: Reports }
 }
 
 settings! {
@@ -222,6 +222,44 @@ settings! {
         /// (unsigned).
         #[serde(with = "tempfail_or_accept")]
         on_signing_error: FailAction = default r#""tempfail""#;
+    }
+}
+
+settings! {
+    /// DKIM key rotation (`mailseal keys`): pending (record not yet seen) → published (record
+    /// in DNS and matching) → active (signing) → retiring (still published, not used) →
+    /// revoked (record to be p= empty) → removed. The KeyTable and SigningTable stay the
+    /// admin's; a KeyTable row whose rotation made another key active signs with that key.
+    pub struct Keys in "keys" {
+        /// Rotation state (state.json) and the keys rotation generates, one directory per
+        /// domain (the unit's state directory).
+        dir: PathBuf = default r#""/var/lib/mailseal/keys""#;
+        /// Selector of a new key: {a} = r (RSA) or e (Ed25519), {yyyy} {mm} {dd} = the date,
+        /// {n} = a, b, c… (the first not yet used for the domain).
+        selector_pattern: String = default r#""{a}{yyyy}{mm}{n}""#;
+        /// A published key starts signing this long after its record was first seen, so
+        /// that resolvers which cached the name's absence have forgotten it.
+        #[serde(with = "duration")]
+        activate_after: Duration = default r#""1h""#;
+        /// A replaced key stays published, unused, this long (DNS TTLs, delayed and
+        /// forwarded mail), then is revoked.
+        #[serde(with = "duration")]
+        retire_after: Duration = default r#""7d""#;
+        /// A revoked key (record p= empty) is forgotten, its file deleted, this long after.
+        #[serde(with = "duration")]
+        remove_after: Duration = default r#""7d""#;
+        /// RSA size of generated keys: 2048, 3072 or 4096.
+        rsa_bits: u32 = default "2048";
+        /// Start a rotation on its own when a row's active key is this old (its record to
+        /// publish is logged); unset = only `mailseal keys rotate` starts one. M3AAWG
+        /// suggests "180d".
+        #[serde(with = "opt_duration")]
+        rotate_every: Option<Duration> = eg r#""180d""#;
+        /// How often the daemon moves keys on (as `mailseal keys advance`) and picks up
+        /// changes made by `mailseal keys`: a key that becomes active signs from then on,
+        /// without a restart.
+        #[serde(with = "duration")]
+        check_every: Duration = default r#""1m""#;
     }
 }
 

@@ -71,13 +71,15 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
     let (tables, table_paths) = match (&s.signing.key_table, &s.signing.signing_table) {
         (Some(kt), Some(st)) => {
             let paths = [kt, st].map(|t| resolve(Path::new(tables::table_path(t))));
-            let t = SigningTables::load(
+            let mut t = SigningTables::load(
                 &paths[0],
                 &paths[1],
                 st.starts_with("file:"),
                 &mut c.errors,
                 &mut warnings,
             );
+            s.keys.dir = resolve(&s.keys.dir);
+            crate::rotation::apply(&s.keys, &mut t, &mut c.errors);
             for key in t.keys.iter().filter(|k| k.key.kind.is_weak()) {
                 warnings.push(format!(
                     "{}: key {:?} ({}) is a {} key: RFC 8301 still accepts it but asks signers \

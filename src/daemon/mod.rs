@@ -129,6 +129,7 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), DaemonError> {
         notify_systemd("STOPPING=1");
     };
     tokio::spawn(schedule::daily_reports(rx.clone()));
+    tokio::spawn(schedule::key_rotation(rx.clone()));
     let result = tokio::select! {
         r = server::run(listener, rx, shutdown) => r.map_err(DaemonError::Server),
         _ = reloader => Ok(()),

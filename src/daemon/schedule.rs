@@ -1,4 +1,4 @@
-//! The daily DMARC report run inside the daemon.
+//! What the daemon does on its own schedule: the daily DMARC report run, and key rotation.
 
 use std::sync::Arc;
 
@@ -38,6 +38,49 @@ pub(super) async fn daily_reports(contexts: watch::Receiver<Arc<Context>>) {
             ),
             Ok(Err(e)) => tracing::warn!("reports: daily run failed: {e}"),
             Err(e) => tracing::warn!("reports: daily run failed: {e}"),
+        }
+    }
+}
+
+/// Key rotation in the daemon (`[keys] check_every`): start the rotations `rotate_every`
+/// makes due, move keys on (a published key becomes active, a replaced one retires…), and
+/// whenever the state changed (here or by `mailseal keys`), reload, so that the new active
+/// key signs without a restart. The reload is the SIGHUP path: a broken state keeps the
+/// running configuration, said in the log.
+pub(super) async fn key_rotation(contexts: watch::Receiver<Arc<Context>>) {
+    let modified = |dir: &std::path::Path| {
+        std::fs::metadata(dir.join(crate::rotation::STATE_FILE))
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let mut seen = modified(&contexts.borrow().config.keys.dir);
+    loop {
+        let every = contexts.borrow().config.keys.check_every;
+        tokio::time::sleep(every.max(std::time::Duration::from_secs(1))).await;
+        let ctx = contexts.borrow().clone();
+        let config = &ctx.config;
+        if !config.mode.signs() || config.tables.keys.is_empty() {
+            continue;
+        }
+        match crate::dns::authenticator(&config.dns) {
+            Ok(auth) => match crate::tools::keys::scheduled(config, &auth).await {
+                Ok(changes) => {
+                    for c in changes {
+                        tracing::info!("keys: {c}");
+                    }
+                }
+                Err(e) => tracing::warn!("keys: {e}"),
+            },
+            Err(e) => tracing::warn!("keys: {e}"),
+        }
+        let now = modified(&config.keys.dir);
+        if now != seen {
+            seen = now;
+            tracing::info!("keys: rotation state changed; reloading");
+            // SAFETY: kill with our own pid only sends a signal.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGHUP);
+            }
         }
     }
 }

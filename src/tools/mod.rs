@@ -5,6 +5,7 @@
 pub mod check_domain;
 pub mod explain;
 pub mod keygen;
+pub mod keys;
 pub mod lookup;
 pub mod migrate;
 pub mod reports;

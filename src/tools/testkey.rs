@@ -94,6 +94,30 @@ async fn lookup(auth: &MessageAuthenticator, name: &str) -> Result<Vec<String>, 
     }
 }
 
+/// One key against the record at `selector._domainkey.domain`.
+pub async fn check_key(
+    auth: &MessageAuthenticator,
+    domain: &str,
+    selector: &str,
+    key: &crate::config::keys::LoadedKey,
+) -> KeyStatus {
+    let name = format!("{selector}._domainkey.{domain}.");
+    match lookup(auth, &name).await {
+        Err(s) => s,
+        Ok(records) => {
+            let dkim: Vec<&String> = records
+                .iter()
+                .filter(|r| r.contains("p=") || r.to_ascii_lowercase().contains("v=dkim1"))
+                .collect();
+            match dkim.as_slice() {
+                [] => KeyStatus::Missing,
+                [one] => judge(one, key),
+                _ => KeyStatus::Mismatch(format!("{} DKIM records at one name", dkim.len())),
+            }
+        }
+    }
+}
+
 /// Check every KeyTable key. Returns one line per key and whether all are fine.
 pub async fn testkey(config: &Config, auth: &MessageAuthenticator) -> (String, bool) {
     let mut out = String::new();
@@ -103,28 +127,7 @@ pub async fn testkey(config: &Config, auth: &MessageAuthenticator) -> (String, b
             None => KeyStatus::Skipped(
                 "domain is %: the sender's domain, known only per message".into(),
             ),
-            Some(domain) => {
-                let name = format!("{}._domainkey.{domain}.", entry.selector);
-                match lookup(auth, &name).await {
-                    Err(s) => s,
-                    Ok(records) => {
-                        let dkim: Vec<&String> = records
-                            .iter()
-                            .filter(|r| {
-                                r.contains("p=") || r.to_ascii_lowercase().contains("v=dkim1")
-                            })
-                            .collect();
-                        match dkim.as_slice() {
-                            [] => KeyStatus::Missing,
-                            [one] => judge(one, &entry.key),
-                            _ => KeyStatus::Mismatch(format!(
-                                "{} DKIM records at one name",
-                                dkim.len()
-                            )),
-                        }
-                    }
-                }
-            }
+            Some(domain) => check_key(auth, domain, &entry.selector, &entry.key).await,
         };
         all_ok &= !status.is_problem();
         let detail = match &status {

@@ -132,9 +132,13 @@ async fn notify_reload_broken_reload_socket_change_and_term() {
 }
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    http(addr, "GET", path).await
+}
+
+async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut out = String::new();
@@ -426,16 +430,7 @@ async fn journal_priorities_watchdog_reload_names_and_metrics() {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
     // HEAD: the headers, no body.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut h = tokio::net::TcpStream::connect(maddr).await.unwrap();
-    h.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = String::new();
-    tokio::time::timeout(Duration::from_secs(10), h.read_to_string(&mut head))
-        .await
-        .unwrap()
-        .unwrap();
+    let head = http(maddr, "HEAD", "/metrics").await;
     assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
     assert!(
         head.contains("Content-Length: ") && head.ends_with("\r\n\r\n"),

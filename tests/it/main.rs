@@ -23,6 +23,7 @@ mod hostile_messages;
 mod migrate;
 mod packaging;
 mod reports;
+mod rotation;
 mod security;
 mod signing;
 mod tools;

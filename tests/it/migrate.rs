@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use crate::common::postfix::free_port;
 use crate::common::*;
@@ -43,34 +43,16 @@ fn all_listed(conf: &Path, table: &str) {
 
 /// Run the binary with extra supplementary groups, as systemd's SupplementaryGroups= would.
 fn with_groups(gids: &[u32], args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
-    use std::io::Write;
     let groups = gids
         .iter()
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let mut child = Command::new("setpriv")
-        .arg(format!("--groups={groups}"))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_mailseal"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("setpriv (util-linux)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.unwrap_or_default())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    CliOutput {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    cli_through(
+        &["setpriv", &format!("--groups={groups}"), "--"],
+        args,
+        stdin,
+    )
 }
 
 fn root_or_skip() -> bool {

@@ -154,7 +154,12 @@ pub fn plan(opts: &Options) -> Result<Plan, String> {
         ));
     }
     socket_plan(&mut plan, socket, dmarc_socket, umask);
-    if !groups.is_empty() || plan.settings.contains_key("socket") {
+    let spool_socket = plan
+        .settings
+        .get("socket")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.contains("/var/spool/postfix/"));
+    if !groups.is_empty() || spool_socket {
         let mut drop_in = format!(
             "# Written by `mailseal migrate`: install as /etc/systemd/system/{DROP_IN}\n[Service]\n"
         );
@@ -162,12 +167,7 @@ pub fn plan(opts: &Options) -> Result<Plan, String> {
             let list: Vec<&str> = groups.iter().map(String::as_str).collect();
             let _ = writeln!(drop_in, "SupplementaryGroups={}", list.join(" "));
         }
-        if plan
-            .settings
-            .get("socket")
-            .and_then(Value::as_str)
-            .is_some_and(|s| s.contains("/var/spool/postfix/"))
-        {
+        if spool_socket {
             drop_in.push_str("ReadWritePaths=/var/spool/postfix/mailseal\n");
         }
         plan.file(DROP_IN, drop_in);
@@ -435,8 +435,8 @@ fn socket_plan(
     match dkim.as_ref().or(dmarc.as_ref()) {
         Some(s) => match SocketSpec::parse(&s.value) {
             Ok(SocketSpec::Inet { host, port }) => {
-                let value = s.value.clone();
-                let shown = plan.set("socket", value.replacen("inet6:", "inet:", 1));
+                // inet6: as written: mailseal reads OpenDKIM's forms.
+                let shown = plan.set("socket", s.value.clone());
                 plan.row(
                     s,
                     format!("{shown} (the same address: only Postfix's second milter goes)"),

@@ -370,9 +370,11 @@ fn key_access(key: &Path, groups: &mut BTreeSet<String>, steps: &mut Vec<String>
         ));
     }
     let group = group_name(meta.gid());
-    if meta.gid() != 0 && mode & 0o040 != 0 {
+    if user_name(meta.uid()) == "mailseal" {
+        // The service's own key (made with `sudo -u mailseal mailseal keygen`).
+    } else if meta.gid() != 0 && mode & 0o040 != 0 {
         groups.insert(group.clone());
-    } else if meta.gid() == 0 || mode & 0o040 == 0 {
+    } else {
         let g = if meta.gid() == 0 {
             "mailseal".to_string()
         } else {
@@ -415,6 +417,23 @@ fn key_access(key: &Path, groups: &mut BTreeSet<String>, steps: &mut Vec<String>
         }
         dir = d.parent();
     }
+}
+
+/// A user's name (its number when it has none).
+fn user_name(uid: u32) -> String {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into the buffers given with their sizes; `result` is either
+    // null or points at `pwd`, whose name points into `buf`, both alive here.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+    if rc != 0 || result.is_null() {
+        return uid.to_string();
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`.
+    unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// A group's name (its number when it has none).

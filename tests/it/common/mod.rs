@@ -660,7 +660,26 @@ pub async fn cli(args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
 
 /// [`cli`] for tests without a runtime.
 pub fn cli_blocking(args: &[impl AsRef<std::ffi::OsStr>], stdin: Option<&[u8]>) -> CliOutput {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailseal"))
+    cli_through(&[], args, stdin)
+}
+
+/// The binary run through a wrapper command (`setpriv --groups=8 --`), or directly when
+/// `wrapper` is empty.
+pub fn cli_through(
+    wrapper: &[&str],
+    args: &[impl AsRef<std::ffi::OsStr>],
+    stdin: Option<&[u8]>,
+) -> CliOutput {
+    let bin = env!("CARGO_BIN_EXE_mailseal");
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::piped())

@@ -1,0 +1,173 @@
+//! `mailseal keys status | rotate | advance`: key rotation ([`crate::rotation`]) from the
+//! command line, records checked through the configured resolver.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use mail_auth::MessageAuthenticator;
+
+use crate::config::keys::load_key;
+use crate::config::Config;
+use crate::rotation::{Rotation, State, StatusRow};
+use crate::tools::testkey::{check_key, KeyStatus};
+
+/// The DNS verdict for a key file's record.
+async fn check(
+    auth: &MessageAuthenticator,
+    domain: &str,
+    selector: &str,
+    file: &Path,
+) -> KeyStatus {
+    match load_key(file) {
+        Ok(key) => check_key(auth, domain, selector, &key).await,
+        Err(e) => KeyStatus::Mismatch(format!("key file: {e}")),
+    }
+}
+
+fn shown(status: &KeyStatus) -> String {
+    match status {
+        KeyStatus::Mismatch(d) | KeyStatus::Weak(d) | KeyStatus::DnsError(d) => {
+            format!("{}: {d}", status.word())
+        }
+        s => s.word().to_string(),
+    }
+}
+
+/// `keys status`: the table, or a JSON array.
+pub async fn status(
+    config: &Config,
+    auth: &MessageAuthenticator,
+    json: bool,
+) -> Result<String, String> {
+    let state = Rotation::load(&config.keys.dir)?;
+    let now = crate::report::now();
+    let mut rows: Vec<StatusRow> = crate::rotation::status(config, &state, now);
+    for row in &mut rows {
+        row.dns = Some(shown(
+            &check(auth, &row.domain, &row.selector, &row.file).await,
+        ));
+    }
+    if json {
+        return serde_json::to_string_pretty(&rows).map_err(|e| e.to_string());
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let _ = writeln!(
+            out,
+            "{:<10} {:<24} {:<14} {:<8} {:>4}d  dns {:<10} {}  ({})",
+            r.state,
+            r.domain,
+            r.selector,
+            r.algorithm,
+            r.age_days,
+            r.dns.as_deref().unwrap_or("-"),
+            r.next,
+            r.key_name
+        );
+    }
+    if rows.is_empty() {
+        out.push_str("no keys: the KeyTable has no rows with a domain\n");
+    }
+    Ok(out)
+}
+
+/// `keys rotate`.
+pub fn rotate(
+    config: &Config,
+    domain: Option<&str>,
+    algorithm: Option<&str>,
+) -> Result<String, String> {
+    let mut state = Rotation::load(&config.keys.dir)?;
+    let now = crate::report::now();
+    prepare_dirs(&config.keys.dir, config, domain)?;
+    let which = crate::rotation::Which {
+        domain,
+        algorithm,
+        rows: None,
+    };
+    let lines = crate::rotation::rotate(config, &mut state, &which, now)?;
+    state.save(&config.keys.dir)?;
+    if lines.is_empty() {
+        return Ok("no KeyTable row matches\n".into());
+    }
+    Ok(lines.join("\n") + "\n")
+}
+
+/// The per-domain key directories, made like the key directory (its group, 0750), so that
+/// keys generated there by root are readable by the service's group.
+fn prepare_dirs(dir: &Path, config: &Config, domain: Option<&str>) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let gid = std::fs::metadata(dir).map(|m| m.gid()).unwrap_or(0);
+    for d in config
+        .tables
+        .keys
+        .iter()
+        .filter_map(|k| k.domain.as_deref())
+    {
+        if domain.is_some_and(|x| !x.eq_ignore_ascii_case(d)) {
+            continue;
+        }
+        let sub = dir.join(d);
+        if sub.exists() {
+            continue;
+        }
+        std::fs::create_dir(&sub)
+            .and_then(|_| std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o750)))
+            .map_err(|e| format!("{}: {e}", sub.display()))?;
+        // Owned like the key directory, so the service can add keys there itself.
+        let uid = std::fs::metadata(dir).map(|m| m.uid()).ok();
+        let _ = std::os::unix::fs::chown(&sub, uid, Some(gid));
+    }
+    Ok(())
+}
+
+/// The daemon's round (`[keys] check_every`): rotations due under `rotate_every` started,
+/// then every key moved on. Returns what changed.
+pub async fn scheduled(
+    config: &Config,
+    auth: &MessageAuthenticator,
+) -> Result<Vec<String>, String> {
+    let mut changes = Vec::new();
+    let mut state = Rotation::load(&config.keys.dir)?;
+    let due = crate::rotation::due(config, &state, crate::report::now());
+    if !due.is_empty() {
+        prepare_dirs(&config.keys.dir, config, None)?;
+        let which = crate::rotation::Which {
+            rows: Some(&due),
+            ..Default::default()
+        };
+        changes.extend(crate::rotation::rotate(
+            config,
+            &mut state,
+            &which,
+            crate::report::now(),
+        )?);
+        state.save(&config.keys.dir)?;
+    }
+    let moved = advance(config, auth).await?;
+    if !moved.starts_with("nothing to do") {
+        changes.extend(moved.lines().map(str::to_string));
+    }
+    Ok(changes)
+}
+
+/// `keys advance`: check the records of keys that wait for them, then move every key on.
+pub async fn advance(config: &Config, auth: &MessageAuthenticator) -> Result<String, String> {
+    let mut state = Rotation::load(&config.keys.dir)?;
+    let now = crate::report::now();
+    let mut published: BTreeMap<PathBuf, bool> = BTreeMap::new();
+    for e in &state.keys {
+        if matches!(e.state, State::Pending | State::Published) {
+            let ok = check(auth, &e.domain, &e.selector, &e.file).await;
+            published.insert(e.file.clone(), matches!(ok, KeyStatus::Ok));
+        }
+    }
+    let changes = crate::rotation::advance(config, &mut state, &published, now);
+    if changes.is_empty() {
+        return Ok("nothing to do now (keys status says what each key waits for)\n".into());
+    }
+    state.save(&config.keys.dir)?;
+    Ok(changes.join("\n") + "\n")
+}

@@ -1,0 +1,254 @@
+//! DKIM key rotation through the binary (`mailseal keys`), records served by the loopback DNS
+//! server: a new key never signs before its record is seen; once active it signs (python3-dkim
+//! verifies), the old key retires, is revoked and removed on schedule (days moved on with
+//! libfaketime).
+
+use std::collections::BTreeMap;
+
+use crate::common::dns::{DnsServer, Zones};
+use crate::common::*;
+use serde_json::Value;
+
+const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+fn keys_cmd(cfg: &str, args: &[&str], days_later: u32) -> CliOutput {
+    let mut all = vec!["keys"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-c", cfg]);
+    if days_later == 0 {
+        return cli_blocking(&all, None);
+    }
+    assert!(
+        std::path::Path::new(FAKETIME_LIB).exists(),
+        "faketime is not installed (scripts/test.sh installs it)"
+    );
+    let preload = format!("LD_PRELOAD={FAKETIME_LIB}");
+    let offset = format!("FAKETIME=+{days_later}d");
+    cli_through(
+        &["env", &preload, &offset, "FAKETIME_DONT_FAKE_MONOTONIC=1"],
+        &all,
+        None,
+    )
+}
+
+fn status(cfg: &str) -> Vec<Value> {
+    let out = keys_cmd(cfg, &["status", "--json"], 0);
+    assert!(out.ok, "{}", out.text());
+    serde_json::from_str::<Value>(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn state_of<'a>(rows: &'a [Value], selector: &str) -> &'a str {
+    rows.iter()
+        .find(|r| r["selector"] == selector)
+        .and_then(|r| r["state"].as_str())
+        .unwrap_or("gone")
+}
+
+fn signed_selector(cfg: &str) -> (String, String) {
+    let msg = "From: <a@example.com>\r\nTo: <b@example.org>\r\nSubject: r\r\n\r\nbody\r\n";
+    let out = cli_blocking(&["sign", "-c", cfg], Some(msg.as_bytes()));
+    assert!(out.ok, "{}", out.text());
+    let signed = out.stdout.replace("\r\n", "\n").replace('\n', "\r\n");
+    let sig = signed.split("DKIM-Signature:").nth(1).unwrap_or_default();
+    (
+        tag(&sig.replace("\r\n", ""), "s").unwrap_or_default(),
+        signed,
+    )
+}
+
+#[tokio::test]
+async fn a_rotation_from_pending_to_removed() {
+    let k = keys();
+    let zones = Zones::default();
+    zones.txt("rsa._domainkey.example.com", &k.rsa.record);
+    let dns = DnsServer::start(zones).await;
+    let s = Scratch::new("rotation");
+    let signing = example_com_rsa(&s.0, "*@example.com");
+    let cfg = s.write(
+        "m.toml",
+        &format!(
+            "[signing]\n{signing}\n[keys]\ndir = \"rotation\"\nactivate_after = \"0s\"\nretire_after = \"7d\"\nremove_after = \"7d\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
+            dns.addr
+        ),
+    );
+    let cfg = cfg.to_str().unwrap().to_string();
+    let dns_clone = dns.zones.clone();
+    let cfg2 = cfg.clone();
+    tokio::task::spawn_blocking(move || {
+        let cfg = cfg2;
+        // No state yet: the KeyTable's key is active.
+        let rows = status(&cfg);
+        assert_eq!(state_of(&rows, "rsa"), "active", "{rows:?}");
+        assert_eq!(rows[0]["dns"], "ok", "{rows:?}");
+
+        let out = keys_cmd(&cfg, &["rotate", "--algorithm", "rsa"], 0);
+        assert!(
+            out.ok && out.stdout.contains("is pending. Publish:"),
+            "{}",
+            out.text()
+        );
+        assert!(
+            out.stdout.contains("._domainkey.example.com.\tIN\tTXT"),
+            "{}",
+            out.stdout
+        );
+        let rows = status(&cfg);
+        let new = rows
+            .iter()
+            .find(|r| r["state"] == "pending")
+            .unwrap_or_else(|| panic!("{rows:?}"))
+            .clone();
+        let selector = new["selector"].as_str().unwrap().to_string();
+        assert!(
+            selector.starts_with("r20") && selector.ends_with('a'),
+            "{selector}"
+        );
+        assert_eq!(new["algorithm"], "rsa");
+        assert_eq!(new["dns"], "missing", "{new:?}");
+        // A second rotate while one is under way starts nothing.
+        let again = keys_cmd(&cfg, &["rotate"], 0);
+        assert!(
+            again.stdout.contains("already under way"),
+            "{}",
+            again.text()
+        );
+
+        // Not published yet: nothing moves, the old key signs.
+        let out = keys_cmd(&cfg, &["advance"], 0);
+        assert!(
+            out.ok && out.stdout.contains("nothing to do"),
+            "{}",
+            out.text()
+        );
+        assert_eq!(signed_selector(&cfg).0, "rsa");
+
+        // The record published: published, then (activate_after 0s) active.
+        let file = new["file"].as_str().unwrap();
+        let pem = std::fs::read(file).unwrap();
+        let public = mailseal::config::keys::parse_private_key(&pem)
+            .unwrap()
+            .public;
+        let record = format!("v=DKIM1; k=rsa; p={}", b64(&public));
+        dns_clone.txt(&format!("{selector}._domainkey.example.com"), &record);
+        let out = keys_cmd(&cfg, &["advance"], 0);
+        assert!(
+            out.stdout.contains("published (record seen)"),
+            "{}",
+            out.text()
+        );
+        assert_eq!(
+            signed_selector(&cfg).0,
+            "rsa",
+            "published is not yet signing"
+        );
+        let out = keys_cmd(&cfg, &["advance"], 0);
+        assert!(
+            out.stdout.contains(&format!("{selector}: active"))
+                && out.stdout.contains("rsa: retiring"),
+            "{}",
+            out.text()
+        );
+        let (used, signed) = signed_selector(&cfg);
+        assert_eq!(used, selector);
+        let records = BTreeMap::from([(format!("{selector}._domainkey.example.com"), record)]);
+        assert_eq!(dkim_check(signed.as_bytes(), &records), vec![true]);
+        let rows = status(&cfg);
+        assert_eq!(state_of(&rows, &selector), "active", "{rows:?}");
+        assert_eq!(state_of(&rows, "rsa"), "retiring", "{rows:?}");
+        let explain = cli_blocking(&["explain", "-c", &cfg, "a@example.com"], None);
+        assert!(
+            explain.stdout.contains(&format!("s={selector}")),
+            "{}",
+            explain.text()
+        );
+
+        // Days later: the old key is revoked (still within retire_after at 6 days), then gone.
+        let out = keys_cmd(&cfg, &["advance"], 6);
+        assert!(out.stdout.contains("nothing to do"), "{}", out.text());
+        let out = keys_cmd(&cfg, &["advance"], 8);
+        assert!(
+            out.stdout
+                .contains("rsa: revoked; publish rsa._domainkey.example.com TXT \"v=DKIM1; p=\""),
+            "{}",
+            out.text()
+        );
+        let out = keys_cmd(&cfg, &["advance"], 16);
+        assert!(out.stdout.contains("rsa: removed"), "{}", out.text());
+        let rows = status(&cfg);
+        assert_eq!(state_of(&rows, "rsa"), "gone", "{rows:?}");
+        // The KeyTable's own key file is the admin's: never deleted.
+        assert!(keys().rsa.path.exists());
+        assert_eq!(signed_selector(&cfg).0, selector);
+    })
+    .await
+    .unwrap();
+}
+
+/// The daemon moves keys on by itself ([keys] check_every) and signs with the new key as soon
+/// as it is active, without a restart; `rotate_every` starts a rotation on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_switches_keys_on_its_own() {
+    use crate::common::process::Running;
+    let k = keys();
+    let zones = Zones::default();
+    zones.txt("rsa._domainkey.example.com", &k.rsa.record);
+    let dns = DnsServer::start(zones).await;
+    let s = Scratch::new("rotation-daemon");
+    let port = crate::common::postfix::free_port();
+    let signing = example_com_rsa(&s.0, "*@example.com");
+    let cfg = s.write(
+        "m.toml",
+        &format!(
+            "socket = \"inet:{port}@127.0.0.1\"\nmode = \"s\"\n[signing]\n{signing}\n[keys]\ndir = \"rotation\"\nactivate_after = \"0s\"\ncheck_every = \"1s\"\nrotate_every = \"1s\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
+            dns.addr
+        ),
+    );
+    let mut d = Running::started(&cfg, &[]);
+    // rotate_every: the KeyTable's key is older than a second, so a rotation starts.
+    let line = d.wait_log("is pending. Publish:");
+    let selector = line
+        .split("new rsa key ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let rows = {
+        let c = cfg.to_str().unwrap().to_string();
+        tokio::task::spawn_blocking(move || status(&c))
+            .await
+            .unwrap()
+    };
+    let file = rows
+        .iter()
+        .find(|r| r["selector"] == selector.as_str())
+        .and_then(|r| r["file"].as_str())
+        .unwrap_or_else(|| panic!("{rows:?}"))
+        .to_string();
+    let pem = std::fs::read(&file).unwrap();
+    let public = mailseal::config::keys::parse_private_key(&pem)
+        .unwrap()
+        .public;
+    let env = Envelope {
+        client_ip: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    let msg = "From: alice@example.com\r\nSubject: r\r\n\r\nbody\r\n";
+    let out = deliver(([127, 0, 0, 1], port).into(), &env, msg).await;
+    assert_eq!(tag(&out.inserted("DKIM-Signature")[0], "s").unwrap(), "rsa");
+    // Published: the daemon sees it, makes it active, reloads and signs with it.
+    dns.zones.txt(
+        &format!("{selector}._domainkey.example.com"),
+        &format!("v=DKIM1; k=rsa; p={}", b64(&public)),
+    );
+    d.wait_log(&format!("{selector}: active (signing)"));
+    d.wait_log("configuration reloaded");
+    let out = deliver(([127, 0, 0, 1], port).into(), &env, msg).await;
+    assert_eq!(
+        tag(&out.inserted("DKIM-Signature")[0], "s").unwrap(),
+        selector
+    );
+}
