@@ -38,6 +38,18 @@ pub struct Metrics {
     last_reload_success: AtomicI64,
     /// 1 when the last reload succeeded (or none was tried), 0 when it failed.
     last_reload_ok: AtomicI64,
+    /// Every signing key: (domain, selector, algorithm, state, age in days).
+    key_states: Mutex<Vec<KeyState>>,
+}
+
+/// One signing key as the metrics show it.
+#[derive(Debug, Clone)]
+pub struct KeyState {
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: String,
+    pub state: String,
+    pub age_days: i64,
 }
 
 impl Default for Metrics {
@@ -51,6 +63,7 @@ impl Default for Metrics {
             dns_cache_entries: AtomicI64::new(0),
             last_reload_success: AtomicI64::new(unix_now()),
             last_reload_ok: AtomicI64::new(1),
+            key_states: Mutex::default(),
         };
         for counter in Counter::ALL {
             for labels in counter.known() {
@@ -299,6 +312,13 @@ impl Metrics {
         }
     }
 
+    /// The signing keys and their rotation states, now.
+    pub fn set_key_states(&self, keys: Vec<KeyState>) {
+        if let Ok(mut k) = self.key_states.lock() {
+            *k = keys;
+        }
+    }
+
     /// A guard that counts one open connection until dropped.
     pub fn connection(self: &Arc<Self>) -> ConnectionGuard {
         self.active_connections.fetch_add(1, Ordering::Relaxed);
@@ -401,6 +421,39 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
                 v.load(Ordering::Relaxed)
+            );
+        }
+        let esc = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "# HELP mailseal_key_state Signing keys by rotation state (1 per key).\n# TYPE mailseal_key_state gauge"
+        );
+        let keys = self
+            .key_states
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_default();
+        for k in &keys {
+            let _ = writeln!(
+                out,
+                "mailseal_key_state{{domain=\"{}\",selector=\"{}\",algorithm=\"{}\",state=\"{}\"}} 1",
+                esc(&k.domain),
+                esc(&k.selector),
+                esc(&k.algorithm),
+                esc(&k.state)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP mailseal_key_age_days Days since each signing key was made (since the last rotation, for an active key).\n# TYPE mailseal_key_age_days gauge"
+        );
+        for k in &keys {
+            let _ = writeln!(
+                out,
+                "mailseal_key_age_days{{domain=\"{}\",selector=\"{}\"}} {}",
+                esc(&k.domain),
+                esc(&k.selector),
+                k.age_days
             );
         }
         let _ = writeln!(

@@ -76,12 +76,23 @@ pub const STATE_FILE: &str = "state.json";
 impl Rotation {
     /// Read `dir/state.json`; none yet is an empty state (not "lost state": the tables are
     /// the starting point).
+    ///
+    /// A state file that is gone while keys rotation made are still there is an error, never
+    /// a silent return to the KeyTable's old keys.
     pub fn load(dir: &Path) -> Result<Rotation, String> {
         let path = dir.join(STATE_FILE);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| format!("{}: not a rotation state file: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Rotation::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match generated_keys(dir) {
+                0 => Ok(Rotation::default()),
+                n => Err(format!(
+                    "{} is missing but {n} key(s) made by rotation are in {}: restore the state \
+                     file from a backup (mailseal will not fall back to the KeyTable's keys)",
+                    path.display(),
+                    dir.display()
+                )),
+            },
             Err(e) => Err(format!("{}: {e}", path.display())),
         }
     }
@@ -109,6 +120,50 @@ impl Rotation {
         self.keys.iter().find(|e| {
             e.row.eq_ignore_ascii_case(row) && matches!(e.state, State::Pending | State::Published)
         })
+    }
+}
+
+/// Key files in the per-domain directories of `dir` (what rotation makes).
+fn generated_keys(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|d| d.path().is_dir())
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|f| f.path().extension().is_some_and(|x| x == "private"))
+        .count()
+}
+
+/// An exclusive lock on the state (`dir/.lock`, flock): the command line and the daemon never
+/// change it at the same time. Released when dropped.
+pub struct Lock(#[allow(dead_code)] std::fs::File);
+
+impl Lock {
+    pub fn acquire(dir: &Path) -> Result<Lock, String> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join(".lock");
+        // Opened read-only (flock needs no more), so that the service can lock a file root
+        // made, and root one the service made.
+        let file = match std::fs::File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path),
+            other => other,
+        }
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+        // SAFETY: flock on a descriptor this File owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!(
+                "{}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(Lock(file))
     }
 }
 

@@ -54,10 +54,27 @@ pub(super) async fn key_rotation(contexts: watch::Receiver<Arc<Context>>) {
             .ok()
     };
     let mut seen = modified(&contexts.borrow().config.keys.dir);
+    let publish = |ctx: &Context| {
+        let state = crate::rotation::Rotation::load(&ctx.config.keys.dir).unwrap_or_default();
+        let now = crate::report::now();
+        let keys = crate::rotation::status(&ctx.config, &state, now)
+            .into_iter()
+            .map(|r| crate::metrics::KeyState {
+                domain: r.domain,
+                selector: r.selector,
+                algorithm: r.algorithm,
+                state: r.state,
+                age_days: r.age_days,
+            })
+            .collect();
+        ctx.services.metrics.set_key_states(keys);
+    };
+    publish(&contexts.borrow().clone());
     loop {
         let every = contexts.borrow().config.keys.check_every;
         tokio::time::sleep(every.max(std::time::Duration::from_secs(1))).await;
         let ctx = contexts.borrow().clone();
+        publish(&ctx);
         let config = &ctx.config;
         if !config.mode.signs() || config.tables.keys.is_empty() {
             continue;

@@ -155,15 +155,18 @@ pub async fn scheduled(
 
 /// `keys advance`: check the records of keys that wait for them, then move every key on.
 pub async fn advance(config: &Config, auth: &MessageAuthenticator) -> Result<String, String> {
-    let mut state = Rotation::load(&config.keys.dir)?;
-    let now = crate::report::now();
+    // The records are checked first, without the lock; the state is read again under it.
+    let checked = Rotation::load(&config.keys.dir)?;
     let mut published: BTreeMap<PathBuf, bool> = BTreeMap::new();
-    for e in &state.keys {
+    for e in &checked.keys {
         if matches!(e.state, State::Pending | State::Published) {
             let ok = check(auth, &e.domain, &e.selector, &e.file).await;
             published.insert(e.file.clone(), matches!(ok, KeyStatus::Ok));
         }
     }
+    let _lock = crate::rotation::Lock::acquire(&config.keys.dir)?;
+    let mut state = Rotation::load(&config.keys.dir)?;
+    let now = crate::report::now();
     let changes = crate::rotation::advance(config, &mut state, &published, now);
     if changes.is_empty() {
         return Ok("nothing to do now (keys status says what each key waits for)\n".into());

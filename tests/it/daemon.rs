@@ -135,7 +135,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     http(addr, "GET", path).await
 }
 
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+pub(crate) async fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())

@@ -166,6 +166,23 @@ async fn a_rotation_from_pending_to_removed() {
             explain.text()
         );
 
+        // A lost state file is an error, never a silent return to the KeyTable's key.
+        let dir = std::path::Path::new(&cfg)
+            .parent()
+            .unwrap()
+            .join("rotation");
+        std::fs::rename(dir.join("state.json"), dir.join("state.json.bak")).unwrap();
+        let lost = cli_blocking(&["check-config", "-c", &cfg], None);
+        assert!(
+            !lost.ok
+                && lost
+                    .text()
+                    .contains("state.json is missing but 1 key(s) made by rotation"),
+            "{}",
+            lost.text()
+        );
+        std::fs::rename(dir.join("state.json.bak"), dir.join("state.json")).unwrap();
+
         // Days later: the old key is revoked (still within retire_after at 6 days), then gone.
         let out = keys_cmd(&cfg, &["advance"], 6);
         assert!(out.stdout.contains("nothing to do"), "{}", out.text());
@@ -199,11 +216,12 @@ async fn the_daemon_switches_keys_on_its_own() {
     let dns = DnsServer::start(zones).await;
     let s = Scratch::new("rotation-daemon");
     let port = crate::common::postfix::free_port();
+    let mport = crate::common::postfix::free_port();
     let signing = example_com_rsa(&s.0, "*@example.com");
     let cfg = s.write(
         "m.toml",
         &format!(
-            "socket = \"inet:{port}@127.0.0.1\"\nmode = \"s\"\n[signing]\n{signing}\n[keys]\ndir = \"rotation\"\nactivate_after = \"0s\"\ncheck_every = \"1s\"\nrotate_every = \"1s\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
+            "socket = \"inet:{port}@127.0.0.1\"\nmode = \"s\"\n[metrics]\nlisten = \"127.0.0.1:{mport}\"\n[signing]\n{signing}\n[keys]\ndir = \"rotation\"\nactivate_after = \"0s\"\ncheck_every = \"1s\"\nrotate_every = \"1s\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
             dns.addr
         ),
     );
