@@ -248,6 +248,11 @@ settings! {
         /// A revoked key (record p= empty) is forgotten, its file deleted, this long after.
         #[serde(with = "duration")]
         remove_after: Duration = default r#""7d""#;
+        /// Check a new key's record at the zone's authoritative servers (found through the
+        /// resolver), each of which must serve it, so that a negative answer a caching
+        /// resolver kept from before publication cannot delay the switch. false, or no name
+        /// servers found: through the configured resolver.
+        check_authoritative: bool = default "true";
         /// RSA size of generated keys: 2048, 3072 or 4096.
         rsa_bits: u32 = default "2048";
         /// Start a rotation on its own when a row's active key is this old (its record to

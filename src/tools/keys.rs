@@ -1,8 +1,10 @@
 //! `mailseal keys status | rotate | advance`: key rotation ([`crate::rotation`]) from the
-//! command line, records checked through the configured resolver.
+//! command line. A new key's record is checked at the zone's authoritative servers (or
+//! through the configured resolver); `status` shows what the resolver sees.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use mail_auth::MessageAuthenticator;
@@ -23,6 +25,80 @@ async fn check(
         Ok(key) => check_key(auth, domain, selector, &key).await,
         Err(e) => KeyStatus::Mismatch(format!("key file: {e}")),
     }
+}
+
+/// The addresses of the authoritative servers for `selector._domainkey.domain`: the name
+/// servers of the closest enclosing zone (the NS records found walking up from the name),
+/// asked through the resolver. Empty when none are found.
+async fn authoritative(
+    auth: &MessageAuthenticator,
+    domain: &str,
+    selector: &str,
+) -> Vec<SocketAddr> {
+    use mail_auth::hickory_resolver::proto::rr::{RData, RecordType};
+    let mut name = format!("{selector}._domainkey.{}", domain.trim_end_matches('.'));
+    // A bounded walk: at most the name's labels.
+    for _ in 0..127 {
+        if let Ok(found) = auth
+            .resolver()
+            .lookup(format!("{name}."), RecordType::NS)
+            .await
+        {
+            let hosts: Vec<String> = found
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::NS(ns) => Some(ns.0.to_string()),
+                    _ => None,
+                })
+                .collect();
+            if !hosts.is_empty() {
+                let mut addrs = Vec::new();
+                for host in hosts {
+                    if let Ok(ips) = auth.resolver().lookup_ip(host).await {
+                        addrs.extend(ips.iter().map(|ip| SocketAddr::new(ip, 53)));
+                    }
+                }
+                return addrs;
+            }
+        }
+        match name.split_once('.') {
+            Some((_, parent)) if parent.contains('.') => name = parent.to_string(),
+            _ => break,
+        }
+    }
+    Vec::new()
+}
+
+/// Is the key's record published: at every authoritative server (`[keys]
+/// check_authoritative`), else through the resolver. Any doubt (a DNS failure, a server
+/// without it) is "not yet".
+async fn published(
+    config: &Config,
+    auth: &MessageAuthenticator,
+    e: &crate::rotation::Entry,
+) -> bool {
+    let servers = if config.keys.check_authoritative {
+        authoritative(auth, &e.domain, &e.selector).await
+    } else {
+        Vec::new()
+    };
+    if servers.is_empty() {
+        return check(auth, &e.domain, &e.selector, &e.file).await == KeyStatus::Ok;
+    }
+    for server in servers {
+        let dns = crate::config::Dns {
+            nameservers: vec![server],
+            ..config.dns.clone()
+        };
+        let Ok(direct) = crate::dns::authenticator(&dns) else {
+            return false;
+        };
+        if check(&direct, &e.domain, &e.selector, &e.file).await != KeyStatus::Ok {
+            return false;
+        }
+    }
+    true
 }
 
 fn shown(status: &KeyStatus) -> String {
@@ -160,8 +236,7 @@ pub async fn advance(config: &Config, auth: &MessageAuthenticator) -> Result<Str
     let mut published: BTreeMap<PathBuf, bool> = BTreeMap::new();
     for e in &checked.keys {
         if matches!(e.state, State::Pending | State::Published) {
-            let ok = check(auth, &e.domain, &e.selector, &e.file).await;
-            published.insert(e.file.clone(), matches!(ok, KeyStatus::Ok));
+            published.insert(e.file.clone(), self::published(config, auth, e).await);
         }
     }
     let _lock = crate::rotation::Lock::acquire(&config.keys.dir)?;

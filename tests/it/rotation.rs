@@ -1,7 +1,7 @@
-//! DKIM key rotation through the binary (`mailseal keys`), records served by the loopback DNS
-//! server: a new key never signs before its record is seen; once active it signs (python3-dkim
-//! verifies), the old key retires, is revoked and removed on schedule (days moved on with
-//! libfaketime).
+//! DKIM key rotation through the binary (`mailseal keys`), records served by loopback DNS
+//! servers: a new key never signs before its record is seen at the zone's authoritative
+//! server; once active it signs (python3-dkim verifies), the old key retires, is revoked and
+//! removed on schedule (days moved on with libfaketime).
 
 use std::collections::BTreeMap;
 
@@ -60,11 +60,38 @@ fn signed_selector(cfg: &str) -> (String, String) {
     )
 }
 
+/// The zone's authoritative server, on port 53 of an address of its own (as rotation asks
+/// it), and a resolver that points there but never learns the new record: it stands for a
+/// caching resolver that keeps a negative answer from before publication.
+const AUTHORITATIVE: &str = "127.0.4.53:53";
+
 #[tokio::test]
 async fn a_rotation_from_pending_to_removed() {
     let k = keys();
+    let authoritative = Zones::default();
+    authoritative.txt("rsa._domainkey.example.com", &k.rsa.record);
+    let auth_server = match DnsServer::start_on(authoritative, AUTHORITATIVE.parse().unwrap()).await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI binds port 53 (root): {e}"
+            );
+            eprintln!("SKIPPED: cannot bind {AUTHORITATIVE}: {e}");
+            return;
+        }
+    };
     let zones = Zones::default();
     zones.txt("rsa._domainkey.example.com", &k.rsa.record);
+    zones.add(
+        "example.com",
+        crate::common::dns::Rr::Ns("ns1.example.com".into()),
+    );
+    zones.add(
+        "ns1.example.com",
+        crate::common::dns::Rr::A("127.0.4.53".parse().unwrap()),
+    );
     let dns = DnsServer::start(zones).await;
     let s = Scratch::new("rotation");
     let signing = example_com_rsa(&s.0, "*@example.com");
@@ -76,7 +103,7 @@ async fn a_rotation_from_pending_to_removed() {
         ),
     );
     let cfg = cfg.to_str().unwrap().to_string();
-    let dns_clone = dns.zones.clone();
+    let dns_clone = auth_server.zones.clone();
     let cfg2 = cfg.clone();
     tokio::task::spawn_blocking(move || {
         let cfg = cfg2;
@@ -133,6 +160,8 @@ async fn a_rotation_from_pending_to_removed() {
             .unwrap()
             .public;
         let record = format!("v=DKIM1; k=rsa; p={}", b64(&public));
+        // Published at the authoritative server only: the resolver still says it is missing,
+        // yet rotation sees it there.
         dns_clone.txt(&format!("{selector}._domainkey.example.com"), &record);
         let out = keys_cmd(&cfg, &["advance"], 0);
         assert!(
@@ -140,6 +169,12 @@ async fn a_rotation_from_pending_to_removed() {
             "{}",
             out.text()
         );
+        let rows = status(&cfg);
+        let row = rows
+            .iter()
+            .find(|r| r["selector"] == selector.as_str())
+            .unwrap();
+        assert_eq!(row["dns"], "missing", "the resolver's view: {row:?}");
         assert_eq!(
             signed_selector(&cfg).0,
             "rsa",

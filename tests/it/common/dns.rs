@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, TXT};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, TXT};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -26,6 +26,8 @@ pub enum Rr {
     Aaaa(std::net::Ipv6Addr),
     Mx(u16, String),
     Ptr(String),
+    /// A name server of the zone at this name.
+    Ns(String),
     /// Never answer a query of any type not listed before this marker at that name.
     Timeout,
     /// Answer SERVFAIL.
@@ -100,6 +102,7 @@ fn rtype(rr: &Rr) -> Option<RecordType> {
         Rr::Aaaa(_) => RecordType::AAAA,
         Rr::Mx(..) => RecordType::MX,
         Rr::Ptr(_) => RecordType::PTR,
+        Rr::Ns(_) => RecordType::NS,
         _ => return None,
     })
 }
@@ -123,6 +126,7 @@ fn rdata(rr: &Rr) -> Option<RData> {
         Rr::Aaaa(ip) => RData::AAAA(AAAA(*ip)),
         Rr::Mx(p, ex) => RData::MX(MX::new(*p, dns_name(ex)?)),
         Rr::Ptr(n) => RData::PTR(PTR(dns_name(n)?)),
+        Rr::Ns(n) => RData::NS(NS(dns_name(n)?)),
         _ => return None,
     })
 }
