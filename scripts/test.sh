@@ -12,7 +12,7 @@ if ! command -v cargo >/dev/null 2>&1 && [ -n "${SUDO_USER:-}" ]; then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs), see README" >&2; exit 1; }
 
-need=(postfix python3-dkim openssl swaks opendkim opendmarc systemd man-db postgresql libxml2-utils bc faketime lintian)
+need=(postfix python3-dkim openssl swaks opendkim opendmarc systemd man-db postgresql libxml2-utils bc faketime lintian knot)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,7 +31,7 @@ fi
 # the tests' port): stop those, and only those. A service that ran before is left alone.
 if [ ${#missing[@]} -gt 0 ] && command -v systemctl >/dev/null 2>&1; then
     for p in "${missing[@]}"; do
-        case "$p" in postfix|postgresql|opendkim|opendmarc) systemctl stop "$p" >/dev/null 2>&1 || true ;; esac
+        case "$p" in postfix|postgresql|opendkim|opendmarc|knot) systemctl stop "$p" >/dev/null 2>&1 || true ;; esac
     done
 fi
 

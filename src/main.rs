@@ -293,7 +293,11 @@ fn keys(action: KeysCommand) -> Result<ExitCode> {
                 mailseal::tools::keygen::Algorithm::Rsa => "rsa",
                 mailseal::tools::keygen::Algorithm::Ed25519 => "ed25519",
             });
-            keys::rotate(&cfg, domain.as_deref(), alg).map_err(failed)?
+            block_on(async {
+                let auth = mailseal::dns::authenticator(&cfg.dns).map_err(|e| e.to_string())?;
+                keys::rotate(&cfg, &auth, domain.as_deref(), alg).await
+            })?
+            .map_err(failed)?
         }
         KeysCommand::Advance { config } => {
             let cfg = load(&config)?;

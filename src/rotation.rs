@@ -338,15 +338,17 @@ impl Which<'_> {
 }
 
 /// Start a rotation for every KeyTable row that matches (domain, algorithm) and has none
-/// under way: a new key in `dir/DOMAIN/`, pending. Returns what to publish, per new key.
+/// under way: a new key in `dir/DOMAIN/`, pending. Returns what to publish, per new key, and
+/// the records to add.
 pub fn rotate(
     config: &Config,
     state: &mut Rotation,
     which: &Which<'_>,
     now: i64,
-) -> Result<Vec<String>, String> {
+) -> Result<(Vec<String>, Vec<RecordChange>), String> {
     let k = &config.keys;
     let mut out = Vec::new();
+    let mut records = Vec::new();
     for entry in &config.tables.keys {
         let Some(d) = entry.domain.as_deref() else {
             continue;
@@ -385,6 +387,11 @@ pub fn rotate(
         };
         let g = crate::tools::keygen::keygen(d, &selector, algorithm, k.rsa_bits, &k.dir.join(d))
             .map_err(|e| e.to_string())?;
+        records.push(RecordChange {
+            domain: d.to_string(),
+            selector: selector.clone(),
+            change: crate::dns::update::Change::Set(g.record.clone()),
+        });
         let zone = std::fs::read_to_string(&g.record_file).unwrap_or_default();
         state.keys.push(Entry {
             row: entry.name.clone(),
@@ -402,7 +409,7 @@ pub fn rotate(
             entry.name
         ));
     }
-    Ok(out)
+    Ok((out, records))
 }
 
 /// The rows due for a rotation under `rotate_every`: their active key (rotation's, or the
@@ -428,18 +435,30 @@ pub fn due(config: &Config, state: &Rotation, now: i64) -> Vec<String> {
         .collect()
 }
 
+/// The record of a revoked key (RFC 6376 §3.6.1).
+pub const REVOKED: &str = "v=DKIM1; p=";
+
+/// A change to a key's DNS record that a step calls for.
+#[derive(Debug, Clone)]
+pub struct RecordChange {
+    pub domain: String,
+    pub selector: String,
+    pub change: crate::dns::update::Change,
+}
+
 /// Move every key whose condition holds to its next state. `published` says, per key file,
 /// whether its record is in DNS and matches (checked by the caller for pending and published
-/// keys). Returns one line per change.
+/// keys). Returns one line per change, and the record changes they call for.
 pub fn advance(
     config: &Config,
     state: &mut Rotation,
     published: &BTreeMap<PathBuf, bool>,
     now: i64,
-) -> Vec<String> {
+) -> (Vec<String>, Vec<RecordChange>) {
     let k = &config.keys;
     let secs = |d: std::time::Duration| d.as_secs() as i64;
     let mut changes = Vec::new();
+    let mut records = Vec::new();
     let seen = |e: &Entry| published.get(&e.file).copied().unwrap_or(false);
     // Pending → published, published → active (the row's active key retiring).
     let mut activated = Vec::new();
@@ -513,6 +532,11 @@ pub fn advance(
                     "{} {}: revoked; publish {}._domainkey.{} TXT \"v=DKIM1; p=\"",
                     e.domain, e.selector, e.selector, e.domain
                 ));
+                records.push(RecordChange {
+                    domain: e.domain.clone(),
+                    selector: e.selector.clone(),
+                    change: crate::dns::update::Change::Set(REVOKED.into()),
+                });
             }
             _ => {}
         }
@@ -527,12 +551,17 @@ pub fn advance(
                 "{} {}: removed; delete its record {}._domainkey.{}",
                 e.domain, e.selector, e.selector, e.domain
             ));
+            records.push(RecordChange {
+                domain: e.domain.clone(),
+                selector: e.selector.clone(),
+                change: crate::dns::update::Change::Delete,
+            });
         } else {
             kept.push(e);
         }
     }
     state.keys = kept;
-    changes
+    (changes, records)
 }
 
 #[cfg(test)]

@@ -255,6 +255,13 @@ settings! {
         check_authoritative: bool = default "true";
         /// RSA size of generated keys: 2048, 3072 or 4096.
         rsa_bits: u32 = default "2048";
+        /// The zone's primary server for RFC 2136 dynamic updates ("IP:PORT"): a new key's
+        /// record, a revoked key's `p=` and a removed key's deletion are sent there, signed
+        /// with tsig_key_file. Unset: the records are printed for you to publish.
+        update_server: Option<SocketAddr> = eg r#""192.0.2.53:53""#;
+        /// The TSIG key for updates, as `tsig-keygen` (BIND) or `keymgr -t` (knot) writes it
+        /// (hmac-sha256, -384 or -512); mode 0600 or 0640 like a private key.
+        tsig_key_file: Option<PathBuf> = eg r#""/etc/mailseal/update.tsig""#;
         /// Start a rotation on its own when a row's active key is this old (its record to
         /// publish is logged); unset = only `mailseal keys rotate` starts one. M3AAWG
         /// suggests "180d".

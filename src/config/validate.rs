@@ -154,6 +154,33 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
             c.error(key, e);
         }
     }
+    // Key rotation's dynamic updates.
+    s.keys.tsig_key_file = s.keys.tsig_key_file.as_deref().map(resolve);
+    match (&s.keys.update_server, &s.keys.tsig_key_file) {
+        (Some(_), Some(path)) => {
+            use std::os::unix::fs::PermissionsExt;
+            match std::fs::metadata(path) {
+                Ok(m) if m.permissions().mode() & 0o027 != 0 => c.error(
+                    "keys.tsig_key_file",
+                    format!(
+                        "{} is accessible by others or writable by its group: chmod 600 {}",
+                        path.display(),
+                        path.display()
+                    ),
+                ),
+                _ => {
+                    if let Err(e) = crate::dns::update::TsigKey::read(path) {
+                        c.error("keys.tsig_key_file", e);
+                    }
+                }
+            }
+        }
+        (None, None) => {}
+        _ => c.error(
+            "keys.update_server",
+            "update_server and tsig_key_file must be set together",
+        ),
+    }
     for relay in &mut s.verify.trusted_relays {
         if let Err(e) = relay.hosts.expand(resolve, &mut warnings) {
             c.error("verify.trusted_relays", e);

@@ -10,6 +10,7 @@
 //! a DNS server on loopback; nothing else changes.
 
 pub mod cache;
+pub mod update;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

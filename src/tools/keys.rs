@@ -27,14 +27,14 @@ async fn check(
     }
 }
 
-/// The addresses of the authoritative servers for `selector._domainkey.domain`: the name
+/// The zone holding `selector._domainkey.domain` and its authoritative servers: the name
 /// servers of the closest enclosing zone (the NS records found walking up from the name),
-/// asked through the resolver. Empty when none are found.
-async fn authoritative(
+/// asked through the resolver. `None` when no NS records are found.
+async fn zone_servers(
     auth: &MessageAuthenticator,
     domain: &str,
     selector: &str,
-) -> Vec<SocketAddr> {
+) -> Option<(String, Vec<SocketAddr>)> {
     use mail_auth::hickory_resolver::proto::rr::{RData, RecordType};
     let mut name = format!("{selector}._domainkey.{}", domain.trim_end_matches('.'));
     // A bounded walk: at most the name's labels.
@@ -59,7 +59,7 @@ async fn authoritative(
                         addrs.extend(ips.iter().map(|ip| SocketAddr::new(ip, 53)));
                     }
                 }
-                return addrs;
+                return Some((name, addrs));
             }
         }
         match name.split_once('.') {
@@ -67,7 +67,51 @@ async fn authoritative(
             _ => break,
         }
     }
-    Vec::new()
+    None
+}
+
+/// Send the record changes to `[keys] update_server` (RFC 2136, TSIG), when configured.
+/// Returns one line per change sent or failed; nothing when updates are not configured.
+async fn publish(
+    config: &Config,
+    auth: &MessageAuthenticator,
+    changes: &[crate::rotation::RecordChange],
+) -> Vec<String> {
+    let (Some(server), Some(key_file)) = (config.keys.update_server, &config.keys.tsig_key_file)
+    else {
+        return Vec::new();
+    };
+    let key = match crate::dns::update::TsigKey::read(key_file) {
+        Ok(k) => k,
+        Err(e) => return vec![format!("dynamic update not sent: {e}")],
+    };
+    let mut out = Vec::new();
+    for c in changes {
+        let name = format!("{}._domainkey.{}", c.selector, c.domain);
+        let zone = zone_servers(auth, &c.domain, &c.selector)
+            .await
+            .map_or_else(|| c.domain.clone(), |(zone, _)| zone);
+        let what = match &c.change {
+            crate::dns::update::Change::Set(_) => "set",
+            crate::dns::update::Change::Delete => "deleted",
+        };
+        match crate::dns::update::update(
+            server,
+            &key,
+            &zone,
+            &name,
+            &c.change,
+            config.dns.timeout * 2,
+        )
+        .await
+        {
+            Ok(()) => out.push(format!(
+                "{name}: record {what} by dynamic update to {server}"
+            )),
+            Err(e) => out.push(format!("{name}: dynamic update failed: {e}")),
+        }
+    }
+    out
 }
 
 /// Is the key's record published: at every authoritative server (`[keys]
@@ -79,7 +123,10 @@ async fn published(
     e: &crate::rotation::Entry,
 ) -> bool {
     let servers = if config.keys.check_authoritative {
-        authoritative(auth, &e.domain, &e.selector).await
+        zone_servers(auth, &e.domain, &e.selector)
+            .await
+            .map(|(_, servers)| servers)
+            .unwrap_or_default()
     } else {
         Vec::new()
     };
@@ -148,26 +195,32 @@ pub async fn status(
     Ok(out)
 }
 
-/// `keys rotate`.
-pub fn rotate(
+/// `keys rotate`: new keys, pending; their records sent by dynamic update when configured.
+pub async fn rotate(
     config: &Config,
+    auth: &MessageAuthenticator,
     domain: Option<&str>,
     algorithm: Option<&str>,
 ) -> Result<String, String> {
-    let mut state = Rotation::load(&config.keys.dir)?;
-    let now = crate::report::now();
-    prepare_dirs(&config.keys.dir, config, domain)?;
-    let which = crate::rotation::Which {
-        domain,
-        algorithm,
-        rows: None,
+    let (lines, records) = {
+        let _lock = crate::rotation::Lock::acquire(&config.keys.dir)?;
+        let mut state = Rotation::load(&config.keys.dir)?;
+        let now = crate::report::now();
+        prepare_dirs(&config.keys.dir, config, domain)?;
+        let which = crate::rotation::Which {
+            domain,
+            algorithm,
+            rows: None,
+        };
+        let out = crate::rotation::rotate(config, &mut state, &which, now)?;
+        state.save(&config.keys.dir)?;
+        out
     };
-    let lines = crate::rotation::rotate(config, &mut state, &which, now)?;
-    state.save(&config.keys.dir)?;
     if lines.is_empty() {
         return Ok("no KeyTable row matches\n".into());
     }
-    Ok(lines.join("\n") + "\n")
+    let sent = publish(config, auth, &records).await;
+    Ok(lines.into_iter().chain(sent).collect::<Vec<_>>().join("\n") + "\n")
 }
 
 /// The per-domain key directories, made like the key directory (its group, 0750), so that
@@ -206,21 +259,23 @@ pub async fn scheduled(
     auth: &MessageAuthenticator,
 ) -> Result<Vec<String>, String> {
     let mut changes = Vec::new();
+    let lock = crate::rotation::Lock::acquire(&config.keys.dir)?;
     let mut state = Rotation::load(&config.keys.dir)?;
     let due = crate::rotation::due(config, &state, crate::report::now());
-    if !due.is_empty() {
+    if due.is_empty() {
+        drop(lock);
+    } else {
         prepare_dirs(&config.keys.dir, config, None)?;
         let which = crate::rotation::Which {
             rows: Some(&due),
             ..Default::default()
         };
-        changes.extend(crate::rotation::rotate(
-            config,
-            &mut state,
-            &which,
-            crate::report::now(),
-        )?);
+        let (lines, records) =
+            crate::rotation::rotate(config, &mut state, &which, crate::report::now())?;
         state.save(&config.keys.dir)?;
+        drop(lock);
+        changes.extend(lines);
+        changes.extend(publish(config, auth, &records).await);
     }
     let moved = advance(config, auth).await?;
     if !moved.starts_with("nothing to do") {
@@ -242,10 +297,12 @@ pub async fn advance(config: &Config, auth: &MessageAuthenticator) -> Result<Str
     let _lock = crate::rotation::Lock::acquire(&config.keys.dir)?;
     let mut state = Rotation::load(&config.keys.dir)?;
     let now = crate::report::now();
-    let changes = crate::rotation::advance(config, &mut state, &published, now);
+    let (mut changes, records) = crate::rotation::advance(config, &mut state, &published, now);
     if changes.is_empty() {
         return Ok("nothing to do now (keys status says what each key waits for)\n".into());
     }
     state.save(&config.keys.dir)?;
+    drop(_lock);
+    changes.extend(publish(config, auth, &records).await);
     Ok(changes.join("\n") + "\n")
 }

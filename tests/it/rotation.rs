@@ -305,3 +305,215 @@ async fn the_daemon_switches_keys_on_its_own() {
         selector
     );
 }
+
+/// knot on 127.0.4.54, port 53: the zone's authoritative server (as its NS record says) and
+/// the update server, accepting TSIG-signed RFC 2136 updates. A rotation publishes the new
+/// record, the revocation and the removal by itself; mail signed at each stage verifies
+/// against what knot serves at that moment.
+#[tokio::test]
+async fn a_rotation_published_by_dynamic_update_to_knot() {
+    let knotd = std::path::Path::new("/usr/sbin/knotd");
+    if !knotd.exists() || unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI runs this as root with knot installed (scripts/test.sh)"
+        );
+        eprintln!("SKIPPED: needs root and knot");
+        return;
+    }
+    let k = keys();
+    let s = Scratch::new("rotation-knot");
+    let dir = s.0.display().to_string();
+    let secret = b64(b"a test secret of thirty-two byte");
+    let quoted = |record: &str| {
+        record
+            .as_bytes()
+            .chunks(255)
+            .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    s.write(
+        "example.com.zone",
+        &format!(
+            "$ORIGIN example.com.\n$TTL 60\n@ SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 60\n@ NS ns1.example.com.\nns1 A 127.0.4.54\nrsa._domainkey TXT {}\n",
+            quoted(&k.rsa.record)
+        ),
+    );
+    let conf = s.write(
+        "knot.conf",
+        &format!(
+            "server:\n    listen: 127.0.4.54@53\n    rundir: \"{dir}\"\ndatabase:\n    storage: \"{dir}/db\"\nkey:\n  - id: mailseal-update\n    algorithm: hmac-sha256\n    secret: {secret}\nacl:\n  - id: update\n    key: mailseal-update\n    action: update\nzone:\n  - domain: example.com\n    file: \"{dir}/example.com.zone\"\n    acl: update\n    zonefile-sync: 0\n    journal-content: changes\n"
+        ),
+    );
+    // knot keeps its journal there; without it every update fails.
+    std::fs::create_dir_all(s.0.join("db")).unwrap();
+    struct Knot(std::process::Child);
+    impl Drop for Knot {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _knot = Knot(
+        std::process::Command::new(knotd)
+            .arg("-c")
+            .arg(&conf)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let knot_addr: std::net::SocketAddr = "127.0.4.54:53".parse().unwrap();
+    let resolver = mailseal::dns::authenticator(&mailseal::config::Dns {
+        nameservers: vec![knot_addr],
+        timeout: std::time::Duration::from_secs(1),
+        attempts: 1,
+        ..Default::default()
+    })
+    .unwrap();
+    let served = |name: String| {
+        let resolver = &resolver;
+        async move {
+            match mailseal::tools::lookup::txt_records(resolver, &name).await {
+                mailseal::tools::lookup::TxtAnswer::Records(r) => r,
+                _ => Vec::new(),
+            }
+        }
+    };
+    let mut up = false;
+    for _ in 0..50 {
+        if served("rsa._domainkey.example.com".into()).await == vec![k.rsa.record.clone()] {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(up, "knot did not serve the zone");
+    let tsig = s.write(
+        "update.tsig",
+        &format!(
+            "key \"mailseal-update\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{secret}\";\n}};\n"
+        ),
+    );
+    std::fs::set_permissions(&tsig, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let signing = example_com_rsa(&s.0, "*@example.com");
+    let cfg = s.write(
+        "m.toml",
+        &format!(
+            "[signing]\n{signing}\n[keys]\ndir = \"rotation\"\nactivate_after = \"0s\"\nretire_after = \"1s\"\nremove_after = \"1s\"\nupdate_server = \"{knot_addr}\"\ntsig_key_file = \"update.tsig\"\n[dns]\nnameservers = [\"{knot_addr}\"]\ntimeout = \"1s\"\nattempts = 1\n"
+        ),
+    );
+    let cfg = cfg.to_str().unwrap().to_string();
+    let run = |args: &'static [&'static str]| {
+        let cfg = cfg.clone();
+        async move {
+            tokio::task::spawn_blocking(move || keys_cmd(&cfg, args, 0))
+                .await
+                .unwrap()
+        }
+    };
+    let sign = || {
+        let cfg = cfg.clone();
+        async move {
+            tokio::task::spawn_blocking(move || signed_selector(&cfg))
+                .await
+                .unwrap()
+        }
+    };
+    let verify = |signed: String, selector: String| async move {
+        let name = format!("{selector}._domainkey.example.com");
+        let now = served(name.clone()).await;
+        assert_eq!(now.len(), 1, "knot serves {now:?} at {name}");
+        let records = BTreeMap::from([(name, now[0].clone())]);
+        tokio::task::spawn_blocking(move || dkim_check(signed.as_bytes(), &records))
+            .await
+            .unwrap()
+    };
+
+    // The new key's record goes to knot with the rotation.
+    let out = run(&["rotate"]).await;
+    assert!(
+        out.ok
+            && out
+                .stdout
+                .contains("record set by dynamic update to 127.0.4.54:53"),
+        "{}",
+        out.text()
+    );
+    let selector = out
+        .stdout
+        .split("new rsa key ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let name = format!("{selector}._domainkey.example.com");
+    assert_eq!(
+        served(name.clone()).await.len(),
+        1,
+        "knot does not serve {name}"
+    );
+    let (used, signed) = sign().await;
+    assert_eq!(used, "rsa", "pending does not sign");
+    assert_eq!(verify(signed, used).await, vec![true]);
+
+    let out = run(&["advance"]).await;
+    assert!(
+        out.stdout.contains("published (record seen)"),
+        "{}",
+        out.text()
+    );
+    let out = run(&["advance"]).await;
+    assert!(
+        out.stdout.contains(&format!("{selector}: active")),
+        "{}",
+        out.text()
+    );
+    let (used, signed) = sign().await;
+    assert_eq!(used, selector);
+    assert_eq!(verify(signed, used).await, vec![true]);
+
+    // retire_after and remove_after of a second: the old record revoked, then deleted, by
+    // updates (bounded waits).
+    let mut revoked = false;
+    for _ in 0..20 {
+        let out = run(&["advance"]).await;
+        if out.stdout.contains("rsa: revoked") {
+            assert!(
+                out.stdout
+                    .contains("rsa._domainkey.example.com: record set by dynamic update"),
+                "{}",
+                out.text()
+            );
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(revoked);
+    assert_eq!(
+        served("rsa._domainkey.example.com".into()).await,
+        vec!["v=DKIM1; p=".to_string()]
+    );
+    let mut removed = false;
+    for _ in 0..20 {
+        let out = run(&["advance"]).await;
+        if out.stdout.contains("rsa: removed") {
+            assert!(
+                out.stdout
+                    .contains("rsa._domainkey.example.com: record deleted by dynamic update"),
+                "{}",
+                out.text()
+            );
+            removed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(removed);
+    assert!(served("rsa._domainkey.example.com".into()).await.is_empty());
+    // Mail still signs, with the new key, and verifies against knot.
+    let (used, signed) = sign().await;
+    assert_eq!(used, selector);
+    assert_eq!(verify(signed, used).await, vec![true]);
+}
