@@ -475,42 +475,34 @@ async fn a_rotation_published_by_dynamic_update_to_knot() {
 
     // retire_after and remove_after of a second: the old record revoked, then deleted, by
     // updates (bounded waits).
-    let mut revoked = false;
-    for _ in 0..20 {
-        let out = run(&["advance"]).await;
-        if out.stdout.contains("rsa: revoked") {
-            assert!(
-                out.stdout
-                    .contains("rsa._domainkey.example.com: record set by dynamic update"),
-                "{}",
-                out.text()
-            );
-            revoked = true;
-            break;
+    let until = |step: &'static str, update: &'static str| {
+        let run = &run;
+        async move {
+            for _ in 0..20 {
+                let out = run(&["advance"]).await;
+                if out.stdout.contains(step) {
+                    assert!(out.stdout.contains(update), "{}", out.text());
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            panic!("no advance said {step:?}");
         }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    assert!(revoked);
+    };
+    until(
+        "rsa: revoked",
+        "rsa._domainkey.example.com: record set by dynamic update",
+    )
+    .await;
     assert_eq!(
         served("rsa._domainkey.example.com".into()).await,
         vec!["v=DKIM1; p=".to_string()]
     );
-    let mut removed = false;
-    for _ in 0..20 {
-        let out = run(&["advance"]).await;
-        if out.stdout.contains("rsa: removed") {
-            assert!(
-                out.stdout
-                    .contains("rsa._domainkey.example.com: record deleted by dynamic update"),
-                "{}",
-                out.text()
-            );
-            removed = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-    }
-    assert!(removed);
+    until(
+        "rsa: removed",
+        "rsa._domainkey.example.com: record deleted by dynamic update",
+    )
+    .await;
     assert!(served("rsa._domainkey.example.com".into()).await.is_empty());
     // Mail still signs, with the new key, and verifies against knot.
     let (used, signed) = sign().await;

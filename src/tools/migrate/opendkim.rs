@@ -421,36 +421,38 @@ fn key_access(key: &Path, groups: &mut BTreeSet<String>, steps: &mut Vec<String>
 
 /// A user's name (its number when it has none).
 fn user_name(uid: u32) -> String {
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes into the buffers given with their sizes; `result` is either
-    // null or points at `pwd`, whose name points into `buf`, both alive here.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() {
-        return uid.to_string();
-    }
-    // SAFETY: pw_name is a NUL-terminated string inside `buf`.
-    unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
-        .to_string_lossy()
-        .into_owned()
+    // SAFETY: getpwuid_r fills `pwd` and the buffer; on success the name points into it.
+    account_name(uid, |id, buf, result: &mut *mut libc::passwd, pwd| unsafe {
+        let rc = libc::getpwuid_r(id, pwd, buf.as_mut_ptr(), buf.len(), result);
+        (rc == 0 && !result.is_null()).then_some(pwd.pw_name)
+    })
 }
 
 /// A group's name (its number when it has none).
 fn group_name(gid: u32) -> String {
+    // SAFETY: getgrgid_r fills `grp` and the buffer; on success the name points into it.
+    account_name(gid, |id, buf, result: &mut *mut libc::group, grp| unsafe {
+        let rc = libc::getgrgid_r(id, grp, buf.as_mut_ptr(), buf.len(), result);
+        (rc == 0 && !result.is_null()).then_some(grp.gr_name)
+    })
+}
+
+/// The name a `get*id_r` lookup finds for `id`, read from the buffer it filled.
+fn account_name<T>(
+    id: u32,
+    lookup: impl FnOnce(u32, &mut [libc::c_char], &mut *mut T, &mut T) -> Option<*mut libc::c_char>,
+) -> String {
     let mut buf = vec![0 as libc::c_char; 4096];
-    let mut grp: libc::group = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: getgrgid_r writes into the buffers given with their sizes; `result` is either
-    // null or points at `grp`, whose name points into `buf`, both alive here.
-    let rc = unsafe { libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut result) };
-    if rc != 0 || result.is_null() {
-        return gid.to_string();
+    // SAFETY: passwd and group are plain C structs for which all-zero is a valid value.
+    let mut entry: T = unsafe { std::mem::zeroed() };
+    let mut result: *mut T = std::ptr::null_mut();
+    match lookup(id, &mut buf, &mut result, &mut entry) {
+        // SAFETY: the name is a NUL-terminated string inside `buf`, alive here.
+        Some(name) => unsafe { std::ffi::CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned(),
+        None => id.to_string(),
     }
-    // SAFETY: gr_name is a NUL-terminated string inside `buf`.
-    unsafe { std::ffi::CStr::from_ptr(grp.gr_name) }
-        .to_string_lossy()
-        .into_owned()
 }
 
 #[cfg(test)]
