@@ -159,10 +159,10 @@ fn runs_as_group(gid: u32) -> bool {
     }
 }
 
-/// Check a file that holds a private key as OpenDKIM's RequireSafeKeys does: a regular file,
+/// Check a file that holds a secret (a private key, a TSIG key) as OpenDKIM's RequireSafeKeys does: a regular file,
 /// no access for others, no group write; group read only for a group this process runs as
 /// (primary or supplementary); not larger than any key.
-fn check_safe(path: &Path) -> Result<(), KeyError> {
+pub fn check_safe(path: &Path) -> Result<std::fs::Metadata, KeyError> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|source| KeyError::Io {
         path: shown.clone(),
@@ -182,14 +182,14 @@ fn check_safe(path: &Path) -> Result<(), KeyError> {
             gid: meta.gid(),
         });
     }
-    Ok(())
+    Ok(meta)
 }
 
 /// Read, check and parse one private key file.
 pub fn load_key(path: &Path) -> Result<LoadedKey, KeyError> {
-    check_safe(path)?;
+    let meta = check_safe(path)?;
     let shown = path.display().to_string();
-    if std::fs::metadata(path).is_ok_and(|m| m.size() > MAX_KEY_FILE) {
+    if meta.size() > MAX_KEY_FILE {
         return Err(KeyError::TooLarge { path: shown });
     }
     let pem = std::fs::read(path).map_err(|source| KeyError::Io {

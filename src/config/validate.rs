@@ -158,21 +158,8 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
     s.keys.tsig_key_file = s.keys.tsig_key_file.as_deref().map(resolve);
     match (&s.keys.update_server, &s.keys.tsig_key_file) {
         (Some(_), Some(path)) => {
-            use std::os::unix::fs::PermissionsExt;
-            match std::fs::metadata(path) {
-                Ok(m) if m.permissions().mode() & 0o027 != 0 => c.error(
-                    "keys.tsig_key_file",
-                    format!(
-                        "{} is accessible by others or writable by its group: chmod 600 {}",
-                        path.display(),
-                        path.display()
-                    ),
-                ),
-                _ => {
-                    if let Err(e) = crate::dns::update::TsigKey::read(path) {
-                        c.error("keys.tsig_key_file", e);
-                    }
-                }
+            if let Err(e) = crate::dns::update::TsigKey::read(path) {
+                c.error("keys.tsig_key_file", e);
             }
         }
         (None, None) => {}

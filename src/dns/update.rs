@@ -32,8 +32,10 @@ impl std::fmt::Debug for TsigKey {
 impl TsigKey {
     /// Read a key file as BIND (`key "name" { algorithm hmac-sha256; secret "…"; };`, what
     /// `tsig-keygen` prints) or knot (`key:` / `- id: name` / `algorithm:` / `secret:`, what
-    /// `keymgr -t` prints) write it. Errors never show the secret.
+    /// `keymgr -t` prints) write it, from a file as private as a key file. Errors never show
+    /// the secret.
     pub fn read(path: &Path) -> Result<TsigKey, String> {
+        crate::config::keys::check_safe(path).map_err(|e| e.to_string())?;
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let bad = |what: &str| format!("{}: {what}", path.display());
         let mut name = None;
@@ -182,6 +184,15 @@ mod tests {
             "# hmac-sha512:upd2:...\nkey:\n  - id: upd2\n    algorithm: hmac-sha512\n    secret: c2VjcmV0\n",
         )
         .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let private =
+            |p: &Path| std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // As private as a key file, or refused.
+        assert!(TsigKey::read(&bind)
+            .unwrap_err()
+            .contains("accessible by others"));
+        private(&bind);
+        private(&knot);
         let k = TsigKey::read(&bind).unwrap();
         assert_eq!(
             (k.name.to_string().as_str(), k.secret.as_slice()),

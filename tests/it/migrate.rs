@@ -243,23 +243,24 @@ fn realistic() -> Setup {
              Socket inet:8893@localhost\nPublicSuffixList /usr/share/publicsuffix\n"
         ),
     );
-    let mut records = BTreeMap::new();
-    records.insert(
-        "s2048._domainkey.a.example".to_string(),
-        k.rsa.record.clone(),
-    );
-    records.insert(
-        "e2026._domainkey.a.example".to_string(),
-        k.ed.record.clone(),
-    );
-    records.insert(
-        "legacy._domainkey.b.example".to_string(),
-        k.rsa1024.record.clone(),
-    );
-    records.insert(
-        "inl._domainkey.c.example".to_string(),
-        k.rsa_pkcs1.record.clone(),
-    );
+    let records = BTreeMap::from([
+        (
+            "s2048._domainkey.a.example".to_string(),
+            k.rsa.record.clone(),
+        ),
+        (
+            "e2026._domainkey.a.example".to_string(),
+            k.ed.record.clone(),
+        ),
+        (
+            "legacy._domainkey.b.example".to_string(),
+            k.rsa1024.record.clone(),
+        ),
+        (
+            "inl._domainkey.c.example".to_string(),
+            k.rsa_pkcs1.record.clone(),
+        ),
+    ]);
     Setup {
         scratch: s,
         dkim,

@@ -48,6 +48,15 @@ fn state_of<'a>(rows: &'a [Value], selector: &str) -> &'a str {
         .unwrap_or("gone")
 }
 
+/// The DKIM record that publishes a key file's public key.
+fn record_of(file: &str) -> String {
+    let pem = std::fs::read(file).unwrap();
+    let public = mailseal::config::keys::parse_private_key(&pem)
+        .unwrap()
+        .public;
+    format!("v=DKIM1; k=rsa; p={}", b64(&public))
+}
+
 fn signed_selector(cfg: &str) -> (String, String) {
     let msg = "From: <a@example.com>\r\nTo: <b@example.org>\r\nSubject: r\r\n\r\nbody\r\n";
     let out = cli_blocking(&["sign", "-c", cfg], Some(msg.as_bytes()));
@@ -154,12 +163,7 @@ async fn a_rotation_from_pending_to_removed() {
         assert_eq!(signed_selector(&cfg).0, "rsa");
 
         // The record published: published, then (activate_after 0s) active.
-        let file = new["file"].as_str().unwrap();
-        let pem = std::fs::read(file).unwrap();
-        let public = mailseal::config::keys::parse_private_key(&pem)
-            .unwrap()
-            .public;
-        let record = format!("v=DKIM1; k=rsa; p={}", b64(&public));
+        let record = record_of(new["file"].as_str().unwrap());
         // Published at the authoritative server only: the resolver still says it is missing,
         // yet rotation sees it there.
         dns_clone.txt(&format!("{selector}._domainkey.example.com"), &record);
@@ -281,10 +285,6 @@ async fn the_daemon_switches_keys_on_its_own() {
         .and_then(|r| r["file"].as_str())
         .unwrap_or_else(|| panic!("{rows:?}"))
         .to_string();
-    let pem = std::fs::read(&file).unwrap();
-    let public = mailseal::config::keys::parse_private_key(&pem)
-        .unwrap()
-        .public;
     let env = Envelope {
         client_ip: "127.0.0.1".into(),
         ..Default::default()
@@ -295,7 +295,7 @@ async fn the_daemon_switches_keys_on_its_own() {
     // Published: the daemon sees it, makes it active, reloads and signs with it.
     dns.zones.txt(
         &format!("{selector}._domainkey.example.com"),
-        &format!("v=DKIM1; k=rsa; p={}", b64(&public)),
+        &record_of(&file),
     );
     d.wait_log(&format!("{selector}: active (signing)"));
     d.wait_log("configuration reloaded");
