@@ -177,6 +177,18 @@ pub enum KeysCommand {
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// With `[keys] store`: the signing hosts sharing the state and the keys each holds.
+    Hosts {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// With `[keys] store`: forget a host gone for good, so new keys stop waiting for it.
+    Forget {
+        /// The host's name as `keys hosts` shows it.
+        host: String,
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -307,6 +307,10 @@ fn keys(action: KeysCommand) -> Result<ExitCode> {
             })?
             .map_err(failed)?
         }
+        KeysCommand::Hosts { config } => keys::hosts(&load(&config)?).map_err(failed)?,
+        KeysCommand::Forget { host, config } => {
+            keys::forget(&load(&config)?, &host).map_err(failed)?
+        }
     };
     print!("{text}");
     if !text.ends_with('\n') {

@@ -253,6 +253,13 @@ impl Signing {
     }
 }
 
+impl Keys {
+    /// The database shared by the signing hosts for the rotation state, when set.
+    pub fn store(&self) -> Option<StoreSpec> {
+        self.store.clone().map(StoreSpec::Postgres)
+    }
+}
+
 impl Reports {
     /// Where evaluations are recorded; `None`: reporting is off.
     pub fn store(&self) -> Option<StoreSpec> {

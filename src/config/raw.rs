@@ -272,6 +272,13 @@ settings! {
         /// without a restart.
         #[serde(with = "duration")]
         check_every: Duration = default r#""1m""#;
+        /// A PostgreSQL URL (it may be [reports] store's): the rotation state is kept there,
+        /// shared by every signing host that names it, and state.json in `dir` is this host's
+        /// copy. Each host reports which keys it holds; a new key becomes active only when
+        /// every host signing for its domain holds its file. Private keys never go into the
+        /// database: copy a new key file to the other hosts' `dir` yourself (configuration
+        /// management). Unset: the state is state.json, this host's alone.
+        store: Option<String> = eg r#""postgres://mailseal@db.example.net/mailseal""#;
     }
 }
 

@@ -155,6 +155,16 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
         }
     }
     // Key rotation's dynamic updates.
+    if s.keys
+        .store
+        .as_deref()
+        .is_some_and(|u| !super::is_postgres(u))
+    {
+        c.error(
+            "keys.store",
+            "a postgres:// URL (a state for one host needs no store: it is state.json in keys.dir)",
+        );
+    }
     s.keys.tsig_key_file = s.keys.tsig_key_file.as_deref().map(resolve);
     match (&s.keys.update_server, &s.keys.tsig_key_file) {
         (Some(_), Some(path)) => {

@@ -57,7 +57,8 @@ pub(super) async fn key_rotation(contexts: watch::Receiver<Arc<Context>>) {
     let publish = |ctx: &Context| {
         let state = crate::rotation::Rotation::load(&ctx.config.keys.dir).unwrap_or_default();
         let now = crate::report::now();
-        let keys = crate::rotation::status(&ctx.config, &state, now)
+        let holders = crate::rotation::shared::Holders::default();
+        let keys = crate::rotation::status(&ctx.config, &state, &holders, now)
             .into_iter()
             .map(|r| crate::metrics::KeyState {
                 domain: r.domain,
@@ -79,15 +80,25 @@ pub(super) async fn key_rotation(contexts: watch::Receiver<Arc<Context>>) {
         if !config.mode.signs() || config.tables.keys.is_empty() {
             continue;
         }
-        match crate::dns::authenticator(&config.dns) {
-            Ok(auth) => match crate::tools::keys::scheduled(config, &auth).await {
-                Ok(changes) => {
-                    for c in changes {
-                        tracing::info!("keys: {c}");
-                    }
+        // On a blocking thread: the round waits for the state's lock (and, shared, for the
+        // database), which must not hold up the milter's tasks.
+        let handle = tokio::runtime::Handle::current();
+        let round = ctx.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            handle.block_on(async {
+                let auth =
+                    crate::dns::authenticator(&round.config.dns).map_err(|e| e.to_string())?;
+                crate::tools::keys::scheduled(&round.config, &auth).await
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match result {
+            Ok(changes) => {
+                for c in changes {
+                    tracing::info!("keys: {c}");
                 }
-                Err(e) => tracing::warn!("keys: {e}"),
-            },
+            }
             Err(e) => tracing::warn!("keys: {e}"),
         }
         let now = modified(&config.keys.dir);

@@ -157,16 +157,112 @@ pub async fn update(
         .await
         .map_err(|_| format!("{server}: no answer in {timeout:?}"))?
         .map_err(|e| format!("{server}: {e}"))?;
-    let answer = Message::from_vec(&answer).map_err(|e| format!("{server}: {e}"))?;
-    match answer.metadata.response_code {
-        ResponseCode::NoError => Ok(()),
+    let parsed = Message::from_vec(&answer).map_err(|e| format!("{server}: {e}"))?;
+    if parsed.metadata.id != msg.metadata.id {
+        return Err(format!("{server}: the answer is not to our update"));
+    }
+    match parsed.metadata.response_code {
+        // Success only when the answer carries the key's MAC over it and our request's MAC
+        // (RFC 8945 §5.3): anyone on the path can forge a NOERROR.
+        ResponseCode::NoError => verify_answer(key, &answer, mac.as_ref(), now)
+            .map_err(|e| format!("{server}: the answer's TSIG: {e}")),
         code => Err(format!("{server} refused the update: {code}")),
     }
+}
+
+/// Check the TSIG of an answer to a request signed with `request_mac` (RFC 8945 §5.3):
+/// the key's name and algorithm, the MAC, and the time within the fudge.
+fn verify_answer(key: &TsigKey, answer: &[u8], request_mac: &[u8], now: u64) -> Result<(), String> {
+    use mail_auth::hickory_resolver::proto::rr::rdata::tsig::signed_bitmessage_to_buf;
+    let (tbs, record) = signed_bitmessage_to_buf(answer, Some(request_mac), true)
+        .map_err(|e| format!("missing or malformed ({e})"))?;
+    let tsig = &record.data;
+    if record.name != key.name || tsig.algorithm != key.algorithm {
+        return Err(format!("signed with another key ({})", record.name));
+    }
+    if let Some(error) = tsig.error {
+        return Err(format!("error {error:?}"));
+    }
+    aws_lc_rs::hmac::verify(
+        &aws_lc_rs::hmac::Key::new(key.hmac, &key.secret),
+        &tbs,
+        &tsig.mac,
+    )
+    .map_err(|_| "the MAC does not verify with the key".to_string())?;
+    if tsig.time.abs_diff(now) > u64::from(tsig.fudge) {
+        return Err(format!(
+            "signed {} s from now, beyond its fudge",
+            tsig.time.abs_diff(now)
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A server that answers every update NOERROR, as a forger on the path would: the
+    /// answer is unsigned, or signed with another secret. Neither is taken for success.
+    #[tokio::test]
+    async fn an_answer_not_signed_with_the_key_is_refused() {
+        let key = |secret: &[u8]| TsigKey {
+            name: Name::from_ascii("upd.example.").unwrap(),
+            algorithm: TsigAlgorithm::HmacSha256,
+            hmac: aws_lc_rs::hmac::HMAC_SHA256,
+            secret: secret.to_vec(),
+        };
+        for forged_with in [None, Some(b"other".to_vec())] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let server = listener.local_addr().unwrap();
+            let forger = forged_with.clone();
+            tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut len = [0u8; 2];
+                s.read_exact(&mut len).await.unwrap();
+                let mut q = vec![0u8; u16::from_be_bytes(len) as usize];
+                s.read_exact(&mut q).await.unwrap();
+                let q = Message::from_vec(&q).unwrap();
+                let mut a = Message::response(q.metadata.id, OpCode::Update);
+                a.metadata.response_code = ResponseCode::NoError;
+                if let Some(secret) = forger {
+                    let k = key(&secret);
+                    let pre = TSIG::new(
+                        k.algorithm.clone(),
+                        crate::report::now() as u64,
+                        300,
+                        Vec::new(),
+                        a.metadata.id,
+                        None,
+                        Vec::new(),
+                    );
+                    let tbs = message_tbs(&a, &pre, &k.name).unwrap();
+                    let mac =
+                        aws_lc_rs::hmac::sign(&aws_lc_rs::hmac::Key::new(k.hmac, &k.secret), &tbs);
+                    a.set_signature(Box::new(make_tsig_record(
+                        k.name.clone(),
+                        pre.set_mac(mac.as_ref().to_vec()),
+                    )));
+                }
+                let wire = a.to_vec().unwrap();
+                s.write_all(&(wire.len() as u16).to_be_bytes())
+                    .await
+                    .unwrap();
+                s.write_all(&wire).await.unwrap();
+            });
+            let err = update(
+                server,
+                &key(b"secret"),
+                "example.com",
+                "s._domainkey.example.com",
+                &Change::Delete,
+                Duration::from_secs(5),
+            )
+            .await
+            .expect_err("a forged answer is not success");
+            assert!(err.contains("TSIG"), "{err}");
+        }
+    }
 
     #[test]
     fn reads_bind_and_knot_key_files() {

@@ -11,7 +11,7 @@ use mail_auth::MessageAuthenticator;
 
 use crate::config::keys::load_key;
 use crate::config::Config;
-use crate::rotation::{Rotation, State, StatusRow};
+use crate::rotation::{shared, State, StatusRow};
 use crate::tools::testkey::{check_key, KeyStatus};
 
 /// The DNS verdict for a key file's record.
@@ -130,8 +130,9 @@ async fn published(
     } else {
         Vec::new()
     };
+    let file = e.path(&config.keys.dir);
     if servers.is_empty() {
-        return check(auth, &e.domain, &e.selector, &e.file).await == KeyStatus::Ok;
+        return check(auth, &e.domain, &e.selector, &file).await == KeyStatus::Ok;
     }
     for server in servers {
         let dns = crate::config::Dns {
@@ -141,7 +142,7 @@ async fn published(
         let Ok(direct) = crate::dns::authenticator(&dns) else {
             return false;
         };
-        if check(&direct, &e.domain, &e.selector, &e.file).await != KeyStatus::Ok {
+        if check(&direct, &e.domain, &e.selector, &file).await != KeyStatus::Ok {
             return false;
         }
     }
@@ -163,9 +164,9 @@ pub async fn status(
     auth: &MessageAuthenticator,
     json: bool,
 ) -> Result<String, String> {
-    let state = Rotation::load(&config.keys.dir)?;
+    let (state, holders) = shared::read(&config.keys)?;
     let now = crate::report::now();
-    let mut rows: Vec<StatusRow> = crate::rotation::status(config, &state, now);
+    let mut rows: Vec<StatusRow> = crate::rotation::status(config, &state, &holders, now);
     for row in &mut rows {
         row.dns = Some(shown(
             &check(auth, &row.domain, &row.selector, &row.file).await,
@@ -202,20 +203,17 @@ pub async fn rotate(
     domain: Option<&str>,
     algorithm: Option<&str>,
 ) -> Result<String, String> {
-    let (lines, records) = {
-        let _lock = crate::rotation::Lock::acquire(&config.keys.dir)?;
-        let mut state = Rotation::load(&config.keys.dir)?;
-        let now = crate::report::now();
-        prepare_dirs(&config.keys.dir, config, domain)?;
-        let which = crate::rotation::Which {
-            domain,
-            algorithm,
-            rows: None,
-        };
-        let out = crate::rotation::rotate(config, &mut state, &which, now)?;
-        state.save(&config.keys.dir)?;
-        out
+    prepare_dirs(&config.keys.dir, config, domain)?;
+    let which = crate::rotation::Which {
+        domain,
+        algorithm,
+        rows: None,
     };
+    let (lines, records) = shared::change(&config.keys, |state, _| {
+        crate::rotation::rotate(config, state, &which, crate::report::now())
+    })?;
+    // Shared: this host holds the new keys from now on.
+    shared::report_held(config)?;
     if lines.is_empty() {
         return Ok("no KeyTable row matches\n".into());
     }
@@ -259,21 +257,22 @@ pub async fn scheduled(
     auth: &MessageAuthenticator,
 ) -> Result<Vec<String>, String> {
     let mut changes = Vec::new();
-    let lock = crate::rotation::Lock::acquire(&config.keys.dir)?;
-    let mut state = Rotation::load(&config.keys.dir)?;
-    let due = crate::rotation::due(config, &state, crate::report::now());
-    if due.is_empty() {
-        drop(lock);
-    } else {
+    shared::report_held(config)?;
+    let (lines, records) = shared::change(&config.keys, |state, _| {
+        let now = crate::report::now();
+        let due = crate::rotation::due(config, state, now);
+        if due.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
         prepare_dirs(&config.keys.dir, config, None)?;
         let which = crate::rotation::Which {
             rows: Some(&due),
             ..Default::default()
         };
-        let (lines, records) =
-            crate::rotation::rotate(config, &mut state, &which, crate::report::now())?;
-        state.save(&config.keys.dir)?;
-        drop(lock);
+        crate::rotation::rotate(config, state, &which, now)
+    })?;
+    if !lines.is_empty() {
+        shared::report_held(config)?;
         changes.extend(lines);
         changes.extend(publish(config, auth, &records).await);
     }
@@ -287,22 +286,59 @@ pub async fn scheduled(
 /// `keys advance`: check the records of keys that wait for them, then move every key on.
 pub async fn advance(config: &Config, auth: &MessageAuthenticator) -> Result<String, String> {
     // The records are checked first, without the lock; the state is read again under it.
-    let checked = Rotation::load(&config.keys.dir)?;
+    let (checked, _) = shared::read(&config.keys)?;
     let mut published: BTreeMap<PathBuf, bool> = BTreeMap::new();
     for e in &checked.keys {
         if matches!(e.state, State::Pending | State::Published) {
             published.insert(e.file.clone(), self::published(config, auth, e).await);
         }
     }
-    let _lock = crate::rotation::Lock::acquire(&config.keys.dir)?;
-    let mut state = Rotation::load(&config.keys.dir)?;
-    let now = crate::report::now();
-    let (mut changes, records) = crate::rotation::advance(config, &mut state, &published, now);
+    let (mut changes, records) = shared::change(&config.keys, |state, holders| {
+        Ok(crate::rotation::advance(
+            config,
+            state,
+            &published,
+            holders,
+            crate::report::now(),
+        ))
+    })?;
     if changes.is_empty() {
         return Ok("nothing to do now (keys status says what each key waits for)\n".into());
     }
-    state.save(&config.keys.dir)?;
-    drop(_lock);
     changes.extend(publish(config, auth, &records).await);
     Ok(changes.join("\n") + "\n")
+}
+
+/// `keys hosts`: the signing hosts sharing the state (`[keys] store`) and the keys each holds.
+pub fn hosts(config: &Config) -> Result<String, String> {
+    if config.keys.store.is_none() {
+        return Ok("keys.store is not set: the state is this host's alone\n".into());
+    }
+    let now = crate::report::now();
+    let mut out = String::new();
+    for h in shared::hosts(&config.keys)? {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<24} {:<8} holds {:<30} seen {} ago",
+            h.host,
+            h.domain,
+            h.algorithm,
+            h.holds.join(" "),
+            humantime::format_duration(
+                std::time::Duration::from_secs((now - h.seen).max(0) as u64)
+            )
+        );
+    }
+    if out.is_empty() {
+        out.push_str("no host has reported yet (each daemon does every check_every)\n");
+    }
+    Ok(out)
+}
+
+/// `keys forget HOST`: a host gone for good; new keys stop waiting for it.
+pub fn forget(config: &Config, host: &str) -> Result<String, String> {
+    match shared::forget(&config.keys, host)? {
+        true => Ok(format!("{host}: forgotten; keys no longer wait for it\n")),
+        false => Err(format!("{host}: no such host (see `mailseal keys hosts`)")),
+    }
 }

@@ -509,3 +509,161 @@ async fn a_rotation_published_by_dynamic_update_to_knot() {
     assert_eq!(used, selector);
     assert_eq!(verify(signed, used).await, vec![true]);
 }
+
+/// The selector `mailseal sign` uses, and the selector the daemon at `port` signs with.
+async fn daemon_selector(port: u16) -> String {
+    let env = Envelope {
+        client_ip: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    let msg = "From: alice@example.com\r\nSubject: r\r\n\r\nbody\r\n";
+    let out = deliver(([127, 0, 0, 1], port).into(), &env, msg).await;
+    tag(&out.inserted("DKIM-Signature")[0], "s").unwrap_or_default()
+}
+
+/// Two signing hosts share the rotation state through PostgreSQL (`[keys] store`), each with
+/// a key directory of its own. A new key whose record is published does not sign until both
+/// hosts hold its file (copied by the admin's configuration management); then both switch at
+/// the same step, each reloading on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_sharing_the_state_switch_at_the_same_step() {
+    use crate::common::pg::Postgres;
+    use crate::common::process::Running;
+    let _exclusive = crate::common::exclusive().await;
+    let pg = tokio::task::spawn_blocking(Postgres::start).await.unwrap();
+    let k = keys();
+    let zones = Zones::default();
+    zones.txt("rsa._domainkey.example.com", &k.rsa.record);
+    let dns = DnsServer::start(zones).await;
+    let mut hosts = Vec::new();
+    for name in ["mx1.example.net", "mx2.example.net"] {
+        let s = Scratch::new("rotation-shared");
+        let port = crate::common::postfix::free_port();
+        let signing = example_com_rsa(&s.0, "*@example.com");
+        let cfg = s.write(
+            "m.toml",
+            &format!(
+                "socket = \"inet:{port}@127.0.0.1\"\nmode = \"s\"\nauthserv_id = \"{name}\"\n[signing]\n{signing}\n[keys]\ndir = \"rotation\"\nstore = \"{}\"\nactivate_after = \"0s\"\ncheck_every = \"1s\"\ncheck_authoritative = false\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
+                pg.url(),
+                dns.addr
+            ),
+        );
+        let d = Running::started(&cfg, &[]);
+        hosts.push((s, cfg.to_str().unwrap().to_string(), port, d));
+    }
+    let cfg1 = hosts[0].1.clone();
+    // Both hosts registered (each daemon's first round).
+    let registered = |cfg: &str| {
+        let out = keys_cmd(cfg, &["hosts"], 0);
+        assert!(out.ok, "{}", out.text());
+        out.stdout
+    };
+    let c = cfg1.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let l = registered(&c);
+            if (l.contains("mx1.example.net") && l.contains("mx2.example.net"))
+                || std::time::Instant::now() > deadline
+            {
+                return l;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        listed.contains("mx1.example.net") && listed.contains("mx2.example.net"),
+        "{listed}"
+    );
+
+    // A rotation started on mx1: its key is in mx1's directory only.
+    let c = cfg1.clone();
+    let rows = tokio::task::spawn_blocking(move || {
+        let out = keys_cmd(&c, &["rotate"], 0);
+        assert!(out.ok, "{}", out.text());
+        status(&c)
+    })
+    .await
+    .unwrap();
+    let new = rows
+        .iter()
+        .find(|r| r["state"] == "pending")
+        .unwrap_or_else(|| panic!("{rows:?}"))
+        .clone();
+    let selector = new["selector"].as_str().unwrap().to_string();
+    let file = new["file"].as_str().unwrap().to_string();
+    assert!(file.starts_with(hosts[0].0 .0.to_str().unwrap()), "{file}");
+    dns.zones.txt(
+        &format!("{selector}._domainkey.example.com"),
+        &record_of(&file),
+    );
+    // Seen in DNS, but mx2 does not hold the key: it stays published, and names mx2.
+    let c = cfg1.clone();
+    let sel = selector.clone();
+    let published = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if state_of(&status(&c), &sel) == "published" {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        false
+    })
+    .await
+    .unwrap();
+    assert!(published, "the record was never seen");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let c = cfg1.clone();
+    let rows = tokio::task::spawn_blocking(move || status(&c))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&rows, &selector), "published", "{rows:?}");
+    let waiting = rows
+        .iter()
+        .find(|r| r["selector"] == selector.as_str())
+        .unwrap();
+    assert!(
+        waiting["next"]
+            .as_str()
+            .unwrap()
+            .contains("mx2.example.net"),
+        "{waiting}"
+    );
+    for (_, _, port, _) in &hosts {
+        assert_eq!(daemon_selector(*port).await, "rsa");
+    }
+
+    // The admin's configuration management copies the key to mx2: both switch.
+    let dest = hosts[1].0 .0.join("rotation/example.com");
+    std::fs::create_dir_all(&dest).unwrap();
+    let copy = dest.join(std::path::Path::new(&file).file_name().unwrap());
+    std::fs::copy(&file, &copy).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut signing = Vec::new();
+    while std::time::Instant::now() < deadline {
+        signing.clear();
+        for (_, _, port, _) in &hosts {
+            signing.push(daemon_selector(*port).await);
+        }
+        if signing.iter().all(|s| *s == selector) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    assert_eq!(signing, [selector.clone(), selector.clone()]);
+    for (_, _, _, d) in hosts.iter_mut() {
+        d.wait_log("rotation state changed; reloading");
+    }
+    // Each host's own view (sign reads the local copy of the state) agrees.
+    for (_, cfg, _, _) in &hosts {
+        let c = cfg.clone();
+        let (s, _) = tokio::task::spawn_blocking(move || signed_selector(&c))
+            .await
+            .unwrap();
+        assert_eq!(s, selector);
+    }
+}

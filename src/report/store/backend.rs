@@ -78,11 +78,11 @@ impl From<i64> for Val {
 /// The schema version this build writes. Stores are migrated in place when opened, under the
 /// store-wide lock; migrations only add (tables, columns), so hosts sharing one PostgreSQL
 /// database can be upgraded one at a time, the older ones ignoring what they do not know.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migration n takes a store from version n + 1 to n + 2 (version 1: the tables of
 /// [`SCHEMA`] before versions were kept).
-const MIGRATIONS: [&str; 1] = [
+const MIGRATIONS: [&str; 3] = [
     // 2: delivery state per destination.
     "CREATE TABLE IF NOT EXISTS dmarc_deliveries (
         report_id TEXT NOT NULL,
@@ -92,6 +92,22 @@ const MIGRATIONS: [&str; 1] = [
         last_error TEXT,
         updated BIGINT NOT NULL,
         PRIMARY KEY (report_id, address)
+    )",
+    // 3: the key rotation state shared by signing hosts (one row, the state as JSON).
+    "CREATE TABLE IF NOT EXISTS key_rotation (
+        id BIGINT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated BIGINT NOT NULL
+    )",
+    // 4: per signing host and KeyTable row (domain, algorithm), the selectors of the keys
+    // it holds.
+    "CREATE TABLE IF NOT EXISTS key_hosts (
+        host TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        algorithm TEXT NOT NULL,
+        holds TEXT NOT NULL,
+        seen BIGINT NOT NULL,
+        PRIMARY KEY (host, domain, algorithm)
     )",
 ];
 

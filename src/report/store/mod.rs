@@ -9,9 +9,11 @@
 //!   sharing a PostgreSQL database never report the same message twice.
 
 mod backend;
+mod keys;
 
 use backend::Result;
 pub use backend::{Store, StoreError, Val, SCHEMA_VERSION};
+pub use keys::HostKeys;
 
 use super::{DkimAuth, Evaluation, Published, Reason};
 use crate::results::{Disposition, UnknownWord, Word};

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod pg;
 pub mod postfix;
 pub mod process;
 pub mod sink;

@@ -12,6 +12,11 @@
 //! The state only overrides a row's selector and key file ([`apply`], used when any
 //! configuration is loaded, so check-config, explain, sign and the daemon agree); the tables
 //! stay the admin's.
+//!
+//! With `[keys] store` the state is shared by several signing hosts ([`shared`]); state.json
+//! is then each host's copy, and a new key waits until every host holds its file.
+
+pub mod shared;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,6 +68,27 @@ pub struct Entry {
     /// Made by rotation (its file is deleted when it is removed); false for a KeyTable's own
     /// key, whose file stays the admin's.
     pub generated: bool,
+    /// The public key as published (`p=`, base64): which key a host's copy of the file must
+    /// be. Empty in states written before it was kept.
+    #[serde(default)]
+    pub public: String,
+}
+
+impl Entry {
+    /// Its key file: a generated key's is relative to `[keys] dir` (each host has its own),
+    /// a KeyTable key's absolute.
+    pub fn path(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.file)
+    }
+
+    /// Whether the key file at `dir` is this key (loads, and its public key is the one kept).
+    pub fn held(&self, dir: &Path) -> bool {
+        use base64::Engine;
+        load_key(&self.path(dir)).is_ok_and(|k| {
+            self.public.is_empty()
+                || base64::engine::general_purpose::STANDARD.encode(&k.public) == self.public
+        })
+    }
 }
 
 /// The state file.
@@ -170,7 +196,7 @@ impl Lock {
 /// Make the rows whose rotation has an active key sign with it: its selector and file
 /// replace the row's. Errors (an active key that cannot be loaded) are the configuration's.
 pub fn apply(keys: &Keys, tables: &mut SigningTables, errors: &mut Vec<ConfigError>) {
-    let state = match Rotation::load(&keys.dir) {
+    let state = match shared::local_view(keys) {
         Ok(s) => s,
         Err(msg) => {
             errors.push(ConfigError::Table {
@@ -184,10 +210,11 @@ pub fn apply(keys: &Keys, tables: &mut SigningTables, errors: &mut Vec<ConfigErr
         let Some(active) = state.active(&entry.name) else {
             continue;
         };
-        match load_key(&active.file) {
+        let path = active.path(&keys.dir);
+        match load_key(&path) {
             Ok(key) => {
                 entry.selector = active.selector.clone();
-                entry.path = active.file.clone();
+                entry.path = path;
                 entry.key = key;
             }
             Err(e) => errors.push(ConfigError::Table {
@@ -242,7 +269,12 @@ pub struct StatusRow {
 
 /// Every key: the KeyTable rows' (their own keys unless rotation made another active) and
 /// every key the rotation knows.
-pub fn status(config: &Config, state: &Rotation, now: i64) -> Vec<StatusRow> {
+pub fn status(
+    config: &Config,
+    state: &Rotation,
+    holders: &shared::Holders,
+    now: i64,
+) -> Vec<StatusRow> {
     let k = &config.keys;
     let mut rows = Vec::new();
     for entry in &config.tables.keys {
@@ -280,7 +312,14 @@ pub fn status(config: &Config, state: &Rotation, now: i64) -> Vec<StatusRow> {
                 "publish {}._domainkey.{} (the record `keys rotate` printed); `keys advance` checks it",
                 e.selector, e.domain
             ),
-            State::Published => format!("becomes active {}", when(after(k.activate_after))),
+            State::Published => match holders.missing(e) {
+                [] => format!("becomes active {}", when(after(k.activate_after))),
+                hosts => format!(
+                    "waits for {} to hold its key file (copy {} there)",
+                    hosts.join(", "),
+                    e.file.display()
+                ),
+            },
             State::Active => "signing".into(),
             State::Retiring => format!("revoked {}", when(after(k.retire_after))),
             State::Revoked => format!(
@@ -296,7 +335,7 @@ pub fn status(config: &Config, state: &Rotation, now: i64) -> Vec<StatusRow> {
             selector: e.selector.clone(),
             algorithm: e.algorithm.clone(),
             state: e.state.as_str().into(),
-            file: e.file.clone(),
+            file: e.path(&k.dir),
             age_days: (now - e.created).max(0) / 86400,
             dns: None,
             next,
@@ -393,16 +432,25 @@ pub fn rotate(
             change: crate::dns::update::Change::Set(g.record.clone()),
         });
         let zone = std::fs::read_to_string(&g.record_file).unwrap_or_default();
+        let public = load_key(&g.private).map_err(|e| e.to_string())?.public;
         state.keys.push(Entry {
             row: entry.name.clone(),
             domain: d.to_string(),
             selector: selector.clone(),
             algorithm: a.to_string(),
-            file: g.private.clone(),
+            file: g
+                .private
+                .strip_prefix(&k.dir)
+                .unwrap_or(&g.private)
+                .to_path_buf(),
             state: State::Pending,
             since: now,
             created: now,
             generated: true,
+            public: {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(public)
+            },
         });
         out.push(format!(
             "{}: new {a} key {selector} for {d} is pending. Publish:\n{zone}",
@@ -453,6 +501,7 @@ pub fn advance(
     config: &Config,
     state: &mut Rotation,
     published: &BTreeMap<PathBuf, bool>,
+    holders: &shared::Holders,
     now: i64,
 ) -> (Vec<String>, Vec<RecordChange>) {
     let k = &config.keys;
@@ -472,7 +521,11 @@ pub fn advance(
                     e.domain, e.selector
                 ));
             }
-            State::Published if seen(e) && now - e.since >= secs(k.activate_after) => {
+            State::Published
+                if seen(e)
+                    && now - e.since >= secs(k.activate_after)
+                    && holders.missing(e).is_empty() =>
+            {
                 activated.push((e.row.clone(), e.selector.clone()));
             }
             _ => {}
@@ -505,6 +558,7 @@ pub fn advance(
                     since: now,
                     created: now,
                     generated: false,
+                    public: String::new(),
                 });
                 changes.push(format!(
                     "{} {}: retiring (the KeyTable's key)",
@@ -545,7 +599,7 @@ pub fn advance(
     for e in std::mem::take(&mut state.keys) {
         if e.state == State::Revoked && now - e.since >= secs(k.remove_after) {
             if e.generated {
-                let _ = std::fs::remove_file(&e.file);
+                let _ = std::fs::remove_file(e.path(&k.dir));
             }
             changes.push(format!(
                 "{} {}: removed; delete its record {}._domainkey.{}",
