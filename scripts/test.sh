@@ -12,7 +12,7 @@ if ! command -v cargo >/dev/null 2>&1 && [ -n "${SUDO_USER:-}" ]; then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (https://rustup.rs), see README" >&2; exit 1; }
 
-need=(postfix python3-dkim openssl swaks opendkim opendmarc systemd man-db postgresql libxml2-utils bc faketime lintian knot)
+need=(postfix python3-dkim openssl swaks opendkim opendmarc systemd man-db postgresql libxml2-utils bc faketime lintian knot chromium)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

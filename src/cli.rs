@@ -221,6 +221,37 @@ pub enum ReportsCommand {
         #[arg(long)]
         domain: Option<String>,
     },
+    /// Read reports others sent about our domains: DMARC aggregate (XML, .xml.gz, .zip),
+    /// TLS-RPT (JSON, .json.gz) and failure reports, as report files, mails (.eml), mbox
+    /// files or Maildirs, recognised by content. Exit 1 when any input was refused.
+    Import {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Files or directories; `-` (or none) reads one input from standard input.
+        inputs: Vec<PathBuf>,
+    },
+    /// The inputs import refused, newest first, with the reason.
+    Rejected {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How many to list.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Also print the first bytes kept of each.
+        #[arg(long)]
+        show: bool,
+    },
+    /// What receivers reported per domain: messages, DMARC pass rate, dispositions, sending
+    /// sources, TLS sessions, failure reports.
+    Summary {
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        domain: Option<String>,
+        /// Only reports whose period ended in the last N days (default: all kept).
+        #[arg(long)]
+        days: Option<i64>,
+    },
 }
 
 /// The man page, from the clap definitions (section 8: a system daemon).

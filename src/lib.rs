@@ -21,8 +21,10 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod dns;
 pub mod headers;
+pub mod intake;
 pub mod message;
 pub mod metrics;
 pub mod milter;

@@ -362,6 +362,35 @@ fn reports(action: ReportsCommand) -> Result<ExitCode> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
+        ReportsCommand::Import { config, inputs } => {
+            let cfg = load(&config)?;
+            let (text, all_ok) = mailseal::tools::intake::import(&cfg, &inputs)
+                .map_err(|e| format!("mailseal reports import: {e}"))?;
+            print!("{text}");
+            Ok(success_if(all_ok))
+        }
+        ReportsCommand::Rejected {
+            config,
+            limit,
+            show,
+        } => {
+            let cfg = load(&config)?;
+            let text = mailseal::tools::intake::rejected(&cfg, limit, show)
+                .map_err(|e| format!("mailseal reports rejected: {e}"))?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ReportsCommand::Summary {
+            config,
+            domain,
+            days,
+        } => {
+            let cfg = load(&config)?;
+            let text = mailseal::tools::intake::summary(&cfg, domain.as_deref(), days)
+                .map_err(|e| format!("mailseal reports summary: {e}"))?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -111,10 +111,11 @@ pub enum Counter {
     FailureReports,
     DnsCache,
     Reloads,
+    Intake,
 }
 
 impl Counter {
-    const ALL: [Counter; 9] = [
+    const ALL: [Counter; 10] = [
         Counter::Messages,
         Counter::Results,
         Counter::Replies,
@@ -124,6 +125,7 @@ impl Counter {
         Counter::FailureReports,
         Counter::DnsCache,
         Counter::Reloads,
+        Counter::Intake,
     ];
 
     pub fn name(self) -> &'static str {
@@ -137,6 +139,7 @@ impl Counter {
             Counter::FailureReports => "mailseal_failure_reports_total",
             Counter::DnsCache => "mailseal_dns_cache_lookups_total",
             Counter::Reloads => "mailseal_config_reloads_total",
+            Counter::Intake => "mailseal_intake_reports_total",
         }
     }
 
@@ -157,6 +160,9 @@ impl Counter {
                 "DNS questions of the checks by how they were answered: hit (from the cache), joined (a query already on the wire), miss (asked)."
             }
             Counter::Reloads => "Configuration reloads (SIGHUP) by result (success, failure).",
+            Counter::Intake => {
+                "Reports read from mail to [intake] addresses: stored, duplicate, other_domain (not ours), refused, dropped (queue full), lost (store failed)."
+            }
         }
     }
 
@@ -186,6 +192,17 @@ impl Counter {
             }
             Counter::DnsCache => one("result", &["hit", "joined", "miss"]),
             Counter::Reloads => one("result", &["success", "failure"]),
+            Counter::Intake => one(
+                "outcome",
+                &[
+                    "stored",
+                    "duplicate",
+                    "other_domain",
+                    "refused",
+                    "dropped",
+                    "lost",
+                ],
+            ),
         }
     }
 }

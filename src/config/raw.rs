@@ -157,7 +157,7 @@ settings! {
         #[serde(with = "tempfail_or_accept")]
         on_internal_error: FailAction = default r#""tempfail""#;
     }
-    tables { limits: Limits, signing: Signing, keys: Keys, verify: Verify, dmarc: Dmarc, dns: Dns, metrics: Metrics, reports: Reports }
+    tables { limits: Limits, signing: Signing, keys: Keys, verify: Verify, dmarc: Dmarc, dns: Dns, metrics: Metrics, reports: Reports, intake: Intake, dashboard: Dashboard }
 }
 
 settings! {
@@ -455,5 +455,63 @@ settings! {
         /// recipients' local parts with "redacted" (To, Cc, Delivered-To, X-Original-To and
         /// "for <...>" in Received).
         failure_redact: bool = default "true";
+    }
+}
+
+settings! {
+    /// Reading the reports the world sends about our domains: DMARC aggregate reports (RFC
+    /// 7489 and RFC 9990 XML, plain, gzip or zip), TLS-RPT (RFC 8460 JSON, plain or gzip) and
+    /// DMARC failure reports (ARF). Kept in [reports] store (required). `mailseal reports
+    /// import` reads files; with addresses set, the daemon reads the mail sent to them.
+    pub struct Intake in "intake" {
+        /// Mail to these addresses is read as reports, after it is accepted and off the milter
+        /// path (the milter then also asks for the recipients). A report that cannot be read
+        /// never delays or fails the mail it came in.
+        addresses: Vec<String> = default "[]";
+        /// The domains reports are kept for; a report about another domain is dropped and
+        /// counted. Empty: the d= domains of the KeyTable (required when it has % rows).
+        domains: Vec<String> = default "[]";
+        /// false: the report addresses are removed from the message's recipients once it is
+        /// read (the message is discarded when no other recipient remains).
+        keep_messages: bool = default "true";
+        /// Messages larger than this are not read (refused as oversize, the mail itself is
+        /// delivered as usual).
+        #[serde(with = "size")]
+        max_message_size: usize = default r#""10M""#;
+        /// Most bytes one report may decompress to, whatever its compressed size; past it
+        /// the report is refused.
+        #[serde(with = "size")]
+        max_report_size: usize = default r#""64M""#;
+        /// Most a compressed report may expand relative to its compressed size (a bomb's
+        /// ratio is in the thousands; real reports stay far below 100).
+        #[serde(with = "positive")]
+        max_ratio: usize = default "200";
+        /// Imported reports are deleted this long after they were imported.
+        #[serde(with = "duration")]
+        retention: Duration = default r#""400d""#;
+        /// Messages waiting to be read by the daemon; more are not read (counted).
+        #[serde(with = "positive")]
+        queue: usize = default "32";
+    }
+}
+
+settings! {
+    /// A web page joining what receivers reported (report intake) with what we signed, per
+    /// domain and time range. Everything it needs is served by mailseal itself (no CDN, no
+    /// external font or script): it works on an air-gapped host.
+    pub struct Dashboard in "dashboard" {
+        /// Where to serve it, e.g. "127.0.0.1:9102". Unset: off. An address other than
+        /// loopback requires tls_cert, tls_key and password_file (or put a reverse proxy
+        /// with TLS and authentication in front of a loopback listener).
+        listen: Option<SocketAddr> = eg r#""127.0.0.1:9102""#;
+        /// PEM certificate chain and private key for HTTPS.
+        tls_cert: Option<PathBuf> = eg r#""/etc/mailseal/dashboard.crt""#;
+        tls_key: Option<PathBuf> = eg r#""/etc/mailseal/dashboard.key""#;
+        /// HTTP basic authentication: lines `user:password`, a file as private as a key
+        /// (0600 or 0640).
+        password_file: Option<PathBuf> = eg r#""/etc/mailseal/dashboard.passwd""#;
+        /// Reverse-name suffixes of known forwarders (mailing lists, forwarding services):
+        /// their DKIM-pass, SPF-fail mail is shown as forwarding, not spoofing.
+        forwarders: Vec<String> = default "[]";
     }
 }

@@ -91,6 +91,15 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
                     key.key.kind
                 ));
             }
+            if !s.intake.addresses.is_empty()
+                && s.intake.domains.is_empty()
+                && t.keys.iter().any(|k| k.domain.is_none())
+            {
+                c.error(
+                    "intake.domains",
+                    "required: the KeyTable has % rows, whose domains are known only per message",
+                );
+            }
             if s.mode.signs() && t.rows.is_empty() {
                 warnings.push(format!(
                     "{} has no rows: nothing will be signed, inbound mail is still verified; \
@@ -208,6 +217,62 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
         .iter()
         .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
         .collect();
+
+    // Report intake.
+    let i = &mut s.intake;
+    i.addresses = i
+        .addresses
+        .iter()
+        .map(|a| a.trim().trim_matches(['<', '>']).to_ascii_lowercase())
+        .collect();
+    for a in &i.addresses {
+        if a.rsplit_once('@')
+            .is_none_or(|(l, d)| l.is_empty() || !d.contains('.'))
+        {
+            c.error("intake.addresses", format!("{a:?} is not an address"));
+        }
+    }
+    i.domains = i
+        .domains
+        .iter()
+        .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    if !i.addresses.is_empty() && s.reports.store.is_none() {
+        c.error(
+            "intake.addresses",
+            "reports are kept in [reports] store, which is not set",
+        );
+    }
+
+    // Dashboard.
+    let dash = &mut s.dashboard;
+    dash.tls_cert = dash.tls_cert.as_deref().map(resolve);
+    dash.tls_key = dash.tls_key.as_deref().map(resolve);
+    dash.password_file = dash.password_file.as_deref().map(resolve);
+    if let Some(addr) = dash.listen {
+        if dash.tls_cert.is_some() != dash.tls_key.is_some() {
+            c.error("dashboard.tls_cert", "tls_cert and tls_key go together");
+        }
+        if !addr.ip().is_loopback() && (dash.tls_cert.is_none() || dash.password_file.is_none()) {
+            c.error(
+                "dashboard.listen",
+                format!(
+                    "{addr} is not loopback: set tls_cert, tls_key and password_file (or listen on loopback behind a reverse proxy)"
+                ),
+            );
+        }
+        if let Some(p) = &dash.password_file {
+            if let Err(e) = crate::dashboard::Passwords::read(p) {
+                c.error("dashboard.password_file", e);
+            }
+        }
+        if s.reports.store.is_none() {
+            c.error(
+                "dashboard.listen",
+                "the dashboard reads [reports] store, which is not set",
+            );
+        }
+    }
 
     // Reports.
     let r = &mut s.reports;

@@ -38,6 +38,8 @@ pub enum DaemonError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("dashboard: {0}")]
+    Dashboard(String),
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
     #[error("the milter server stopped: {0}")]
@@ -78,6 +80,25 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), DaemonError> {
         tracing::info!("metrics on http://{addr}/metrics");
         tokio::spawn(crate::metrics::serve(l, services.metrics.clone()));
     }
+    let dashboard = match cfg.dashboard.listen {
+        Some(addr) => {
+            let tls = match (&cfg.dashboard.tls_cert, &cfg.dashboard.tls_key) {
+                (Some(c), Some(k)) => {
+                    Some(crate::dashboard::tls_config(c, k).map_err(DaemonError::Dashboard)?)
+                }
+                _ => None,
+            };
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| DaemonError::Dashboard(format!("{addr}: {e}")))?;
+            tracing::info!(
+                "dashboard on {}://{addr}/",
+                if tls.is_some() { "https" } else { "http" }
+            );
+            Some((l, tls))
+        }
+        None => None,
+    };
     notify_systemd("READY=1");
     // The pings come from a task of the runtime that serves the milter: if it stalls, they
     // stop, and systemd restarts the service.
@@ -128,6 +149,9 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), DaemonError> {
         tracing::info!("shutting down: finishing messages in progress");
         notify_systemd("STOPPING=1");
     };
+    if let Some((l, tls)) = dashboard {
+        tokio::spawn(crate::dashboard::serve(l, rx.clone(), tls));
+    }
     tokio::spawn(schedule::daily_reports(rx.clone()));
     tokio::spawn(schedule::key_rotation(rx.clone()));
     let result = tokio::select! {

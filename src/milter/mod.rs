@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use indymilter::{
-    Actions, Callbacks, Context, EomContext, MacroStage, Macros, NegotiateContext, ProtoOpts,
-    SetErrorReply, SmtpReply, SocketInfo, Status,
+    Actions, Callbacks, Context, ContextActions, EomContext, MacroStage, Macros, NegotiateContext,
+    ProtoOpts, SetErrorReply, SmtpReply, SocketInfo, Status,
 };
 use tokio::sync::watch;
 
@@ -110,7 +110,8 @@ async fn negotiate(
     opts: ProtoOpts,
 ) -> Status {
     let ctx = contexts.borrow().clone();
-    let wanted = Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::QUARANTINE;
+    let wanted =
+        Actions::ADD_HEADER | Actions::CHANGE_HEADER | Actions::QUARANTINE | Actions::DELETE_RCPT;
     cx.requested_actions = actions & wanted;
     if !actions.contains(Actions::ADD_HEADER | Actions::CHANGE_HEADER) {
         tracing::warn!(
@@ -130,6 +131,7 @@ async fn negotiate(
     let noreply = (ProtoOpts::NOREPLY_CONNECT
         | ProtoOpts::NOREPLY_HELO
         | ProtoOpts::NOREPLY_MAIL
+        | ProtoOpts::NOREPLY_RCPT
         | ProtoOpts::NOREPLY_HEADER
         | ProtoOpts::NOREPLY_BODY)
         & opts;
@@ -188,6 +190,7 @@ fn client_macros(macros: &Macros) -> (Option<String>, Option<String>) {
 async fn mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let (auth_user, daemon) = client_macros(&cx.macros);
     let session = session!(cx, "no session at MAIL");
+    session.new_transaction();
     let args: Vec<Vec<u8>> = args.into_iter().map(CString::into_bytes).collect();
     let mut msg = Message::begin(&session.ctx, &args);
     let facts = ClientFacts {
@@ -203,10 +206,42 @@ async fn mail(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     session.answer(ProtoOpts::NOREPLY_MAIL)
 }
 
+/// A recipient: kept, and when it is an `[intake] address`, the message is captured for
+/// the report intake.
+async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
+    let Some(session) = cx.data.as_mut() else {
+        return Status::Continue;
+    };
+    let Some(rcpt) = args
+        .first()
+        .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
+    else {
+        return session.answer(ProtoOpts::NOREPLY_RCPT);
+    };
+    let ctx = &session.ctx;
+    let bare = rcpt.trim().trim_matches(['<', '>']).to_ascii_lowercase();
+    if ctx.intake.is_some() && ctx.config.intake.addresses.contains(&bare) {
+        session
+            .intake
+            .get_or_insert_with(|| session::Capture::new(ctx))
+            .report_rcpts
+            .push(rcpt.clone());
+    }
+    session.rcpts.push(rcpt);
+    session.answer(ProtoOpts::NOREPLY_RCPT)
+}
+
 async fn header(cx: &mut Context<Session>, name: CString, value: CString) -> Status {
     let Some(session) = cx.data.as_mut() else {
         return Status::Continue;
     };
+    if let Some(c) = session.intake.as_mut() {
+        c.header(
+            name.as_bytes(),
+            value.as_bytes(),
+            session.opts.leading_space,
+        );
+    }
     let msg = session
         .msg
         .get_or_insert_with(|| Message::begin(&session.ctx, &[]));
@@ -223,9 +258,18 @@ async fn eoh(cx: &mut Context<Session>) -> Status {
     let (auth_user, daemon) = client_macros(&cx.macros);
     let qid = queue_id(&cx.macros);
     let session = session!(cx, "no session at end of headers");
+    if let Some(c) = session.intake.as_mut() {
+        c.push(b"\r\n");
+    }
+    // A message for the report intake is read to its end whatever else happens to it.
+    let accept = if session.intake.is_some() {
+        Status::Continue
+    } else {
+        Status::Accept
+    };
     let Some(msg) = session.msg.as_mut() else {
         tracing::info!(queue_id = %qid, "accept: no message in progress at end of headers");
-        return Status::Accept;
+        return accept;
     };
     let facts = ClientFacts {
         ip: session.conn.client_ip,
@@ -244,7 +288,7 @@ async fn eoh(cx: &mut Context<Session>) -> Status {
                 .metrics
                 .inc(Counter::Replies, &[("reply", "accept")]);
             tracing::info!(queue_id = %qid, "accept: {why}");
-            Status::Accept
+            accept
         }
         EohAnswer::Refuse(reply, why) => {
             session.msg = None;
@@ -266,11 +310,54 @@ async fn body(cx: &mut Context<Session>, chunk: bytes::Bytes) -> Status {
     if let Some(msg) = session.msg.as_mut() {
         msg.body(&session.ctx, &chunk);
     }
+    if let Some(c) = session.intake.as_mut() {
+        c.push(&chunk);
+    }
     session.answer(ProtoOpts::NOREPLY_BODY)
 }
 
 async fn eom(cx: &mut EomContext<Session>) -> Status {
     let qid = queue_id(&cx.macros);
+    let capture = cx.data.as_mut().and_then(|s| s.intake.take());
+    let status = finish_message(cx, &qid).await;
+    match capture {
+        Some(c) if status == Status::Continue => intake(cx, c, &qid).await,
+        _ => status,
+    }
+}
+
+/// An accepted message for `[intake] addresses`: handed to the intake reader (never
+/// waited for). With `keep_messages = false` the report addresses are removed from its
+/// recipients, and a message for no one else is discarded.
+async fn intake(cx: &mut EomContext<Session>, c: session::Capture, qid: &str) -> Status {
+    let Some(session) = cx.data.as_ref() else {
+        return Status::Continue;
+    };
+    let Some(queue) = session.ctx.intake.clone() else {
+        return Status::Continue;
+    };
+    let origin = format!("mail {qid}");
+    match (c.not_kept(), &c.data) {
+        (None, Some(data)) => queue.submit(origin, data.as_slice().to_vec()),
+        (why, _) => queue.not_read(origin, why.unwrap_or_default(), c.size),
+    }
+    if session.ctx.config.intake.keep_messages {
+        return Status::Continue;
+    }
+    if c.report_rcpts.len() >= session.rcpts.len() {
+        tracing::info!(queue_id = %qid, "intake: read; discarded (only report addresses were recipients)");
+        return Status::Discard;
+    }
+    for r in &c.report_rcpts {
+        if let Err(e) = cx.actions.delete_recipient(r.as_str()).await {
+            tracing::warn!(queue_id = %qid, "intake: cannot remove recipient {r}: {e}");
+        }
+    }
+    Status::Continue
+}
+
+/// The end of the message for authentication: sign or verify, edit, answer.
+async fn finish_message(cx: &mut EomContext<Session>, qid: &str) -> Status {
     let Some(session) = cx.data.as_mut() else {
         return internal_error(
             &mut cx.reply,
@@ -328,6 +415,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
 async fn abort(cx: &mut Context<Session>) -> Status {
     if let Some(s) = cx.data.as_mut() {
         s.msg = None;
+        s.new_transaction();
     }
     Status::Continue
 }
@@ -346,6 +434,7 @@ pub fn callbacks(contexts: watch::Receiver<Arc<MessageContext>>) -> Callbacks<Se
         .on_connect(|cx, host, info| Box::pin(connect(cx, host, info)))
         .on_helo(|cx, name| Box::pin(helo(cx, name)))
         .on_mail(|cx, args| Box::pin(mail(cx, args)))
+        .on_rcpt(|cx, args| Box::pin(rcpt(cx, args)))
         .on_header(|cx, name, value| Box::pin(header(cx, name, value)))
         .on_eoh(|cx| Box::pin(eoh(cx)))
         .on_body(|cx, chunk| Box::pin(body(cx, chunk)))

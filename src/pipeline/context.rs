@@ -53,6 +53,8 @@ pub struct Context {
     pub reports: Option<Recorder>,
     /// Where DMARC failure reports go (`[reports] failure_reports`; the daemon only).
     pub failures: Option<FailureSender>,
+    /// Where mail to `[intake] addresses` goes to be read (the daemon only).
+    pub intake: Option<crate::intake::queue::IntakeQueue>,
 }
 
 impl Context {
@@ -67,6 +69,7 @@ impl Context {
             services,
             reports: None,
             failures: None,
+            intake: None,
         })
     }
 
@@ -99,7 +102,41 @@ impl Context {
                     metrics.clone(),
                 ),
             });
+        self.intake =
+            self.intake_settings()
+                .map(|settings| match running.and_then(|r| r.intake.as_ref()) {
+                    Some(q) if *q.settings == settings => q.clone(),
+                    _ => crate::intake::queue::IntakeQueue::start(settings, metrics.clone()),
+                });
         self
+    }
+
+    /// What the intake reader needs, when `[intake] addresses` are set (validation made sure
+    /// the store is; domains that cannot be known are logged and the mail is not read).
+    fn intake_settings(&self) -> Option<crate::intake::queue::Settings> {
+        let i = &self.config.intake;
+        if i.addresses.is_empty() {
+            return None;
+        }
+        let spec = self.config.reports.store()?;
+        let domains = match crate::intake::our_domains(&self.config) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("intake: {e}; mail to [intake] addresses is not read");
+                return None;
+            }
+        };
+        Some(crate::intake::queue::Settings {
+            spec,
+            limits: crate::intake::queue::LimitsKey(
+                i.max_message_size,
+                i.max_report_size,
+                i.max_ratio,
+            ),
+            domains,
+            retention: i.retention.as_secs() as i64,
+            queue: i.queue,
+        })
     }
 
     /// The tools' context: fresh services, nothing recorded.

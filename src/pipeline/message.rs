@@ -360,10 +360,16 @@ impl Message {
                 signatures,
             } => {
                 let mut signed = Vec::new();
+                let mut made = Vec::new();
                 for sig in signatures {
                     match sign::finish(sig) {
                         Ok(f) => {
                             signed.push(format!("d={} s={}", f.domain, f.selector));
+                            made.push(crate::pipeline::Signed {
+                                domain: f.domain.to_ascii_lowercase(),
+                                selector: f.selector.clone(),
+                                algorithm: f.algorithm,
+                            });
                             edits.insert_top(sign::DKIM_SIGNATURE, f.value);
                         }
                         Err(e) => {
@@ -385,14 +391,16 @@ impl Message {
                         }
                     }
                 }
-                Some(Outcome::new(
+                let mut o = Outcome::new(
                     edits,
                     Reply::Continue,
                     format!(
                         "outbound ({why}): signed {} for {identity} ({source}){stripped}",
                         signed.join(", ")
                     ),
-                ))
+                );
+                o.signed = made;
+                Some(o)
             }
             Work::Verify {
                 buffer,

@@ -79,6 +79,16 @@ pub struct Outcome {
     pub report: Option<Box<crate::report::Evaluation>>,
     /// A DMARC failure report to send, if one is due.
     pub failure: Option<Box<crate::report::failure::Failure>>,
+    /// The signatures added (counted per day in the report store).
+    pub signed: Vec<Signed>,
+}
+
+/// One signature added to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Signed {
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: &'static str,
 }
 
 impl Outcome {
@@ -90,6 +100,7 @@ impl Outcome {
             summary,
             report: None,
             failure: None,
+            signed: Vec::new(),
         }
     }
 
@@ -102,6 +113,11 @@ impl Outcome {
         }
         if let (Some(recorder), Some(e)) = (&ctx.reports, self.report.take()) {
             recorder.record(*e);
+        }
+        if let Some(recorder) = &ctx.reports {
+            for s in self.signed.drain(..) {
+                recorder.signed(s);
+            }
         }
         if let (Some(sender), Some(f)) = (&ctx.failures, self.failure.take()) {
             sender.send(*f);

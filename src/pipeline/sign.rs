@@ -28,6 +28,8 @@ self_cell!(
 pub struct PendingSignature {
     pub domain: String,
     pub selector: String,
+    /// "rsa" or "ed25519".
+    pub algorithm: &'static str,
     pub key_name: String,
     cell: SignCell,
 }
@@ -181,6 +183,7 @@ pub fn plan(
         signatures.push(PendingSignature {
             domain,
             selector: entry.selector.clone(),
+            algorithm: crate::rotation::algorithm(entry.key.kind),
             key_name: entry.name.clone(),
             cell,
         });
@@ -224,6 +227,7 @@ pub const DKIM_SIGNATURE: &str = "DKIM-Signature";
 pub struct SignedField {
     pub domain: String,
     pub selector: String,
+    pub algorithm: &'static str,
     pub value: String,
 }
 
@@ -250,6 +254,7 @@ pub fn finish(mut sig: PendingSignature) -> Result<SignedField, SignError> {
             value: crate::headers::field_value(&signature.to_header(), DKIM_SIGNATURE).to_string(),
             domain: sig.domain,
             selector: sig.selector,
+            algorithm: sig.algorithm,
         }),
         Some(Err(source)) => Err(SignError::Signer {
             domain: sig.domain,

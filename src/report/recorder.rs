@@ -18,6 +18,10 @@ use crate::metrics::Metrics;
 const BATCH: usize = 256;
 const LINGER: Duration = Duration::from_millis(500);
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// How often the signature counts are stored when nothing else wakes the writer.
+const SIGNED_EVERY: Duration = Duration::from_secs(60);
+
+type SignedCounts = std::collections::HashMap<(i64, crate::pipeline::Signed), i64>;
 
 enum Msg {
     Record(Box<Evaluation>),
@@ -29,6 +33,8 @@ enum Msg {
 #[derive(Clone)]
 pub struct Recorder {
     tx: SyncSender<Msg>,
+    /// Signatures made, per (UTC day, domain, selector, algorithm), not yet stored.
+    signed: Arc<Mutex<SignedCounts>>,
     spec: Arc<StoreSpec>,
     last_warning: Arc<Mutex<Option<Instant>>>,
     metrics: Arc<Metrics>,
@@ -51,16 +57,19 @@ impl Recorder {
     ) -> Recorder {
         let (tx, rx) = mpsc::sync_channel(queue);
         let spec = Arc::new(spec);
+        let signed = Arc::<Mutex<SignedCounts>>::default();
         let writer_spec = spec.clone();
         let writer_metrics = metrics.clone();
+        let writer_signed = signed.clone();
         let spawned = std::thread::Builder::new()
             .name("mailseal-reports".into())
-            .spawn(move || writer(&writer_spec, &reporter, rx, &writer_metrics));
+            .spawn(move || writer(&writer_spec, &reporter, rx, &writer_metrics, &writer_signed));
         if let Err(e) = spawned {
             tracing::error!("cannot start the report writer: {e}; DMARC report data is not kept");
         }
         Recorder {
             tx,
+            signed,
             spec,
             last_warning: Arc::default(),
             metrics,
@@ -80,6 +89,14 @@ impl Recorder {
                 self.warn_rate_limited("report queue full or writer stopped: DMARC report data dropped (mail is not affected)");
             }
         }
+    }
+
+    /// Count one signature we made (stored per day by the writer). Never blocks for long:
+    /// one counter under a lock.
+    pub fn signed(&self, s: crate::pipeline::Signed) {
+        let day = crate::report::day_start(crate::report::now());
+        let mut counts = self.signed.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((day, s)).or_default() += 1;
     }
 
     /// Wait (up to `timeout`) until everything queued so far is stored or given up. Blocks:
@@ -116,20 +133,31 @@ fn count(metrics: &Metrics, outcome: &str, n: usize) {
     metrics.add(Counter::ReportRecords, &[("outcome", outcome)], n as u64);
 }
 
-fn writer(spec: &StoreSpec, reporter: &str, rx: Receiver<Msg>, metrics: &Metrics) {
+fn writer(
+    spec: &StoreSpec,
+    reporter: &str,
+    rx: Receiver<Msg>,
+    metrics: &Metrics,
+    signed: &Mutex<SignedCounts>,
+) {
     let mut store: Option<Store> = None;
     let mut last_error: Option<Instant> = None;
     let mut batch: Vec<Evaluation> = Vec::with_capacity(BATCH);
     let mut acks: Vec<SyncSender<()>> = Vec::new();
     loop {
-        // Wait for the first message, then gather more for a short while.
-        let first = match rx.recv() {
-            Ok(m) => m,
-            Err(_) => return,
+        // Wait for the first message (or the signature counts' turn), then gather more for a
+        // short while.
+        let first = match rx.recv_timeout(SIGNED_EVERY) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                store_signed(spec, &mut store, signed);
+                return;
+            }
         };
         let mut closed = false;
         let deadline = Instant::now() + LINGER;
-        let mut next = Some(first);
+        let mut next = first;
         loop {
             match next.take() {
                 Some(Msg::Record(e)) => batch.push(*e),
@@ -139,7 +167,7 @@ fn writer(spec: &StoreSpec, reporter: &str, rx: Receiver<Msg>, metrics: &Metrics
                 }
                 None => {}
             }
-            if batch.len() >= BATCH {
+            if batch.len() >= BATCH || (acks.is_empty() && batch.is_empty()) {
                 break;
             }
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -182,11 +210,46 @@ fn writer(spec: &StoreSpec, reporter: &str, rx: Receiver<Msg>, metrics: &Metrics
             }
             batch.clear();
         }
+        store_signed(spec, &mut store, signed);
         for ack in acks.drain(..) {
             let _ = ack.try_send(());
         }
         if closed {
             return;
+        }
+    }
+}
+
+/// Store the signature counts gathered so far; on failure they are kept for the next turn.
+fn store_signed(spec: &StoreSpec, store: &mut Option<Store>, signed: &Mutex<SignedCounts>) {
+    let taken = std::mem::take(&mut *signed.lock().unwrap_or_else(|e| e.into_inner()));
+    if taken.is_empty() {
+        return;
+    }
+    let rows: Vec<super::store::SignedCount> = taken
+        .iter()
+        .map(|((day, s), n)| super::store::SignedCount {
+            day: *day,
+            domain: s.domain.clone(),
+            selector: s.selector.clone(),
+            algorithm: s.algorithm.to_string(),
+            count: *n,
+        })
+        .collect();
+    let result = match store.as_mut() {
+        Some(s) => s.add_signed(&rows),
+        None => Store::open(spec).and_then(|mut s| {
+            let r = s.add_signed(&rows);
+            *store = Some(s);
+            r
+        }),
+    };
+    if let Err(e) = result {
+        tracing::warn!("report store {spec}: {e}; signature counts kept for the next try");
+        *store = None;
+        let mut counts = signed.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, n) in taken {
+            *counts.entry(k).or_default() += n;
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod check_domain;
 pub mod explain;
+pub mod intake;
 pub mod keygen;
 pub mod keys;
 pub mod lookup;

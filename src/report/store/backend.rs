@@ -78,11 +78,11 @@ impl From<i64> for Val {
 /// The schema version this build writes. Stores are migrated in place when opened, under the
 /// store-wide lock; migrations only add (tables, columns), so hosts sharing one PostgreSQL
 /// database can be upgraded one at a time, the older ones ignoring what they do not know.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 17;
 
 /// Migration n takes a store from version n + 1 to n + 2 (version 1: the tables of
 /// [`SCHEMA`] before versions were kept).
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 16] = [
     // 2: delivery state per destination.
     "CREATE TABLE IF NOT EXISTS dmarc_deliveries (
         report_id TEXT NOT NULL,
@@ -108,6 +108,111 @@ const MIGRATIONS: [&str; 3] = [
         holds TEXT NOT NULL,
         seen BIGINT NOT NULL,
         PRIMARY KEY (host, domain, algorithm)
+    )",
+    // 5-14: report intake (reports others send about our domains) and what we signed.
+    "CREATE TABLE IF NOT EXISTS intake_reports (
+        id @ID@ PRIMARY KEY,
+        kind TEXT NOT NULL,
+        org TEXT NOT NULL,
+        report_id TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        begin_ts BIGINT NOT NULL,
+        end_ts BIGINT NOT NULL,
+        imported BIGINT NOT NULL,
+        origin TEXT NOT NULL,
+        email TEXT NOT NULL,
+        policy TEXT NOT NULL,
+        UNIQUE (kind, org, report_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS intake_reports_domain ON intake_reports (domain, end_ts)",
+    "CREATE INDEX IF NOT EXISTS intake_reports_imported ON intake_reports (imported)",
+    "CREATE TABLE IF NOT EXISTS intake_rows (
+        report BIGINT NOT NULL,
+        source_ip TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        disposition TEXT NOT NULL,
+        dkim_aligned TEXT NOT NULL,
+        spf_aligned TEXT NOT NULL,
+        header_from TEXT NOT NULL,
+        envelope_from TEXT NOT NULL,
+        reasons TEXT NOT NULL,
+        dkim TEXT NOT NULL,
+        spf TEXT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS intake_rows_report ON intake_rows (report)",
+    "CREATE TABLE IF NOT EXISTS intake_tls (
+        report BIGINT NOT NULL,
+        policy_type TEXT NOT NULL,
+        policy_domain TEXT NOT NULL,
+        mx_host TEXT NOT NULL,
+        result_type TEXT NOT NULL,
+        receiving_mx TEXT NOT NULL,
+        sending_ip TEXT NOT NULL,
+        sessions BIGINT NOT NULL
+    )",
+    "CREATE INDEX IF NOT EXISTS intake_tls_report ON intake_tls (report)",
+    "CREATE TABLE IF NOT EXISTS intake_failures (
+        id @ID@ PRIMARY KEY,
+        imported BIGINT NOT NULL,
+        origin TEXT NOT NULL,
+        reporter TEXT NOT NULL,
+        domain TEXT NOT NULL,
+        source_ip TEXT NOT NULL,
+        feedback_type TEXT NOT NULL,
+        auth_failure TEXT NOT NULL,
+        delivery_result TEXT NOT NULL,
+        arrival TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        dkim_domain TEXT NOT NULL,
+        dkim_selector TEXT NOT NULL,
+        identity_alignment TEXT NOT NULL,
+        auth_results TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS intake_rejected (
+        id @ID@ PRIMARY KEY,
+        imported BIGINT NOT NULL,
+        origin TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        sample TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS signed_counts (
+        day BIGINT NOT NULL,
+        domain TEXT NOT NULL,
+        selector TEXT NOT NULL,
+        algorithm TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (day, domain, selector, algorithm)
+    )",
+    // 15-17: per-day rollups of the aggregate reports, written at import, so that a page
+    // covering a year reads thousands of rows, not millions (the dashboard).
+    "CREATE TABLE IF NOT EXISTS intake_days (
+        domain TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        disposition TEXT NOT NULL,
+        dkim_aligned TEXT NOT NULL,
+        spf_aligned TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (domain, day, disposition, dkim_aligned, spf_aligned)
+    )",
+    "CREATE TABLE IF NOT EXISTS intake_sources (
+        domain TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        source_ip TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        spf_pass BIGINT NOT NULL,
+        dkim_pass BIGINT NOT NULL,
+        dmarc_pass BIGINT NOT NULL,
+        forwarded BIGINT NOT NULL,
+        PRIMARY KEY (domain, day, source_ip)
+    )",
+    "CREATE TABLE IF NOT EXISTS intake_selectors (
+        domain TEXT NOT NULL,
+        day BIGINT NOT NULL,
+        selector TEXT NOT NULL,
+        result TEXT NOT NULL,
+        count BIGINT NOT NULL,
+        PRIMARY KEY (domain, day, selector, result)
     )",
 ];
 
@@ -215,8 +320,12 @@ impl Store {
             if version >= SCHEMA_VERSION {
                 return Ok(());
             }
+            let id = match s {
+                Store::Sqlite(_) => "INTEGER",
+                Store::Postgres(_) => "BIGSERIAL",
+            };
             for m in &MIGRATIONS[(version - 1) as usize..] {
-                s.exec(m, &[])?;
+                s.exec(&m.replace("@ID@", id), &[])?;
             }
             s.exec("DELETE FROM mailseal_schema", &[])?;
             s.exec(

@@ -9,10 +9,13 @@
 //!   sharing a PostgreSQL database never report the same message twice.
 
 mod backend;
+pub mod dashboard;
+mod intake;
 mod keys;
 
 use backend::Result;
 pub use backend::{Store, StoreError, Val, SCHEMA_VERSION};
+pub use intake::{IntakeSummary, Rejected, SignedCount, Source};
 pub use keys::HostKeys;
 
 use super::{DkimAuth, Evaluation, Published, Reason};

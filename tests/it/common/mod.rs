@@ -322,6 +322,8 @@ pub struct Envelope {
     pub mail_from: String,
     pub auth: Option<&'static str>,
     pub daemon_name: &'static str,
+    /// RCPT TO arguments (Postfix always sends at least one).
+    pub rcpts: Vec<String>,
 }
 
 impl Default for Envelope {
@@ -332,6 +334,7 @@ impl Default for Envelope {
             mail_from: "<sender@example.com>".into(),
             auth: None,
             daemon_name: "smtpd",
+            rcpts: vec!["<rcpt@example.org>".into()],
         }
     }
 }
@@ -427,6 +430,10 @@ impl Client {
             .unwrap();
         let st = self.conn.mail([env.mail_from.as_str()]).await.unwrap();
         assert!(matches!(st, Status::Continue | Status::Noreply), "{st:?}");
+        for r in &env.rcpts {
+            let st = self.conn.rcpt([r.as_str()]).await.unwrap();
+            assert!(matches!(st, Status::Continue | Status::Noreply), "{st:?}");
+        }
         let (fields, body) = split(raw);
         for (n, v) in &fields {
             let st = self.conn.header(n.as_str(), v.as_str()).await.unwrap();

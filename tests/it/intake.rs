@@ -1,0 +1,775 @@
+//! Report intake (`[intake]`, `mailseal reports import`): the real-world samples of
+//! `../shared/report-samples` through `import` and through the milter, each stored or
+//! refused with its reason and the stored rows checked against the file; hostile inputs
+//! (compression bombs, entity expansion, other domains, oversize mail) refused within seconds
+//! and a bounded memory, measured.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use indymilter_test::Status;
+
+/// `../shared/report-samples`, or `None` (said; an error under CI).
+fn samples() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/report-samples");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "../shared/report-samples is missing"
+    );
+    eprintln!("SKIPPED: ../shared/report-samples is missing");
+    None
+}
+
+const DOMAINS: &str = r#"["example.com", "example.de", "domain.de", "indemed.com", "cardinalhealth.ca", "company-y.example"]"#;
+
+fn config(s: &Scratch, extra: &str) -> PathBuf {
+    s.write(
+        "m.toml",
+        &format!(
+            "[reports]\nstore = \"r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[intake]\ndomains = {DOMAINS}\n{extra}"
+        ),
+    )
+}
+
+fn import(cfg: &Path, inputs: &[&Path]) -> CliOutput {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["reports".as_ref(), "import".as_ref()];
+    args.extend(["-c".as_ref(), cfg.as_os_str()]);
+    args.extend(inputs.iter().map(|p| p.as_os_str()));
+    cli_blocking(&args, None)
+}
+
+fn db(s: &Scratch) -> rusqlite::Connection {
+    rusqlite::Connection::open(s.0.join("r.sqlite")).unwrap()
+}
+
+/// (records, messages) stored for one aggregate report.
+fn stored(conn: &rusqlite::Connection, org: &str, report_id: &str) -> (i64, i64) {
+    conn.query_row(
+        "SELECT COUNT(w.report), COALESCE(SUM(w.count), 0) FROM intake_reports r \
+         LEFT JOIN intake_rows w ON w.report = r.id WHERE r.org = ?1 AND r.report_id = ?2",
+        [org, report_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+/// (records, messages) in an aggregate report file, counted independently of the parser.
+fn in_file(xml: &str) -> (i64, i64) {
+    let records = xml.matches("<record>").count() as i64;
+    let messages = xml
+        .split("<count>")
+        .skip(1)
+        .filter_map(|s| s.split("</count>").next())
+        .map(|n| n.trim().parse::<i64>().unwrap())
+        .sum();
+    (records, messages)
+}
+
+fn text_of(tag: &str, xml: &str) -> String {
+    xml.split(&format!("<{tag}>"))
+        .nth(1)
+        .and_then(|s| s.split(&format!("</{tag}>")).next())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn decompress(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let name = path.to_string_lossy();
+    let raw = if name.ends_with(".gz") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    } else if name.ends_with(".zip") {
+        let mut z = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut out = Vec::new();
+        z.by_index(0).unwrap().read_to_end(&mut out).unwrap();
+        out
+    } else {
+        bytes
+    };
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
+/// Every sample through `import`: what is stored, refused, a duplicate or not ours, and the
+/// stored rows and message counts equal to the file's.
+#[test]
+fn real_world_samples_through_import() {
+    let Some(dir) = samples() else { return };
+    let s = Scratch::new("intake-samples");
+    let cfg = config(&s, "");
+    let inputs: Vec<PathBuf> = ["aggregate", "failure", "other", "smtp_tls"]
+        .iter()
+        .map(|d| dir.join(d))
+        .collect();
+    let refs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    let out = import(&cfg, &refs);
+    // The empty file is refused: exit 1.
+    assert!(!out.ok, "{}", out.text());
+    let fate = |file: &str| -> String {
+        out.stdout
+            .lines()
+            .find(|l| l.contains(&format!("/{file}:")))
+            .unwrap_or_else(|| panic!("{file} not listed:\n{}", out.stdout))
+            .rsplit(": ")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let expect = [
+        ("aggregate/!example.com!1538204542!1538463818.xml", "stored"),
+        ("aggregate/!large-example.com!1711897200!1711983600.xml", "stored"),
+        ("aggregate/addisonfoods.com!example.com!1536105600!1536191999.xml", "stored"),
+        ("aggregate/empty_reason.xml", "stored"),
+        ("aggregate/estadocuenta1.infonacot.gob.mx!example.com!1536853302!1536939702!2940.xml.zip", "stored"),
+        ("aggregate/fastmail.com!example.com!1516060800!1516147199!102675056.xml.gz", "stored"),
+        ("aggregate/ikea.com!example.de!1538690400!1538776800.xml", "stored"),
+        // The same report as the first, with a byte that is not UTF-8.
+        ("aggregate/invalid_utf_8.xml", "duplicate"),
+        ("aggregate/old_draft_from_wiki.xml", "stored"),
+        ("aggregate/report_with_upper_cased_pass.xml", "stored"),
+        ("aggregate/rfc9990-sample.xml", "stored"),
+        ("aggregate/usssa.com!example.com!1538784000!1538870399.xml", "stored"),
+        // invalid_xml.xml is veeam's report with a broken address: read (mismatched tags
+        // closed), so the well-formed copy is its duplicate.
+        ("aggregate/invalid_xml.xml", "stored"),
+        ("aggregate/veeam.com!example.com!1530133200!1530219600.xml", "duplicate"),
+        ("failure/dmarc_ruf_report_linkedin.eml", "stored"),
+        ("failure/exim_plain_text_only_no_arf_part.eml", "stored"),
+        ("failure/failure-report-domain.de.eml", "stored"),
+        ("other/empty.xml", "empty"),
+        ("other/nice-input.xml", "stored"),
+        ("other/nice-input.xml.gz", "duplicate"),
+        ("other/nice-input.xml.zip", "duplicate"),
+        ("smtp_tls/google.com_smtp_tls_report.eml", "stored"),
+        ("smtp_tls/rfc8460.json", "stored"),
+        ("smtp_tls/smtp_tls.json", "stored"),
+    ];
+    for (file, want) in expect {
+        assert_eq!(fate(file), want, "{file}\n{}", out.stdout);
+    }
+    // NetEase's report is about cardinal.com: not ours.
+    assert!(
+        out.stdout
+            .contains("failure-report-netease.eml: failure 163.com cardinal.com")
+            && out.stdout.contains("not one of ours: dropped"),
+        "{}",
+        out.stdout
+    );
+    // Stored rows match each aggregate file (plain, gzip and zip).
+    let conn = db(&s);
+    for (file, want) in expect {
+        if !file.starts_with("aggregate/") || want != "stored" || file.contains("invalid_xml") {
+            continue;
+        }
+        let xml = decompress(&dir.join(file));
+        let mut org = text_of("org_name", &xml);
+        if org.is_empty() {
+            org = text_of("email", &xml)
+                .rsplit('@')
+                .next()
+                .unwrap()
+                .to_string();
+        }
+        let id = text_of("report_id", &xml);
+        assert_eq!(stored(&conn, &org, &id), in_file(&xml), "{file}");
+    }
+    // Upper-case PASS is kept as pass; RFC 9990's disposition "pass" is kept.
+    let pass: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM intake_rows WHERE dkim_aligned = 'pass' AND disposition = 'pass'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(pass >= 1);
+    let upper: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM intake_rows WHERE dkim != lower(dkim) OR spf_aligned != lower(spf_aligned)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(upper, 0);
+    // TLS-RPT: the RFC example's sessions.
+    let tls: Vec<(String, i64)> = conn
+        .prepare(
+            "SELECT t.result_type, t.sessions FROM intake_tls t JOIN intake_reports r \
+             ON t.report = r.id WHERE r.org = 'Company-X' ORDER BY t.result_type",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        tls,
+        [
+            ("certificate-expired".to_string(), 100),
+            ("starttls-not-supported".to_string(), 200),
+            ("total-failure".to_string(), 303),
+            ("total-success".to_string(), 5326),
+            ("validation-failure".to_string(), 3),
+        ]
+    );
+    // Failure reports: key fields.
+    let (ip, kind): (String, String) = conn
+        .query_row(
+            "SELECT source_ip, feedback_type FROM intake_failures WHERE domain = 'domain.de'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (ip.as_str(), kind.as_str()),
+        ("10.10.10.10", "auth-failure")
+    );
+    // Refused inputs are kept aside with the reason; the summary adds up.
+    let rejected = cli_blocking(&["reports", "rejected", "-c", cfg.to_str().unwrap()], None);
+    assert!(
+        rejected.stdout.contains("empty.xml") && rejected.stdout.contains("empty"),
+        "{}",
+        rejected.stdout
+    );
+    let summary = cli_blocking(
+        &[
+            "reports",
+            "summary",
+            "-c",
+            cfg.to_str().unwrap(),
+            "--domain",
+            "company-y.example",
+        ],
+        None,
+    );
+    assert!(
+        summary
+            .stdout
+            .contains("TLS-RPT sessions: 5326 successful, 303 failed"),
+        "{}",
+        summary.stdout
+    );
+    // Importing again stores nothing twice.
+    let again = import(&cfg, &[&dir.join("aggregate/rfc9990-sample.xml")]);
+    assert!(
+        again.ok && again.stdout.contains("1 duplicate"),
+        "{}",
+        again.text()
+    );
+}
+
+/// Run `mailseal reports import` on one file; its time and peak memory (VmHWM, polled).
+fn import_measured(cfg: &Path, input: &Path) -> (CliOutput, Duration, u64) {
+    let start = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mailseal"))
+        .args(["reports", "import", "-c"])
+        .arg(cfg)
+        .arg(input)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    let deadline = start + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        if let Ok(st) = std::fs::read_to_string(&status_file) {
+            if let Some(kib) = st
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+            {
+                peak_kib = peak_kib.max(kib);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    let elapsed = start.elapsed();
+    (
+        CliOutput {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        },
+        elapsed,
+        peak_kib / 1024,
+    )
+}
+
+/// `mib` MiB of zero bytes, gzip-compressed (by gzip(1): fast whatever the test profile).
+fn gzip_zeros(path: &Path, mib: usize) {
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c {}M /dev/zero | gzip -1 > '{}'",
+            mib,
+            path.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// A zip with one entry of `mib` MiB of spaces (Debian's Python zipfile, deflated).
+fn zip_spaces(path: &Path, mib: usize) {
+    let script = format!(
+        "import zipfile\nwith zipfile.ZipFile({:?}, 'w', zipfile.ZIP_DEFLATED, compresslevel=1) as z:\n    with z.open('report.xml', 'w', force_zip64=True) as f:\n        b = b' ' * (1 << 20)\n        for _ in range({mib}):\n            f.write(b)\n",
+        path.display().to_string()
+    );
+    let st = std::process::Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn hostile_reports_are_refused_fast_and_small() {
+    let s = Scratch::new("intake-hostile");
+    let cfg = config(&s, "max_message_size = \"1M\"\n");
+    // A gzip bomb (512 MiB of zeros in under 1 MB) and a zip bomb (one 512 MiB entry).
+    let gz = s.0.join("bomb.xml.gz");
+    gzip_zeros(&gz, 512);
+    let zipped = s.0.join("bomb.zip");
+    zip_spaces(&zipped, 512);
+    // Entity expansion (billion laughs), and an external entity.
+    let laughs = s.write(
+        "laughs.xml",
+        &format!(
+            "<?xml version=\"1.0\"?>\n<!DOCTYPE feedback [<!ENTITY a \"lol\">{}]>\n<feedback><report_metadata><org_name>&j;</org_name></report_metadata></feedback>\n",
+            (b'b'..=b'j')
+                .map(|c| {
+                    let prev = (c - 1) as char;
+                    format!("<!ENTITY {} \"{}\">", c as char, format!("&{prev};").repeat(10))
+                })
+                .collect::<String>()
+        ),
+    );
+    let external = s.write(
+        "xxe.xml",
+        "<?xml version=\"1.0\"?><feedback><report_metadata><org_name>&xxe;</org_name></report_metadata></feedback>",
+    );
+    // A report about someone else's domain.
+    let other = s.write(
+        "other.xml",
+        "<feedback><report_metadata><org_name>r.example</org_name><email>a@r.example</email><report_id>x1</report_id><date_range><begin>1700000000</begin><end>1700086399</end></date_range></report_metadata><policy_published><domain>victim.example</domain><p>none</p></policy_published><record><row><source_ip>192.0.2.1</source_ip><count>1</count><policy_evaluated><disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>victim.example</header_from></identifiers><auth_results><spf><domain>victim.example</domain><result>pass</result></spf></auth_results></record></feedback>",
+    );
+    // A mail over max_message_size (1M here).
+    let big = s.write(
+        "big.eml",
+        &format!(
+            "From: a@r.example\r\nTo: dmarc@example.net\r\nSubject: Report\r\n\r\n{}",
+            "x".repeat(2 << 20)
+        ),
+    );
+    let mut figures = Vec::new();
+    for (input, reason) in [
+        (&gz, "decompresses to more than"),
+        (&zipped, "decompresses to more than"),
+        (&laughs, "DOCTYPE"),
+        (&external, "&xxe;"),
+        (&big, "over max_message_size"),
+    ] {
+        let (out, took, peak_mib) = import_measured(&cfg, input);
+        assert!(!out.ok, "refused: {}", out.text());
+        assert!(
+            out.stdout.contains(reason),
+            "{}: {}",
+            input.display(),
+            out.text()
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "{}: {took:?}",
+            input.display()
+        );
+        assert!(peak_mib < 200, "{}: {peak_mib} MiB", input.display());
+        figures.push(format!(
+            "{}: refused in {} ms, peak {peak_mib} MiB",
+            input.file_name().unwrap().to_string_lossy(),
+            took.as_millis()
+        ));
+    }
+    let (out, _, _) = import_measured(&cfg, &other);
+    assert!(
+        out.ok
+            && out
+                .stdout
+                .contains("about victim.example, not one of ours: dropped"),
+        "{}",
+        out.text()
+    );
+    println!("{}", figures.join("\n"));
+    // All kept aside, with their reasons.
+    let rejected = cli_blocking(&["reports", "rejected", "-c", cfg.to_str().unwrap()], None);
+    for name in [
+        "bomb.xml.gz",
+        "bomb.zip",
+        "laughs.xml",
+        "xxe.xml",
+        "big.eml",
+    ] {
+        assert!(
+            rejected.stdout.contains(name),
+            "{name}: {}",
+            rejected.stdout
+        );
+    }
+    // Nothing about them was stored as a report.
+    let n: i64 = db(&s)
+        .query_row("SELECT COUNT(*) FROM intake_reports", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+/// A mail carrying `attachment` (base64) as `content_type`.
+fn report_mail(to: &str, content_type: &str, attachment: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(attachment);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "From: noreply-dmarc-support@google.com\r\nTo: {to}\r\nSubject: Report domain: example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nThis is an aggregate report.\r\n--b1\r\nContent-Type: {content_type}; name=\"report\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"report\"\r\n\r\n{}\r\n--b1--\r\n",
+        lines.join("\r\n")
+    )
+}
+
+async fn flush_intake(d: &Daemon) {
+    let q = d.contexts.borrow().intake.clone().expect("intake on");
+    let ok = tokio::task::spawn_blocking(move || q.flush(Duration::from_secs(20)))
+        .await
+        .unwrap();
+    assert!(ok, "intake reader flushed");
+}
+
+/// Reports mailed to the report address are read off the milter path: stored (or refused)
+/// while the mail itself goes on; with keep_messages = false the report address is removed
+/// from the recipients, and a message for no one else is discarded.
+#[tokio::test]
+async fn reports_by_mail_through_the_milter() {
+    let Some(dir) = samples() else { return };
+    let s = Scratch::new("intake-milter");
+    let dns = crate::common::dns::DnsServer::start(crate::common::dns::Zones::default()).await;
+    let base = format!(
+        "authserv_id = \"mx.example.net\"\n[reports]\nstore = \"r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[intake]\naddresses = [\"dmarc@example.net\"]\ndomains = {DOMAINS}\nmax_message_size = \"2M\"\n",
+        dns.addr
+    );
+    let d = Daemon::start_in(s, &base).await;
+    let env = |rcpts: &[&str]| Envelope {
+        client_ip: "203.0.113.5".into(),
+        mail_from: "<noreply-dmarc-support@google.com>".into(),
+        rcpts: rcpts.iter().map(|r| format!("<{r}>")).collect(),
+        ..Default::default()
+    };
+    // An RFC 9990 report as .xml.gz, Google's TLS report mail as it came, a broken report
+    // and a mail over max_message_size: the mail goes on in every case.
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&std::fs::read(dir.join("aggregate/rfc9990-sample.xml")).unwrap())
+            .unwrap();
+        e.finish().unwrap()
+    };
+    let tls = String::from_utf8_lossy(
+        &std::fs::read(dir.join("smtp_tls/google.com_smtp_tls_report.eml")).unwrap(),
+    )
+    .into_owned();
+    let broken = report_mail(
+        "dmarc@example.net",
+        "application/gzip",
+        b"\x1f\x8b\x08 not gzip",
+    );
+    let big = report_mail("dmarc@example.net", "application/gzip", &vec![7u8; 3 << 20]);
+    for m in [
+        report_mail("dmarc@example.net", "application/gzip", &gz),
+        tls,
+        broken,
+        big,
+    ] {
+        let out = deliver(d.addr, &env(&["dmarc@example.net"]), &m).await;
+        assert_eq!(out.status, Status::Continue, "the mail goes on");
+    }
+    // Mail to other addresses is not read.
+    let out = deliver(
+        d.addr,
+        &env(&["postmaster@example.net"]),
+        &report_mail("postmaster@example.net", "application/gzip", &gz),
+    )
+    .await;
+    assert_eq!(out.status, Status::Continue);
+    flush_intake(&d).await;
+    let conn = rusqlite::Connection::open(d.scratch.0.join("r.sqlite")).unwrap();
+    let kept: Vec<(String, String)> = conn
+        .prepare("SELECT kind, org FROM intake_reports ORDER BY kind")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("aggregate".to_string(), "Sample Reporter".to_string()),
+            ("tlsrpt".to_string(), "Google Inc.".to_string())
+        ]
+    );
+    assert_eq!(
+        stored(&conn, "Sample Reporter", "3v98abbp8ya9n3va8yr8oa3ya"),
+        (1, 123)
+    );
+    let reasons: Vec<String> = conn
+        .prepare("SELECT reason FROM intake_rejected ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons[0].contains("damaged compressed data"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("over max_message_size"), "{reasons:?}");
+    let metrics = d.contexts.borrow().services.metrics.render();
+    assert!(
+        metrics.contains("mailseal_intake_reports_total{outcome=\"stored\"} 2"),
+        "{metrics}"
+    );
+    drop(conn);
+    drop(d);
+
+    // keep_messages = false.
+    let s = Scratch::new("intake-milter-discard");
+    let d = Daemon::start_in(s, &format!("{base}keep_messages = false\n")).await;
+    let mail = report_mail("dmarc@example.net", "application/gzip", &gz);
+    let out = deliver(d.addr, &env(&["dmarc@example.net"]), &mail).await;
+    assert_eq!(
+        out.status,
+        Status::Discard,
+        "only the report address: discarded"
+    );
+    let out = deliver(
+        d.addr,
+        &env(&["dmarc@example.net", "archive@example.net"]),
+        &mail,
+    )
+    .await;
+    assert_eq!(out.status, Status::Continue);
+    assert!(
+        out.actions.actions.iter().any(|a| matches!(a,
+            indymilter_test::EomAction::DeleteRecipient { rcpt } if rcpt.to_str().unwrap() == "<dmarc@example.net>")),
+        "{:?}",
+        out.actions
+    );
+    flush_intake(&d).await;
+    let conn = rusqlite::Connection::open(d.scratch.0.join("r.sqlite")).unwrap();
+    let (n, dup): (i64, i64) = (
+        conn.query_row("SELECT COUNT(*) FROM intake_reports", [], |r| r.get(0))
+            .unwrap(),
+        0,
+    );
+    assert_eq!((n, dup), (1, 0), "the same report twice is kept once");
+}
+
+/// What we sign is counted per day, domain, selector and algorithm in the report store (the
+/// other half of what the dashboard joins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_are_counted_per_day() {
+    let s = Scratch::new("intake-signed");
+    let signing = example_com_rsa_ed(
+        &s.0,
+        &[("*@example.com", "k-rsa"), ("*@example.com", "k-ed")],
+    );
+    let d = Daemon::start_in(
+        s,
+        &format!(
+            "mode = \"s\"\n[reports]\nstore = \"r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[signing]\nmultiple_signatures = true\n{signing}"
+        ),
+    )
+    .await;
+    let env = Envelope {
+        client_ip: "127.0.0.1".into(),
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        let out = deliver(
+            d.addr,
+            &env,
+            "From: alice@example.com\r\nSubject: s\r\n\r\nbody\r\n",
+        )
+        .await;
+        assert_eq!(out.inserted("DKIM-Signature").len(), 2);
+    }
+    let recorder = d.contexts.borrow().reports.clone().unwrap();
+    assert!(
+        tokio::task::spawn_blocking(move || recorder.flush(Duration::from_secs(10)))
+            .await
+            .unwrap()
+    );
+    let conn = rusqlite::Connection::open(d.scratch.0.join("r.sqlite")).unwrap();
+    let rows: Vec<(i64, String, String, String, i64)> = conn
+        .prepare(
+            "SELECT day, domain, selector, algorithm, count FROM signed_counts ORDER BY selector",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let today = mailseal::report::day_start(mailseal::report::now());
+    assert_eq!(
+        rows,
+        [
+            (
+                today,
+                "example.com".into(),
+                "ed".into(),
+                "ed25519".into(),
+                3
+            ),
+            (today, "example.com".into(), "rsa".into(), "rsa".into(), 3),
+        ]
+    );
+}
+
+/// The same intake on the PostgreSQL store several hosts share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_into_postgres() {
+    let Some(dir) = samples() else { return };
+    let _exclusive = crate::common::exclusive().await;
+    let pg = tokio::task::spawn_blocking(crate::common::pg::Postgres::start)
+        .await
+        .unwrap();
+    let s = Scratch::new("intake-pg");
+    let cfg = s.write(
+        "m.toml",
+        &format!(
+            "[reports]\nstore = \"{}\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[intake]\ndomains = {DOMAINS}\n",
+            pg.url()
+        ),
+    );
+    let files = [
+        "aggregate/rfc9990-sample.xml",
+        "aggregate/fastmail.com!example.com!1516060800!1516147199!102675056.xml.gz",
+        "other/nice-input.xml.zip",
+        "smtp_tls/rfc8460.json",
+        "failure/failure-report-domain.de.eml",
+        "aggregate/rfc9990-sample.xml",
+    ];
+    let (out, summary) = tokio::task::spawn_blocking(move || {
+        let paths: Vec<PathBuf> = files.iter().map(|f| dir.join(f)).collect();
+        let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        let out = import(&cfg, &refs);
+        let summary = cli_blocking(
+            &[
+                "reports",
+                "summary",
+                "-c",
+                cfg.to_str().unwrap(),
+                "--domain",
+                "example.com",
+            ],
+            None,
+        );
+        (out, summary)
+    })
+    .await
+    .unwrap();
+    assert!(out.ok, "{}", out.text());
+    assert!(
+        out.stdout.contains("1 duplicate, 5 stored"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        summary
+            .stdout
+            .contains("aggregate reports 2, messages 3170, DMARC pass 3170 (100.0%)"),
+        "{}",
+        summary.text()
+    );
+}
+
+/// The other ways in: an mbox, a Maildir (cur and new; tmp left alone) and standard input;
+/// and the retention, counted from import time.
+#[test]
+fn mbox_maildir_stdin_and_retention() {
+    let Some(dir) = samples() else { return };
+    let s = Scratch::new("intake-mbox");
+    let cfg = config(&s, "retention = \"2s\"\n");
+    let xml = |f: &str| std::fs::read(dir.join("aggregate").join(f)).unwrap();
+    let m1 = report_mail("dmarc@example.net", "text/xml", &xml("rfc9990-sample.xml"));
+    let m2 = report_mail(
+        "dmarc@example.net",
+        "application/xml",
+        &xml("old_draft_from_wiki.xml"),
+    );
+    let mbox = s.write(
+        "reports.mbox",
+        &format!("From MAILER-DAEMON Mon Nov 30 00:00:00 2026\n{m1}\nFrom MAILER-DAEMON Mon Nov 30 00:00:01 2026\n{m2}\n"),
+    );
+    let maildir = s.0.join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        maildir.join("new/1.eml"),
+        report_mail(
+            "dmarc@example.net",
+            "application/zip",
+            &std::fs::read(dir.join("other/nice-input.xml.zip")).unwrap(),
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        dir.join("smtp_tls/google.com_smtp_tls_report.eml"),
+        maildir.join("cur/2.eml:2,S"),
+    )
+    .unwrap();
+    // A message still being delivered is not read.
+    std::fs::write(maildir.join("tmp/3.eml"), "partial").unwrap();
+    let out = import(&cfg, &[&mbox, &maildir]);
+    assert!(out.ok, "{}", out.text());
+    assert!(out.stdout.contains("4 stored"), "{}", out.stdout);
+    assert!(!out.stdout.contains("3.eml"), "{}", out.stdout);
+    // Standard input.
+    let json = std::fs::read(dir.join("smtp_tls/rfc8460.json")).unwrap();
+    let out = cli_blocking(
+        &["reports", "import", "-c", cfg.to_str().unwrap(), "-"],
+        Some(&json),
+    );
+    assert!(
+        out.ok && out.stdout.contains("-: tlsrpt Company-X"),
+        "{}",
+        out.text()
+    );
+    // Past the retention, the next import deletes them.
+    // Whole seconds count: wait until the last import is more than 2 s in the past.
+    std::thread::sleep(Duration::from_millis(3200));
+    let out = import(&cfg, &[&dir.join("smtp_tls/smtp_tls.json")]);
+    assert!(
+        out.stdout
+            .contains("5 report(s) past the retention deleted"),
+        "{}",
+        out.stdout
+    );
+    let n: i64 = db(&s)
+        .query_row("SELECT COUNT(*) FROM intake_reports", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}
