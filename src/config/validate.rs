@@ -386,6 +386,27 @@ mod tests {
     }
 
     #[test]
+    fn intake_keys_store_and_dashboard_are_checked() {
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        assert!(err("[intake]\naddresses = [\"dmarc@example.net\"]\n").contains("[reports] store"));
+        assert!(err("[intake]\naddresses = [\"not-an-address\"]\n").contains("is not an address"));
+        assert!(err("[keys]\nstore = \"/var/lib/x.sqlite\"\n").contains("postgres://"));
+        let store =
+            "[reports]\nstore = \"/tmp/r.sqlite\"\norg_name = \"e.net\"\nemail = \"d@e.net\"\n";
+        assert!(err(&format!(
+            "{store}[dashboard]\nlisten = \"192.0.2.1:9102\"\n"
+        ))
+        .contains("not loopback"));
+        assert!(err("[dashboard]\nlisten = \"127.0.0.1:9102\"\n").contains("[reports] store"));
+        let c = load(&format!(
+            "{store}[intake]\naddresses = [\"<DMARC@Example.NET>\"]\ndomains = [\"Example.NET.\"]\n[dashboard]\nlisten = \"127.0.0.1:9102\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.intake.addresses, ["dmarc@example.net"]);
+        assert_eq!(c.intake.domains, ["example.net"]);
+    }
+
+    #[test]
     fn empty_config_is_valid() {
         let c = load("").unwrap();
         assert!(c.mode.signs() && c.mode.verifies());

@@ -220,14 +220,15 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     };
     let ctx = &session.ctx;
     let bare = rcpt.trim().trim_matches(['<', '>']).to_ascii_lowercase();
+    session.rcpts += 1;
     if ctx.intake.is_some() && ctx.config.intake.addresses.contains(&bare) {
-        session
+        let c = session
             .intake
-            .get_or_insert_with(|| session::Capture::new(ctx))
-            .report_rcpts
-            .push(rcpt.clone());
+            .get_or_insert_with(|| session::Capture::new(ctx));
+        if !c.report_rcpts.contains(&rcpt) {
+            c.report_rcpts.push(rcpt);
+        }
     }
-    session.rcpts.push(rcpt);
     session.answer(ProtoOpts::NOREPLY_RCPT)
 }
 
@@ -344,7 +345,7 @@ async fn intake(cx: &mut EomContext<Session>, c: session::Capture, qid: &str) ->
     if session.ctx.config.intake.keep_messages {
         return Status::Continue;
     }
-    if c.report_rcpts.len() >= session.rcpts.len() {
+    if c.report_rcpts.len() >= session.rcpts {
         tracing::info!(queue_id = %qid, "intake: read; discarded (only report addresses were recipients)");
         return Status::Discard;
     }

@@ -22,8 +22,8 @@ pub struct Session {
     pub opts: Negotiated,
     pub conn: ConnInfo,
     pub msg: Option<Message>,
-    /// Envelope recipients of the message in progress (as the MTA gave them).
-    pub rcpts: Vec<String>,
+    /// How many envelope recipients the message in progress has.
+    pub rcpts: usize,
     /// The message as received, when one of its recipients is an `[intake] address`.
     pub intake: Option<Capture>,
 }
@@ -117,14 +117,14 @@ impl Session {
             opts,
             conn,
             msg: None,
-            rcpts: Vec::new(),
+            rcpts: 0,
             intake: None,
         }
     }
 
     /// A new transaction: no recipients, nothing captured.
     pub fn new_transaction(&mut self) {
-        self.rcpts.clear();
+        self.rcpts = 0;
         self.intake = None;
     }
 
