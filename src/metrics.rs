@@ -574,6 +574,29 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// An HTTP request head: read for at most 5 s and 8 KiB (what the metrics and dashboard
+/// servers answer; neither takes a body). `None` when the client was too slow.
+pub(crate) async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while len < buf.len() {
+            match stream.read(&mut buf[len..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    len += n;
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
 /// Serve `GET /metrics` on `listener` (loopback is the sensible choice: there is no
 /// authentication) until the task is dropped. Each request gets one response
 /// and the connection is closed; a request head is read for at most 5 s and 8 KiB.
@@ -585,26 +608,9 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) {
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut len = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while len < buf.len() {
-                    match stream.read(&mut buf[len..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            len += n;
-                            if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                                break;
-                            }
-                        }
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
+            let Some(head) = read_head(&mut stream).await else {
                 return;
-            }
-            let head = String::from_utf8_lossy(&buf[..len]);
+            };
             let path_ok = |method: &str| {
                 head.strip_prefix(method)
                     .is_some_and(|p| p.starts_with("/metrics ") || p.starts_with("/metrics?"))

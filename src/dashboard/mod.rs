@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::pipeline::context::Context;
@@ -131,26 +131,9 @@ pub async fn serve(
 }
 
 async fn answer<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, ctx: Arc<Context>) {
-    let mut buf = vec![0u8; 8192];
-    let mut len = 0;
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        while len < buf.len() {
-            match stream.read(&mut buf[len..]).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    len += n;
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-            }
-        }
-    })
-    .await;
-    if read.is_err() {
+    let Some(head) = crate::metrics::read_head(&mut stream).await else {
         return;
-    }
-    let head = String::from_utf8_lossy(&buf[..len]).into_owned();
+    };
     let response = respond(&head, ctx).await;
     let _ = stream.write_all(&response).await;
     let _ = stream.shutdown().await;

@@ -192,22 +192,9 @@ async fn reverse_names(ctx: &Context, sources: &[SourceRow]) -> Vec<(String, Str
         .collect()
 }
 
-/// HTML-escape a value (every value from a report may be hostile).
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escape a value for HTML (every value from a report may be hostile); XML's escaping is
+/// HTML's too.
+use crate::report::xml::escape as esc;
 
 fn pct(n: i64, of: i64) -> String {
     if of == 0 {

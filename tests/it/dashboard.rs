@@ -42,6 +42,22 @@ fn get(addr: &str, path: &str) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
+/// Debian's Chromium, headless (as root: without its sandbox), on `url`.
+fn chromium(args: &[String], url: &str) -> std::process::Output {
+    std::process::Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap()
+}
+
 fn artifacts() -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts");
     std::fs::create_dir_all(&d).unwrap();
@@ -139,22 +155,9 @@ async fn the_dashboard_in_a_real_browser() {
     // The page as Chromium renders it.
     let dom = {
         let url = url.clone();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(CHROMIUM)
-                .args([
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--no-first-run",
-                    "--dump-dom",
-                ])
-                .arg(&url)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap()
+        tokio::task::spawn_blocking(move || chromium(&["--dump-dom".into()], &url))
+            .await
+            .unwrap()
     };
     let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
     // 20 reports × 108 messages, 103 of them passing.
@@ -186,20 +189,14 @@ async fn the_dashboard_in_a_real_browser() {
     let shot = artifacts().join("dashboard.png");
     let _ = std::fs::remove_file(&shot);
     let st = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(CHROMIUM)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--hide-scrollbars",
-                "--window-size=1100,1700",
-            ])
-            .arg(format!("--screenshot={}", shot.display()))
-            .arg(&url)
-            .output()
-            .unwrap()
+        chromium(
+            &[
+                "--hide-scrollbars".into(),
+                "--window-size=1100,1700".into(),
+                format!("--screenshot={}", shot.display()),
+            ],
+            &url,
+        )
     })
     .await
     .unwrap();

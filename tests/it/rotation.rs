@@ -285,13 +285,7 @@ async fn the_daemon_switches_keys_on_its_own() {
         .and_then(|r| r["file"].as_str())
         .unwrap_or_else(|| panic!("{rows:?}"))
         .to_string();
-    let env = Envelope {
-        client_ip: "127.0.0.1".into(),
-        ..Default::default()
-    };
-    let msg = "From: alice@example.com\r\nSubject: r\r\n\r\nbody\r\n";
-    let out = deliver(([127, 0, 0, 1], port).into(), &env, msg).await;
-    assert_eq!(tag(&out.inserted("DKIM-Signature")[0], "s").unwrap(), "rsa");
+    assert_eq!(daemon_selector(port).await, "rsa");
     // Published: the daemon sees it, makes it active, reloads and signs with it.
     dns.zones.txt(
         &format!("{selector}._domainkey.example.com"),
@@ -299,11 +293,7 @@ async fn the_daemon_switches_keys_on_its_own() {
     );
     d.wait_log(&format!("{selector}: active (signing)"));
     d.wait_log("configuration reloaded");
-    let out = deliver(([127, 0, 0, 1], port).into(), &env, msg).await;
-    assert_eq!(
-        tag(&out.inserted("DKIM-Signature")[0], "s").unwrap(),
-        selector
-    );
+    assert_eq!(daemon_selector(port).await, selector);
 }
 
 /// knot on 127.0.4.54, port 53: the zone's authoritative server (as its NS record says) and
@@ -510,7 +500,7 @@ async fn a_rotation_published_by_dynamic_update_to_knot() {
     assert_eq!(verify(signed, used).await, vec![true]);
 }
 
-/// The selector `mailseal sign` uses, and the selector the daemon at `port` signs with.
+/// The selector the daemon at `port` signs with.
 async fn daemon_selector(port: u16) -> String {
     let env = Envelope {
         client_ip: "127.0.0.1".into(),
