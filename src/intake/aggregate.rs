@@ -142,13 +142,6 @@ fn timestamp(value: &str, what: &str) -> Result<i64, String> {
         .ok_or_else(|| format!("{what} {value:?} is not a Unix time"))
 }
 
-/// Whether `text` looks like an aggregate report (its root element is `feedback`).
-pub fn looks_like(text: &[u8]) -> bool {
-    let head = &text[..text.len().min(4096)];
-    let head = String::from_utf8_lossy(head);
-    head.contains("<feedback") || head.contains(":feedback")
-}
-
 /// Parse one aggregate report.
 pub fn parse(bytes: &[u8]) -> Result<Aggregate, String> {
     // Bytes that are not UTF-8 become U+FFFD (a report's odd byte in a comment or a name

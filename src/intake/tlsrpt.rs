@@ -88,12 +88,6 @@ struct RawFailure {
     failed_session_count: i64,
 }
 
-/// Whether `text` looks like a TLS report.
-pub fn looks_like(text: &[u8]) -> bool {
-    let head = String::from_utf8_lossy(&text[..text.len().min(4096)]);
-    head.trim_start().starts_with('{') && head.contains("organization-name")
-}
-
 /// RFC 3339 date-time (what RFC 8460 asks for) as Unix time.
 fn datetime(s: &str) -> Result<i64, String> {
     humantime::parse_rfc3339_weak(s.trim().trim_end_matches('Z'))

@@ -55,11 +55,10 @@ pub fn import(config: &Config, inputs: &[PathBuf]) -> Result<(String, bool), Str
                 continue;
             }
             let items = if data.len() as u64 >= cap {
-                vec![intake::Item::Refused {
-                    reason: format!("larger than {} bytes", cap - 1),
-                    size: data.len(),
-                    sample: data[..intake::SAMPLE_BYTES].to_vec(),
-                }]
+                vec![intake::refused(
+                    format!("larger than {} bytes", cap - 1),
+                    &data,
+                )]
             } else {
                 intake::read_input(&data, &limits)
             };
