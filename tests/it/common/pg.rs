@@ -96,18 +96,20 @@ impl Postgres {
         pg
     }
 
-    fn run(&self, root: bool, tool: &str, args: &[&str]) {
+    /// `tool` from PostgreSQL's bin directory, as the postgres user when we are root.
+    fn command(&self, root: bool, tool: &str) -> Command {
         let exe = self.bin.join(tool);
-        let out = if root {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .output()
+        if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
         } else {
-            Command::new(&exe).args(args).output()
+            Command::new(exe)
         }
-        .unwrap();
+    }
+
+    fn run(&self, root: bool, tool: &str, args: &[&str]) {
+        let out = self.command(root, tool).args(args).output().unwrap();
         assert!(
             out.status.success(),
             "{tool}: {}{}",
@@ -125,17 +127,8 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let root = unsafe { libc::geteuid() } == 0;
         let data = self.dir.join("data");
-        let exe = self.bin.join("pg_ctl");
         let args = ["-D", data.to_str().unwrap(), "-m", "immediate", "stop"];
-        let _ = if root {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&exe).args(args).output()
-        };
+        let _ = self.command(root, "pg_ctl").args(args).output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
