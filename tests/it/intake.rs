@@ -580,6 +580,130 @@ async fn reports_by_mail_through_the_milter() {
     );
 }
 
+/// Everything intake stored, as sorted lines (without import times, ids and origins, which
+/// differ between a file and a mail), so that two ways in can be compared.
+fn intake_dump(conn: &rusqlite::Connection) -> Vec<String> {
+    let queries = [
+        "SELECT 'report', kind, org, report_id, domain, begin_ts, end_ts, email, policy \
+         FROM intake_reports",
+        "SELECT 'row', r.org, r.report_id, w.source_ip, w.count, w.disposition, w.dkim_aligned, \
+         w.spf_aligned, w.header_from, w.envelope_from, w.reasons, w.dkim, w.spf \
+         FROM intake_rows w JOIN intake_reports r ON w.report = r.id",
+        "SELECT 'tls', r.org, r.report_id, t.policy_type, t.policy_domain, t.mx_host, \
+         t.result_type, t.receiving_mx, t.sending_ip, t.sessions \
+         FROM intake_tls t JOIN intake_reports r ON t.report = r.id",
+        "SELECT 'failure', reporter, domain, source_ip, feedback_type, auth_failure, \
+         delivery_result, arrival, mail_from, dkim_domain, dkim_selector, identity_alignment, \
+         auth_results FROM intake_failures",
+        "SELECT 'rejected', reason FROM intake_rejected",
+        "SELECT 'day', * FROM intake_days",
+        "SELECT 'source', * FROM intake_sources",
+        "SELECT 'selector', * FROM intake_selectors",
+    ];
+    let mut lines = Vec::new();
+    for q in queries {
+        let mut stmt = conn.prepare(q).unwrap();
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                (0..n)
+                    .map(|i| {
+                        r.get_ref(i).map(|v| match v {
+                            rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                            rusqlite::types::ValueRef::Text(t) => {
+                                String::from_utf8_lossy(t).into_owned()
+                            }
+                            other => format!("{other:?}"),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap();
+        lines.extend(rows.map(|r| r.unwrap().join("|")));
+    }
+    lines.sort();
+    lines
+}
+
+/// Every real-world sample, mailed to the report address (a bare report file as the
+/// attachment of a mail, an .eml as it came), ends in the store exactly as `import` leaves
+/// it: the same reports, rows, sessions, failure reports and refusals; every mail goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_through_the_milter_as_through_import() {
+    let Some(dir) = samples() else { return };
+    let mut files = Vec::new();
+    for sub in ["aggregate", "failure", "other", "smtp_tls"] {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        files.extend(names);
+    }
+    assert!(files.len() >= 25, "{files:?}");
+
+    let by_file = Scratch::new("intake-equal-import");
+    let cfg = config(&by_file, "");
+    let out = tokio::task::spawn_blocking({
+        let cfg = cfg.clone();
+        let files = files.clone();
+        move || {
+            import(
+                &cfg,
+                &files.iter().map(PathBuf::as_path).collect::<Vec<_>>(),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.stdout.contains("stored"), "{}", out.text());
+    let want = intake_dump(&db(&by_file));
+
+    let dns = crate::common::dns::DnsServer::start(crate::common::dns::Zones::default()).await;
+    let d = Daemon::start_in(
+        Scratch::new("intake-equal-milter"),
+        &format!(
+            "authserv_id = \"mx.example.net\"\n[reports]\nstore = \"r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[intake]\naddresses = [\"dmarc@example.net\"]\ndomains = {DOMAINS}\n",
+            dns.addr
+        ),
+    )
+    .await;
+    let env = Envelope {
+        client_ip: "203.0.113.5".into(),
+        mail_from: "<reports@reporter.example>".into(),
+        rcpts: vec!["<dmarc@example.net>".into()],
+        ..Default::default()
+    };
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        let mail = if file.extension().is_some_and(|e| e == "eml") {
+            // An mbox "From " line is the mailbox's, not the message's: no MTA passes it on.
+            let text = String::from_utf8(bytes).unwrap();
+            match text.strip_prefix("From ") {
+                Some(rest) => rest.split_once('\n').unwrap().1.to_string(),
+                None => text,
+            }
+        } else {
+            report_mail("dmarc@example.net", "application/octet-stream", &bytes)
+        };
+        let out = deliver(d.addr, &env, &mail).await;
+        assert_eq!(out.status, Status::Continue, "{}", file.display());
+        // One at a time, so that of two copies of a report the same one is kept first.
+        flush_intake(&d).await;
+    }
+    let got = intake_dump(&rusqlite::Connection::open(d.scratch.0.join("r.sqlite")).unwrap());
+    assert!(
+        got.iter().filter(|l| l.starts_with("report|")).count() >= 18,
+        "{got:#?}"
+    );
+    let missing: Vec<&String> = want.iter().filter(|l| !got.contains(l)).collect();
+    let extra: Vec<&String> = got.iter().filter(|l| !want.contains(l)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "import stored but the milter did not: {missing:#?}\nthe milter stored but import did not: {extra:#?}"
+    );
+}
+
 /// What we sign is counted per day, domain, selector and algorithm in the report store (the
 /// other half of what the dashboard joins).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -699,6 +823,52 @@ async fn import_into_postgres() {
         "{}",
         summary.text()
     );
+    // The rollups add up to the rows kept, before and after the retention deletes reports
+    // (counted from import time, whatever day the report is about).
+    let pg = std::sync::Arc::new(pg);
+    let sums = {
+        let pg = pg.clone();
+        move || {
+            let one = |t: &str| -> i64 {
+                pg.psql(&format!("SELECT COALESCE(SUM(count), 0) FROM {t}"))
+                    .parse()
+                    .unwrap()
+            };
+            (
+                one("intake_rows"),
+                one("intake_days"),
+                one("intake_sources"),
+            )
+        }
+    };
+    let before = tokio::task::spawn_blocking(sums.clone()).await.unwrap();
+    assert_eq!((before.1, before.2), (before.0, before.0), "{before:?}");
+    assert!(before.0 > 3170, "{before:?}");
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let out = tokio::task::spawn_blocking(move || {
+        let cfg = s.write(
+            "m2.toml",
+            &std::fs::read_to_string(s.0.join("m.toml"))
+                .unwrap()
+                .replace("[intake]\n", "[intake]\nretention = \"2s\"\n"),
+        );
+        import(
+            &cfg,
+            &[&samples()
+                .unwrap()
+                .join("aggregate/usssa.com!example.com!1538784000!1538870399.xml")],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.stdout
+            .contains("4 report(s) past the retention deleted"),
+        "{}",
+        out.text()
+    );
+    let after = tokio::task::spawn_blocking(sums).await.unwrap();
+    assert_eq!(after, (2, 2, 2), "only the report imported last counts");
 }
 
 /// The other ways in: an mbox, a Maildir (cur and new; tmp left alone) and standard input;

@@ -9,6 +9,9 @@
 use super::backend::{Result, Store, Val};
 use crate::intake::{Aggregate, FailureReport, TlsReport};
 
+/// About how many report rows one purge transaction takes out of the rollups and deletes.
+const PURGE_ROWS: i64 = 20_000;
+
 /// A refused input, as `reports rejected` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
@@ -94,14 +97,15 @@ impl Store {
                     ],
                 )?;
             }
-            s.rollup(a)?;
+            s.rollup(a, 1)?;
             Ok(true)
         })
     }
 
     /// Add an aggregate report to the per-day rollups (its day: the UTC day its period
-    /// starts). Our signatures are those with d= the report's domain.
-    fn rollup(&mut self, a: &Aggregate) -> Result<()> {
+    /// starts), or with `sign` -1 take it out again (rows left at zero are deleted). Our
+    /// signatures are those with d= the report's domain.
+    fn rollup(&mut self, a: &Aggregate, sign: i64) -> Result<()> {
         use std::collections::BTreeMap;
         let day = crate::report::day_start(a.begin);
         let mut days: BTreeMap<(&str, &str, &str), i64> = BTreeMap::new();
@@ -141,9 +145,22 @@ impl Store {
                     disposition.into(),
                     dkim.into(),
                     spf.into(),
-                    n.into(),
+                    (sign * n).into(),
                 ],
             )?;
+            if sign < 0 {
+                self.exec(
+                    "DELETE FROM intake_days WHERE domain = $1 AND day = $2 AND disposition = $3 \
+                     AND dkim_aligned = $4 AND spf_aligned = $5 AND count <= 0",
+                    &[
+                        a.domain.as_str().into(),
+                        day.into(),
+                        disposition.into(),
+                        dkim.into(),
+                        spf.into(),
+                    ],
+                )?;
+            }
         }
         for (ip, [n, spf, dkim, fwd, pass]) in sources {
             self.exec(
@@ -159,13 +176,20 @@ impl Store {
                     a.domain.as_str().into(),
                     day.into(),
                     ip.into(),
-                    n.into(),
-                    spf.into(),
-                    dkim.into(),
-                    fwd.into(),
-                    pass.into(),
+                    (sign * n).into(),
+                    (sign * spf).into(),
+                    (sign * dkim).into(),
+                    (sign * fwd).into(),
+                    (sign * pass).into(),
                 ],
             )?;
+            if sign < 0 {
+                self.exec(
+                    "DELETE FROM intake_sources WHERE domain = $1 AND day = $2 AND source_ip = $3 \
+                     AND count <= 0",
+                    &[a.domain.as_str().into(), day.into(), ip.into()],
+                )?;
+            }
         }
         for ((selector, result), n) in selectors {
             self.exec(
@@ -177,9 +201,21 @@ impl Store {
                     day.into(),
                     selector.into(),
                     result.into(),
-                    n.into(),
+                    (sign * n).into(),
                 ],
             )?;
+            if sign < 0 {
+                self.exec(
+                    "DELETE FROM intake_selectors WHERE domain = $1 AND day = $2 AND selector = $3 \
+                     AND result = $4 AND count <= 0",
+                    &[
+                        a.domain.as_str().into(),
+                        day.into(),
+                        selector.into(),
+                        result.into(),
+                    ],
+                )?;
+            }
         }
         Ok(())
     }
@@ -347,38 +383,89 @@ impl Store {
             .collect())
     }
 
-    /// Delete what was imported before `before`. Returns the reports deleted.
+    /// Delete what was imported before `before`. Returns the reports deleted. An aggregate
+    /// report's share of the per-day rollups goes with it, so that the rollups always add up
+    /// to the reports kept (retention counts from import time, not from the report's day).
+    /// In batches of about `PURGE_ROWS` rows, each one transaction.
     pub fn intake_purge(&mut self, before: i64) -> Result<u64> {
+        let mut deleted = 0;
+        loop {
+            let n = self.transaction(|s| s.purge_batch(before))?;
+            deleted += n;
+            if n == 0 {
+                break;
+            }
+        }
         self.transaction(|s| {
-            let old = "(SELECT id FROM intake_reports WHERE imported < $1)";
-            s.exec(
-                &format!("DELETE FROM intake_rows WHERE report IN {old}"),
-                &[before.into()],
-            )?;
-            s.exec(
-                &format!("DELETE FROM intake_tls WHERE report IN {old}"),
-                &[before.into()],
-            )?;
-            let n = s.exec(
-                "DELETE FROM intake_reports WHERE imported < $1",
-                &[before.into()],
-            )?;
             for t in ["intake_failures", "intake_rejected"] {
                 s.exec(
                     &format!("DELETE FROM {t} WHERE imported < $1"),
                     &[before.into()],
                 )?;
             }
-            for t in [
-                "signed_counts",
-                "intake_days",
-                "intake_sources",
-                "intake_selectors",
-            ] {
-                s.exec(&format!("DELETE FROM {t} WHERE day < $1"), &[before.into()])?;
-            }
-            Ok(n)
+            // What we signed is ours, counted by day.
+            s.exec("DELETE FROM signed_counts WHERE day < $1", &[before.into()])?;
+            Ok(deleted)
         })
+    }
+
+    /// The oldest reports imported before `before`, up to about `PURGE_ROWS` rows (at least
+    /// one report): out of the rollups, then deleted. Returns how many.
+    fn purge_batch(&mut self, before: i64) -> Result<u64> {
+        let reports = self.query(
+            "SELECT r.id, r.kind, r.domain, r.begin_ts, \
+             (SELECT COUNT(*) FROM intake_rows w WHERE w.report = r.id) \
+             FROM intake_reports r WHERE r.imported < $1 ORDER BY r.id LIMIT 1000",
+            &[before.into()],
+        )?;
+        let mut rows = 0;
+        let batch: Vec<_> = reports
+            .iter()
+            .enumerate()
+            .take_while(|(i, r)| {
+                rows += r[4].int();
+                *i == 0 || rows <= PURGE_ROWS
+            })
+            .map(|(_, r)| r)
+            .collect();
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(0);
+        };
+        let (lo, hi) = (first[0].int(), last[0].int());
+        for r in batch.iter().filter(|r| r[1].text() == "aggregate") {
+            let stored = self.query(
+                "SELECT source_ip, count, disposition, dkim_aligned, spf_aligned, dkim \
+                 FROM intake_rows WHERE report = $1",
+                &[r[0].int().into()],
+            )?;
+            let a = Aggregate {
+                domain: r[2].text(),
+                begin: r[3].int(),
+                rows: stored
+                    .into_iter()
+                    .map(|w| crate::intake::aggregate::Row {
+                        source_ip: w[0].text(),
+                        count: w[1].int(),
+                        disposition: w[2].text(),
+                        dkim_aligned: w[3].text(),
+                        spf_aligned: w[4].text(),
+                        dkim: serde_json::from_str(&w[5].text()).unwrap_or_default(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            self.rollup(&a, -1)?;
+        }
+        let range = "(SELECT id FROM intake_reports WHERE id BETWEEN $1 AND $2 AND imported < $3)";
+        let params = [lo.into(), hi.into(), before.into()];
+        for t in ["intake_rows", "intake_tls"] {
+            self.exec(&format!("DELETE FROM {t} WHERE report IN {range}"), &params)?;
+        }
+        self.exec(
+            "DELETE FROM intake_reports WHERE id BETWEEN $1 AND $2 AND imported < $3",
+            &params,
+        )
     }
 
     /// Add to the per-day counts of what we signed.
@@ -508,5 +595,81 @@ impl Store {
         }
         out.sort_by(|a, b| a.domain.cmp(&b.domain));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreSpec;
+    use crate::intake::aggregate::{DkimResult, Row};
+
+    fn report(id: &str, begin: i64, ip: &str, count: i64) -> Aggregate {
+        Aggregate {
+            org: "receiver.example".into(),
+            report_id: id.into(),
+            begin,
+            end: begin + 86_399,
+            domain: "example.com".into(),
+            rows: vec![Row {
+                source_ip: ip.into(),
+                count,
+                disposition: "none".into(),
+                dkim_aligned: "pass".into(),
+                spf_aligned: "fail".into(),
+                dkim: vec![DkimResult {
+                    domain: "example.com".into(),
+                    selector: "s1".into(),
+                    result: "pass".into(),
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Retention counts from import time, for the reports and for what they add to the
+    /// per-day rollups alike: a report about a day long past, imported recently, is shown
+    /// until it is deleted, and a deleted report no longer counts.
+    #[test]
+    fn purging_a_report_takes_exactly_its_share_out_of_the_rollups() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&StoreSpec::Sqlite(dir.path().join("r.sqlite"))).unwrap();
+        let day = 1_700_006_400; // a day long before the imports
+        let (t1, t2) = (1_790_000_000, 1_790_100_000);
+        assert!(s
+            .intake_aggregate(&report("a", day, "192.0.2.1", 3), "a.xml", t1)
+            .unwrap());
+        assert!(s
+            .intake_aggregate(&report("b", day, "192.0.2.2", 5), "b.xml", t2)
+            .unwrap());
+        let totals = |s: &mut Store| {
+            let days = s.dashboard_days("example.com", 0).unwrap();
+            let sources = s.dashboard_sources("example.com", 0, 10).unwrap();
+            let selectors: i64 = s
+                .dashboard_selectors("example.com", 0)
+                .unwrap()
+                .iter()
+                .map(|r| r.reported_pass)
+                .sum();
+            (
+                days.iter().map(|d| d.messages).sum::<i64>(),
+                sources.iter().map(|r| r.ip.clone()).collect::<Vec<_>>(),
+                selectors,
+            )
+        };
+        assert_eq!(
+            totals(&mut s),
+            (8, vec!["192.0.2.2".into(), "192.0.2.1".into()], 8)
+        );
+        // Past the retention: only the report imported first.
+        assert_eq!(s.intake_purge(t1 + 1).unwrap(), 1);
+        assert_eq!(totals(&mut s), (5, vec!["192.0.2.2".into()], 5));
+        assert_eq!(s.intake_purge(t2 + 1).unwrap(), 1);
+        assert_eq!(totals(&mut s), (0, vec![], 0));
+        for t in ["intake_days", "intake_sources", "intake_selectors"] {
+            let n = s.query(&format!("SELECT COUNT(*) FROM {t}"), &[]).unwrap()[0][0].int();
+            assert_eq!(n, 0, "{t}");
+        }
     }
 }

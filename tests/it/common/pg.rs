@@ -118,6 +118,25 @@ impl Postgres {
         );
     }
 
+    /// The answer of one SQL statement through psql on the server's own socket (unaligned,
+    /// tuples only).
+    pub fn psql(&self, sql: &str) -> String {
+        let root = unsafe { libc::geteuid() } == 0;
+        let port = self.port.to_string();
+        let dir = self.dir.to_str().unwrap();
+        let out = self
+            .command(root, "psql")
+            .args(["-h", dir, "-p", &port, "-U", "postgres", "-Atc", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
