@@ -81,6 +81,15 @@ impl Found {
         }
     }
 
+    /// When its period begins (failure reports have none).
+    fn begin(&self) -> Option<i64> {
+        match self {
+            Found::Aggregate(a) => Some(a.begin),
+            Found::Tls(t) => Some(t.begin),
+            Found::Failure(_) => None,
+        }
+    }
+
     /// Who sent it, and its id.
     pub fn identity(&self) -> String {
         match self {
@@ -430,6 +439,25 @@ pub fn keep(
                 let about = found.domains();
                 if about.is_empty() || !about.iter().any(|d| ours(d)) {
                     out.push((label, Fate::OtherDomain(about.join(" "))));
+                    continue;
+                }
+                // Strict in what is stored: a period that has not begun yet (beyond a day of
+                // clock skew) would count on the dashboard in every range for as long as it
+                // is kept.
+                if let Some(begin) = found.begin().filter(|b| *b > now + 86_400) {
+                    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(begin as u64);
+                    let reason = format!(
+                        "its period begins in the future ({})",
+                        humantime::format_rfc3339_seconds(when)
+                    );
+                    store.intake_rejected(
+                        origin,
+                        &format!("{label}: {reason}"),
+                        0,
+                        label.as_bytes(),
+                        now,
+                    )?;
+                    out.push((label, Fate::Refused(reason)));
                     continue;
                 }
                 let fresh = match found.as_ref() {

@@ -364,6 +364,22 @@ fn hostile_reports_are_refused_fast_and_small() {
         "other.xml",
         "<feedback><report_metadata><org_name>r.example</org_name><email>a@r.example</email><report_id>x1</report_id><date_range><begin>1700000000</begin><end>1700086399</end></date_range></report_metadata><policy_published><domain>victim.example</domain><p>none</p></policy_published><record><row><source_ip>192.0.2.1</source_ip><count>1</count><policy_evaluated><disposition>none</disposition><dkim>pass</dkim><spf>pass</spf></policy_evaluated></row><identifiers><header_from>victim.example</header_from></identifiers><auth_results><spf><domain>victim.example</domain><result>pass</result></spf></auth_results></record></feedback>",
     );
+    // Reports about our domain dated in the future: on a dashboard they would count in
+    // every range, for as long as they are kept.
+    let future = s.write(
+        "future.xml",
+        &std::fs::read_to_string(&other)
+            .unwrap()
+            .replace("victim.example", "example.com")
+            .replace(
+                "<begin>1700000000</begin><end>1700086399</end>",
+                "<begin>4102444800</begin><end>4102531199</end>",
+            ),
+    );
+    let future_tls = s.write(
+        "future.json",
+        r#"{"organization-name":"r.example","date-range":{"start-datetime":"2100-01-01T00:00:00Z","end-datetime":"2100-01-01T23:59:59Z"},"contact-info":"tls@r.example","report-id":"f1","policies":[{"policy":{"policy-type":"sts","policy-domain":"example.com"},"summary":{"total-successful-session-count":5,"total-failure-session-count":0}}]}"#,
+    );
     // A mail over max_message_size (1M here).
     let big = s.write(
         "big.eml",
@@ -379,6 +395,8 @@ fn hostile_reports_are_refused_fast_and_small() {
         (&laughs, "DOCTYPE"),
         (&external, "&xxe;"),
         (&big, "over max_message_size"),
+        (&future, "begins in the future"),
+        (&future_tls, "begins in the future"),
     ] {
         let (out, took, peak_mib) = import_measured(&cfg, input);
         assert!(!out.ok, "refused: {}", out.text());
@@ -418,6 +436,8 @@ fn hostile_reports_are_refused_fast_and_small() {
         "laughs.xml",
         "xxe.xml",
         "big.eml",
+        "future.xml",
+        "future.json",
     ] {
         assert!(
             rejected.stdout.contains(name),
