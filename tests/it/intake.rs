@@ -1,8 +1,8 @@
 //! Report intake (`[intake]`, `mailseal reports import`): the real-world samples of
 //! `../shared/report-samples` through `import` and through the milter, each stored or
 //! refused with its reason and the stored rows checked against the file; hostile inputs
-//! (compression bombs, entity expansion, other domains, oversize mail) refused within seconds
-//! and a bounded memory, measured.
+//! (compression bombs, entity expansion, other domains, oversize mail, future dates) refused
+//! within seconds and a bounded memory, measured; and end to end through a real Postfix.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -956,4 +956,94 @@ fn mbox_maildir_stdin_and_retention() {
     );
     let n = count(&db(&s), "SELECT COUNT(*) FROM intake_reports");
     assert_eq!(n, 1);
+}
+
+/// End to end through a real Postfix (smtpd_milters): a report mailed to the report address
+/// and to someone else is read and the report address removed, so Postfix delivers it to the
+/// other recipient only; a report mailed to the report address alone is read and discarded
+/// by Postfix; a broken report is kept aside while its mail goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_through_postfix() {
+    use crate::common::postfix::{self, Postfix};
+    use crate::common::sink::Sink;
+    let Some(dir) = samples() else { return };
+    let _exclusive = crate::common::exclusive().await;
+    if !Postfix::available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the Postfix tests"
+        );
+        eprintln!("SKIPPED: needs root and postfix");
+        return;
+    }
+    let dns = crate::common::dns::DnsServer::start(crate::common::dns::Zones::default()).await;
+    let sink = Sink::start().await;
+    let milter_port = postfix::free_port();
+    let d = Daemon::start_on(
+        Scratch::new("intake-postfix"),
+        &format!(
+            "authserv_id = \"mx.test\"\n[signing]\ninternal_hosts = []\n[reports]\nstore = \"r.sqlite\"\norg_name = \"example.org\"\nemail = \"dmarc-reports@example.org\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[intake]\naddresses = [\"dmarc@example.org\"]\ndomains = {DOMAINS}\nkeep_messages = false\n",
+            dns.addr
+        ),
+        milter_port,
+    )
+    .await;
+    let pf_dir = Scratch::new("intake-postfix-mta");
+    let pf = Postfix::start(&pf_dir.0, milter_port, sink.port);
+    let xclient = [
+        "--xclient-addr",
+        "203.0.113.5",
+        "--xclient-helo",
+        "mail-reports.google.com",
+    ];
+    let send = |to: &str, msg: &str| {
+        let mut args = xclient.to_vec();
+        args.extend(["--to", to]);
+        let (ok, out) = pf.swaks("noreply-dmarc-support@google.com", &args, msg);
+        assert!(ok, "{out}\n{}", pf.log());
+    };
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&std::fs::read(dir.join("aggregate/rfc9990-sample.xml")).unwrap())
+            .unwrap();
+        e.finish().unwrap()
+    };
+    send(
+        "dmarc@example.org,archive@example.org",
+        &report_mail("dmarc@example.org", "application/gzip", &gz),
+    );
+    let tls = std::fs::read_to_string(dir.join("smtp_tls/google.com_smtp_tls_report.eml")).unwrap();
+    send("dmarc@example.org", &tls);
+    send(
+        "dmarc@example.org,archive@example.org",
+        &report_mail("dmarc@example.org", "application/zip", b"PK\x03\x04 broken"),
+    );
+    assert!(sink.wait_for(2, 60).await, "not delivered\n{}", pf.log());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let envelopes = sink.envelopes.lock().unwrap().clone();
+    assert_eq!(
+        envelopes.len(),
+        2,
+        "the report alone is discarded: {envelopes:?}"
+    );
+    for (_, rcpts, ..) in &envelopes {
+        assert_eq!(rcpts, &["archive@example.org".to_string()], "{envelopes:?}");
+    }
+    assert!(pf.log().contains("milter-discard"), "{}", pf.log());
+    flush_intake(&d).await;
+    let conn = rusqlite::Connection::open(d.scratch.0.join("r.sqlite")).unwrap();
+    assert_eq!(
+        stored(&conn, "Sample Reporter", "3v98abbp8ya9n3va8yr8oa3ya"),
+        (1, 123)
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM intake_reports WHERE kind = 'tlsrpt' AND org = 'Google Inc.'"
+        ),
+        1
+    );
+    assert_eq!(count(&conn, "SELECT COUNT(*) FROM intake_rejected"), 1);
+    drop(pf);
+    d.stop().await;
 }
