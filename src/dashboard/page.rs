@@ -412,10 +412,12 @@ fn render(ctx: &Context, d: &Data) -> String {
     h.push_str("<section><h2>Sending sources, failing first</h2><table id=\"sources\"><tr><th>source</th><th>name</th><th>messages</th><th>DMARC pass</th><th>SPF aligned</th><th>DKIM aligned</th><th>ours?</th></tr>");
     let signed_any = d.selectors.iter().any(|s| s.signed > 0);
     for s in &d.sources {
+        // Ours: one of our hosts, or a sender of mail that carried our passing signature
+        // and passed SPF too (a forwarder passes our signature on with SPF failing).
         let ours =
             s.ip.parse::<IpAddr>()
                 .is_ok_and(|ip| ctx.config.signing.is_internal(ip))
-                || (signed_any && s.dkim_pass > 0);
+                || (signed_any && s.dkim_pass > s.forwarded);
         let _ = write!(
             h,
             "<tr class=\"{}\"><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
@@ -471,9 +473,36 @@ fn render(ctx: &Context, d: &Data) -> String {
         };
         let _ = write!(
             h,
-            "<p><span id=\"tls-ok\">{}</span> successful, <span id=\"tls-failed\">{}</span> failed sessions</p><table id=\"tls\"><tr><th>receiving MX</th><th>failure</th><th>sessions</th></tr>",
+            "<p><span id=\"tls-ok\">{}</span> successful, <span id=\"tls-failed\">{}</span> failed sessions</p>",
             sum("total-success"),
             sum("total-failure")
+        );
+        // Per MX: successful sessions under the MX their policy names (receivers count them
+        // per policy), failed ones under the receiving MX each failure names.
+        let mut per_mx: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
+        for t in &d.tls {
+            let e = per_mx.entry(t.mx.as_str()).or_default();
+            match t.result_type.as_str() {
+                "total-success" => e.0 += t.sessions,
+                "total-failure" => {}
+                _ => e.1 += t.sessions,
+            }
+        }
+        h.push_str("<table id=\"tls-mx\"><tr><th>MX</th><th>successful</th><th>failed</th></tr>");
+        for (mx, (ok, failed)) in per_mx.iter().filter(|(_, v)| **v != (0, 0)) {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td class=\"n\">{ok}</td><td class=\"n\">{failed}</td></tr>",
+                if mx.is_empty() {
+                    "(not named)".to_string()
+                } else {
+                    esc(mx)
+                },
+            );
+        }
+        h.push_str("</table><p class=\"note\">Receivers count successful sessions per policy: they are shown under the MX the policy names (a list or pattern when it covers several).</p>");
+        h.push_str(
+            "<table id=\"tls\"><tr><th>receiving MX</th><th>failure</th><th>sessions</th></tr>",
         );
         for t in d
             .tls
@@ -506,5 +535,5 @@ tr.failing td:first-child{color:#b22}.figures span{font-weight:bold}
 .guidance{background:#eef6ee;border-left:4px solid #3a3;padding:.3em .6em}
 svg.chart,svg.bar{width:100%;height:auto}rect.pass{fill:#3a3}rect.fail{fill:#c33}
 rect.d-none{fill:#8ab}rect.d-pass{fill:#3a3}rect.d-quarantine{fill:#e93}rect.d-reject{fill:#c33}
-text{font-size:10px;fill:#666}
+text{font-size:10px;fill:#666}.note{color:#666;font-size:.9em}
 ";

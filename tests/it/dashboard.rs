@@ -97,6 +97,22 @@ async fn the_dashboard_in_a_real_browser() {
             ));
         }
     }
+    // And a TLS report for today: a DANE policy for mx1 (500 successful, 5 with an expired
+    // certificate) and an MTA-STS policy covering mx1 and mx2 (300 successful, 2 at mx2
+    // without STARTTLS).
+    let date = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + Duration::from_secs(today as u64),
+    )
+    .to_string();
+    let date = &date[..10];
+    files.push(s.write(
+        "tls.json",
+        &format!(
+            r#"{{"organization-name":"google.com","date-range":{{"start-datetime":"{date}T00:00:00Z","end-datetime":"{date}T23:59:59Z"}},"contact-info":"smtp-tls-reporting@google.com","report-id":"tls-1","policies":[
+            {{"policy":{{"policy-type":"tlsa","policy-domain":"example.com","mx-host":"mx1.example.com"}},"summary":{{"total-successful-session-count":500,"total-failure-session-count":5}},"failure-details":[{{"result-type":"certificate-expired","receiving-mx-hostname":"mx1.example.com","failed-session-count":5}}]}},
+            {{"policy":{{"policy-type":"sts","policy-domain":"example.com","mx-host":["mx1.example.com","mx2.example.com"]}},"summary":{{"total-successful-session-count":300,"total-failure-session-count":2}},"failure-details":[{{"result-type":"starttls-not-supported","receiving-mx-hostname":"mx2.example.com","failed-session-count":2}}]}}]}}"#
+        ),
+    ));
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "reports".as_ref(),
         "import".as_ref(),
@@ -105,7 +121,7 @@ async fn the_dashboard_in_a_real_browser() {
     ];
     args.extend(files.iter().map(|f| f.as_os_str()));
     let out = cli_blocking(&args, None);
-    assert!(out.ok && out.stdout.contains("20 stored"), "{}", out.text());
+    assert!(out.ok && out.stdout.contains("21 stored"), "{}", out.text());
     // What we signed those days (as the daemon's writer counts it).
     {
         let mut store = mailseal::report::store::Store::open(&mailseal::config::StoreSpec::Sqlite(
@@ -177,6 +193,15 @@ async fn the_dashboard_in_a_real_browser() {
             .contains(">yes<"),
         "our relay is ours"
     );
+    let forwarder = sources.find("203.0.113.9").expect("forwarder listed");
+    assert!(
+        !sources[forwarder..]
+            .split("</tr>")
+            .next()
+            .unwrap()
+            .contains(">yes<"),
+        "a forwarder passing our signature on is not ours"
+    );
     let forwarding = dom.split("id=\"forwarding\"").nth(1).unwrap_or_default();
     assert!(forwarding.contains("203.0.113.9"), "{forwarding}");
     // Our selector: signed 2100, reported 2060 pass (relay 2000 + forwarder 60), 100 fail.
@@ -184,6 +209,24 @@ async fn the_dashboard_in_a_real_browser() {
     assert!(
         selectors.contains("<td>s2026</td><td>rsa</td><td class=\"n\">2100</td><td class=\"n\">2060</td><td class=\"n\">100</td>"),
         "{selectors}"
+    );
+    // TLS: per MX, and per failure type.
+    assert!(dom.contains("<span id=\"tls-ok\">800</span>"), "{dom}");
+    assert!(dom.contains("<span id=\"tls-failed\">7</span>"), "{dom}");
+    let per_mx = dom.split("id=\"tls-mx\"").nth(1).unwrap_or_default();
+    for row in [
+        "<td>mx1.example.com</td><td class=\"n\">500</td><td class=\"n\">5</td>",
+        "<td>mx1.example.com mx2.example.com</td><td class=\"n\">300</td><td class=\"n\">0</td>",
+        "<td>mx2.example.com</td><td class=\"n\">0</td><td class=\"n\">2</td>",
+    ] {
+        assert!(per_mx.contains(row), "{row}\n{per_mx}");
+    }
+    let types = dom.split("id=\"tls\"").nth(1).unwrap_or_default();
+    assert!(
+        types.contains(
+            "<td>mx2.example.com</td><td>starttls-not-supported</td><td class=\"n\">2</td>"
+        ),
+        "{types}"
     );
     // A screenshot, kept as the test's artifact.
     let shot = artifacts().join("dashboard.png");

@@ -160,13 +160,19 @@ impl Store {
         Ok(out)
     }
 
+    /// TLS sessions per MX and result type. Receivers count successful sessions (and the
+    /// failure total) per policy: those rows carry the MX the policy names (one host, or
+    /// its list or pattern); a failure detail carries the receiving MX it names, else the
+    /// policy's.
     pub fn dashboard_tls(&mut self, domain: &str, since: i64) -> Result<Vec<TlsRow>> {
         Ok(self
             .query(
-                "SELECT t.receiving_mx, t.result_type, CAST(SUM(t.sessions) AS BIGINT) \
+                "SELECT CASE WHEN t.result_type LIKE 'total-%' THEN t.mx_host \
+                 ELSE COALESCE(NULLIF(t.receiving_mx, ''), t.mx_host) END AS mx, \
+                 t.result_type, CAST(SUM(t.sessions) AS BIGINT) \
                  FROM intake_tls t JOIN intake_reports r ON t.report = r.id \
                  WHERE t.policy_domain = $1 AND r.end_ts >= $2 \
-                 GROUP BY t.receiving_mx, t.result_type ORDER BY 1, 2",
+                 GROUP BY 1, 2 ORDER BY 1, 2",
                 &[domain.into(), since.into()],
             )?
             .into_iter()
