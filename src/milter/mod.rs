@@ -137,6 +137,11 @@ async fn negotiate(
         & opts;
     cx.requested_opts |= noreply;
     neg.noreply = noreply;
+    // The recipients matter only for the report intake: without report addresses the MTA
+    // need not send them.
+    if ctx.intake.is_none() && opts.contains(ProtoOpts::NO_RCPT) {
+        cx.requested_opts |= ProtoOpts::NO_RCPT;
+    }
     for (stage, list) in [
         (
             MacroStage::Connect,

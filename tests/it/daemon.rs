@@ -257,7 +257,6 @@ async fn unix_socket_replaces_a_stale_one_and_has_the_configured_mode() {
     .await
     .unwrap();
     conn.mail(["alice@example.com"]).await.unwrap();
-    conn.rcpt(["<rcpt@example.org>"]).await.unwrap();
     conn.header("From", " alice@example.com").await.unwrap();
     conn.eoh().await.unwrap();
     conn.body(b"hi\r\n".to_vec()).await.unwrap();

@@ -600,6 +600,39 @@ async fn reports_by_mail_through_the_milter() {
     );
 }
 
+/// The milter asks Postfix for the recipients only when it has report addresses to look
+/// for (RCPT with no reply otherwise costs a packet per recipient for nothing).
+#[tokio::test]
+async fn recipients_are_asked_for_only_with_report_addresses() {
+    use indymilter_test::{ProtoOpts, TestConnection};
+    let dns = crate::common::dns::DnsServer::start(crate::common::dns::Zones::default()).await;
+    let base = format!(
+        "authserv_id = \"mx.example.net\"\n[reports]\nstore = \"r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[dns]\nnameservers = [\"{}\"]\n",
+        dns.addr
+    );
+    for (intake, asks) in [
+        ("", false),
+        (
+            "[intake]\naddresses = [\"dmarc@example.net\"]\ndomains = [\"example.com\"]\n",
+            true,
+        ),
+    ] {
+        let d = Daemon::start_in(Scratch::new("intake-rcpt"), &format!("{base}{intake}")).await;
+        let conn = TestConnection::configure()
+            .available_opts(ProtoOpts::all())
+            .open_tcp(d.addr)
+            .await
+            .unwrap();
+        assert_eq!(
+            !conn.negotiated_opts().contains(ProtoOpts::NO_RCPT),
+            asks,
+            "{intake:?}: {:?}",
+            conn.negotiated_opts()
+        );
+        conn.close().await.unwrap();
+    }
+}
+
 /// Everything intake stored, as sorted lines (without import times, ids and origins, which
 /// differ between a file and a mail), so that two ways in can be compared.
 fn intake_dump(conn: &rusqlite::Connection) -> Vec<String> {

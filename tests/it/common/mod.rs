@@ -430,7 +430,13 @@ impl Client {
             .unwrap();
         let st = self.conn.mail([env.mail_from.as_str()]).await.unwrap();
         assert!(matches!(st, Status::Continue | Status::Noreply), "{st:?}");
-        for r in &env.rcpts {
+        // As Postfix does: no RCPT when the milter said it needs none.
+        let rcpts = if self.conn.negotiated_opts().contains(ProtoOpts::NO_RCPT) {
+            &[][..]
+        } else {
+            &env.rcpts[..]
+        };
+        for r in rcpts {
             let st = self.conn.rcpt([r.as_str()]).await.unwrap();
             assert!(matches!(st, Status::Continue | Status::Noreply), "{st:?}");
         }
