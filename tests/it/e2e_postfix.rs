@@ -7,18 +7,6 @@ use crate::common::postfix::Postfix;
 use crate::common::sink::Sink;
 use crate::common::*;
 
-fn postfix_or_skip() -> bool {
-    if Postfix::available() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI must run the Postfix tests (needs root and postfix)"
-    );
-    eprintln!("SKIPPED: needs root and /usr/sbin/postfix (scripts/test.sh installs it)");
-    false
-}
-
 fn message(n: u32, via: &str) -> String {
     format!(
         "From: Alice <alice@example.com>\r\nTo: bob@example.org\r\nSubject: e2e {n} via {via}\r\n\
@@ -52,7 +40,7 @@ fn assert_signed(raw: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postfix_signs_smtp_and_sendmail_and_defers_when_mailseal_is_down() {
     let _exclusive = crate::common::exclusive().await;
-    if !postfix_or_skip() {
+    if !Postfix::or_skip() {
         return;
     }
     let sink = Sink::start().await;
@@ -144,7 +132,7 @@ async fn reporting(scratch: &Scratch) -> (crate::common::dns::DnsServer, String)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dmarc_reports_leave_through_postfix_signed() {
     let _exclusive = crate::common::exclusive().await;
-    if !postfix_or_skip() {
+    if !Postfix::or_skip() {
         return;
     }
     let scratch = Scratch::new("e2e-reports");
@@ -222,7 +210,7 @@ async fn inbound(daemon: &Daemon, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_reach_starttls_relays_at_each_level() {
     let _exclusive = crate::common::exclusive().await;
-    if !postfix_or_skip() {
+    if !Postfix::or_skip() {
         return;
     }
     let scratch = Scratch::new("e2e-tls-reports");
