@@ -489,9 +489,13 @@ settings! {
         /// Imported reports are deleted this long after they were imported.
         #[serde(with = "duration")]
         retention: Duration = default r#""400d""#;
-        /// Messages waiting to be read by the daemon; more are not read (counted).
+        /// Messages waiting to be read by the daemon; more are not read (counted, and
+        /// delivered to the report addresses as usual).
         #[serde(with = "positive")]
         queue: usize = default "32";
+        /// Where messages wait while the report store is down (at most 256 MiB); they are
+        /// stored once it is back. While it is down, report addresses are not removed.
+        spool: PathBuf = default r#""/var/lib/mailseal/intake""#;
     }
 }
 

@@ -237,6 +237,7 @@ pub(super) fn validate(path: &Path, text: &str, mut s: Settings) -> Result<Confi
         .iter()
         .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
         .collect();
+    i.spool = resolve(&i.spool);
     if !i.addresses.is_empty() && s.reports.store.is_none() {
         c.error(
             "intake.addresses",

@@ -334,7 +334,8 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
 
 /// An accepted message for `[intake] addresses`: handed to the intake reader (never
 /// waited for). With `keep_messages = false` the report addresses are removed from its
-/// recipients, and a message for no one else is discarded.
+/// recipients, and a message for no one else is discarded, unless it will not be read or
+/// the store is down.
 async fn intake(cx: &mut EomContext<Session>, c: session::Capture, qid: &str) -> Status {
     let Some(session) = cx.data.as_ref() else {
         return Status::Continue;
@@ -343,11 +344,24 @@ async fn intake(cx: &mut EomContext<Session>, c: session::Capture, qid: &str) ->
         return Status::Continue;
     };
     let origin = format!("mail {qid}");
-    match (c.not_kept(), &c.data) {
+    let queued = match (c.not_kept(), &c.data) {
         (None, Some(data)) => queue.submit(origin, data.as_slice().to_vec()),
-        (why, _) => queue.not_read(origin, why.unwrap_or_default(), c.size),
-    }
+        (why, _) => {
+            queue.not_read(origin, why.unwrap_or_default(), c.size);
+            false
+        }
+    };
     if session.ctx.config.intake.keep_messages {
+        return Status::Continue;
+    }
+    // A report address is removed only from a message that will be read and kept: one not
+    // read (too large, queue full) or one that meets the store down goes to it as usual.
+    if !queued || queue.store_down() {
+        tracing::info!(
+            queue_id = %qid,
+            "intake: {}; delivered to the report addresses as usual",
+            if queued { "the report store is down" } else { "not read" }
+        );
         return Status::Continue;
     }
     if c.report_rcpts.len() >= session.rcpts {

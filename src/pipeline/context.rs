@@ -136,6 +136,7 @@ impl Context {
             domains,
             retention: i.retention.as_secs() as i64,
             queue: i.queue,
+            spool: i.spool.clone(),
         })
     }
 

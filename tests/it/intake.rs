@@ -600,6 +600,130 @@ async fn reports_by_mail_through_the_milter() {
     );
 }
 
+/// With `keep_messages = false` a report address is removed only when the report is safe:
+/// a mail too large to read, or one that meets a report store that is down, is delivered as
+/// usual; what met the store down is spooled and stored once it is back. Nothing mailed to
+/// the report address is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_mail_is_never_lost() {
+    let Some(dir) = samples() else { return };
+    let s = Scratch::new("intake-never-lost");
+    let dns = crate::common::dns::DnsServer::start(crate::common::dns::Zones::default()).await;
+    let config = format!(
+        "authserv_id = \"mx.example.net\"\n[reports]\nstore = \"db/r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[intake]\naddresses = [\"dmarc@example.net\"]\ndomains = {DOMAINS}\nkeep_messages = false\nmax_message_size = \"1M\"\nspool = \"spool\"\n",
+        dns.addr
+    );
+    let d = Daemon::start_in(s, &config).await;
+    let env = |rcpts: &[&str]| Envelope {
+        client_ip: "203.0.113.5".into(),
+        mail_from: "<noreply-dmarc-support@google.com>".into(),
+        rcpts: rcpts.iter().map(|r| format!("<{r}>")).collect(),
+        ..Default::default()
+    };
+    let removed = |out: &Delivered| {
+        out.actions
+            .actions
+            .iter()
+            .any(|a| matches!(a, indymilter_test::EomAction::DeleteRecipient { .. }))
+    };
+    // Too large to read: delivered to the report address as usual.
+    let big = report_mail("dmarc@example.net", "application/gzip", &vec![7u8; 2 << 20]);
+    let out = deliver(d.addr, &env(&["dmarc@example.net"]), &big).await;
+    assert_eq!(
+        out.status,
+        Status::Continue,
+        "an unread report is not discarded"
+    );
+    let out = deliver(
+        d.addr,
+        &env(&["dmarc@example.net", "archive@example.net"]),
+        &big,
+    )
+    .await;
+    assert!(!removed(&out), "{:?}", out.actions);
+
+    // The store is down (its directory is missing), as the reader found when it tried to
+    // note those two: report mail goes to the report address as usual, and its reports wait
+    // in the spool.
+    let gz = {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(&std::fs::read(dir.join("aggregate/rfc9990-sample.xml")).unwrap())
+            .unwrap();
+        e.finish().unwrap()
+    };
+    flush_intake(&d).await;
+    let out = deliver(
+        d.addr,
+        &env(&["dmarc@example.net", "archive@example.net"]),
+        &report_mail("dmarc@example.net", "application/gzip", &gz),
+    )
+    .await;
+    assert!(!removed(&out), "{:?}", out.actions);
+    let tls = std::fs::read_to_string(dir.join("smtp_tls/google.com_smtp_tls_report.eml")).unwrap();
+    let out = deliver(d.addr, &env(&["dmarc@example.net"]), &tls).await;
+    assert_eq!(
+        out.status,
+        Status::Continue,
+        "not discarded while the store is down"
+    );
+    flush_intake(&d).await;
+    let spool = d.scratch.0.join("spool");
+    let spooled = || std::fs::read_dir(&spool).map_or(0, |r| r.count());
+    assert_eq!(spooled(), 2);
+    // The store is back: the spool is read into it and emptied.
+    std::fs::create_dir(d.scratch.0.join("db")).unwrap();
+    flush_intake(&d).await;
+    assert_eq!(spooled(), 0);
+    let conn = rusqlite::Connection::open(d.scratch.0.join("db/r.sqlite")).unwrap();
+    assert_eq!(
+        stored(&conn, "Sample Reporter", "3v98abbp8ya9n3va8yr8oa3ya"),
+        (1, 123)
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM intake_reports WHERE kind = 'tlsrpt'"
+        ),
+        1
+    );
+    let metrics = d.contexts.borrow().services.metrics.render();
+    assert!(
+        metrics.contains("mailseal_intake_reports_total{outcome=\"spooled\"} 2"),
+        "{metrics}"
+    );
+    // And the addresses are removed again.
+    let out = deliver(
+        d.addr,
+        &env(&["dmarc@example.net", "archive@example.net"]),
+        &report_mail("dmarc@example.net", "application/gzip", &gz),
+    )
+    .await;
+    assert!(removed(&out), "{:?}", out.actions);
+    drop(d);
+
+    // A store that goes down before anyone knows: the address is removed from the first
+    // report mail, whose report the spool keeps until the store is back.
+    let d = Daemon::start_in(Scratch::new("intake-never-lost-first"), &config).await;
+    let out = deliver(
+        d.addr,
+        &env(&["dmarc@example.net", "archive@example.net"]),
+        &report_mail("dmarc@example.net", "application/gzip", &gz),
+    )
+    .await;
+    assert!(removed(&out), "{:?}", out.actions);
+    flush_intake(&d).await;
+    let spool = d.scratch.0.join("spool");
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 1);
+    std::fs::create_dir(d.scratch.0.join("db")).unwrap();
+    flush_intake(&d).await;
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+    let conn = rusqlite::Connection::open(d.scratch.0.join("db/r.sqlite")).unwrap();
+    assert_eq!(
+        stored(&conn, "Sample Reporter", "3v98abbp8ya9n3va8yr8oa3ya"),
+        (1, 123)
+    );
+}
+
 /// The milter asks Postfix for the recipients only when it has report addresses to look
 /// for (RCPT with no reply otherwise costs a packet per recipient for nothing).
 #[tokio::test]
