@@ -161,7 +161,7 @@ impl Counter {
             }
             Counter::Reloads => "Configuration reloads (SIGHUP) by result (success, failure).",
             Counter::Intake => {
-                "Reports read from mail to [intake] addresses: stored, duplicate, other_domain (not ours), refused, dropped (queue full: the mail delivered as usual), spooled (store down: stored once it is back), lost (store down and spool full)."
+                "Reports read from mail to [intake] addresses: stored, duplicate, other_domain (not ours), refused, spooled (waiting in the spool for the store), dropped (neither spool nor queue could take it: the mail went to the report addresses), lost (the store failed on a message the spool could not take)."
             }
         }
     }

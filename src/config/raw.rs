@@ -489,12 +489,13 @@ settings! {
         /// Imported reports are deleted this long after they were imported.
         #[serde(with = "duration")]
         retention: Duration = default r#""400d""#;
-        /// Messages waiting to be read by the daemon; more are not read (counted, and
-        /// delivered to the report addresses as usual).
+        /// Messages the reader is told about at once; more wait in the spool for its next
+        /// round (a minute).
         #[serde(with = "positive")]
         queue: usize = default "32";
-        /// Where messages wait while the report store is down (at most 256 MiB); they are
-        /// stored once it is back. While it is down, report addresses are not removed.
+        /// Where each message for the report addresses is kept (synced to disk, at most
+        /// 256 MiB in all) until its reports are stored: a store that is down, a restart or
+        /// a crash delays a report, never loses it.
         spool: PathBuf = default r#""/var/lib/mailseal/intake""#;
     }
 }

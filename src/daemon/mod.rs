@@ -170,13 +170,15 @@ pub async fn serve(path: PathBuf, config: Config) -> Result<(), DaemonError> {
             );
         }
     }
-    // Read the reports still queued from accepted mail.
+    // Read the reports still queued from accepted mail (what is not read stays in the spool).
     let intake = tx.borrow().intake.clone();
     if let Some(q) = intake {
         let read =
             tokio::task::spawn_blocking(move || q.flush(std::time::Duration::from_secs(5))).await;
         if !matches!(read, Ok(true)) {
-            tracing::warn!("report intake did not finish in time; reports still queued are lost");
+            tracing::warn!(
+                "report intake did not finish in time; the reports left in the spool are read at the next start"
+            );
         }
     }
     if let Some(p) = unix_path {

@@ -1,14 +1,14 @@
-//! Reports arriving by mail, read off the milter path: the milter hands an accepted
-//! message for `[intake] addresses` to a bounded queue and answers at once; one reader
-//! thread parses and stores. A full queue (or more than [`MAX_QUEUED_BYTES`] waiting) leaves
-//! the message unread, never the mail. A message that meets the store down is written to
-//! the spool (`[intake] spool`) and stored once the store is back (tried every minute, and
-//! at every flush); while the store is known down the milter leaves report addresses in
-//! place, so that with `keep_messages = false` nothing is removed that was not stored.
-//! Every outcome is counted (`mailseal_intake_reports_total{outcome}`) and logged.
+//! Reports arriving by mail, read off the milter path. At the end of an accepted message for
+//! `[intake] addresses` the milter writes it to the spool (`[intake] spool`, a file synced
+//! to disk) and tells the reader thread, which parses and stores it and only then deletes
+//! the file: a report whose address was removed (`keep_messages = false`) survives a store
+//! that is down, a full queue, a restart or a crash, and is stored once the store takes it
+//! (the spool is tried at start, every minute and at every flush). Only a message the spool
+//! cannot take is read from memory, and then its report addresses stay recipients. Every
+//! outcome is counted (`mailseal_intake_reports_total{outcome}`) and logged.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,9 @@ const PURGE_EVERY: i64 = 3600;
 const RETRY_EVERY: Duration = Duration::from_secs(60);
 
 enum Job {
+    /// A message in the spool.
+    Spooled(PathBuf),
+    /// A message the spool could not take, in memory.
     Read {
         origin: String,
         data: Vec<u8>,
@@ -73,8 +76,6 @@ impl From<LimitsKey> for Limits {
 pub struct IntakeQueue {
     tx: SyncSender<Job>,
     queued: Arc<AtomicUsize>,
-    /// The reader's last try at the store failed.
-    store_down: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
 }
@@ -89,13 +90,12 @@ impl IntakeQueue {
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> IntakeQueue {
         let (tx, rx) = mpsc::sync_channel(settings.queue);
         let queued = Arc::new(AtomicUsize::new(0));
-        let store_down = Arc::new(AtomicBool::new(false));
         let settings = Arc::new(settings);
         let reader = Reader {
             settings: settings.clone(),
             store: None,
             last_purge: 0,
-            store_down: store_down.clone(),
+            store_down: false,
             metrics: metrics.clone(),
         };
         let q = queued.clone();
@@ -110,7 +110,6 @@ impl IntakeQueue {
         IntakeQueue {
             tx,
             queued,
-            store_down,
             metrics,
             settings,
         }
@@ -139,9 +138,23 @@ impl IntakeQueue {
         true
     }
 
-    /// Whether the reader's last try at the store failed (what it reads now is spooled).
-    pub fn store_down(&self) -> bool {
-        self.store_down.load(Ordering::SeqCst)
+    /// Write an accepted message to the spool and tell the reader (when its queue is full,
+    /// the minute's retry finds the file). Blocking: a file written and synced. Returns the
+    /// message when the spool cannot take it.
+    pub fn spool(&self, origin: &str, data: Vec<u8>) -> Result<(), Vec<u8>> {
+        match spool_write(&self.settings.spool, origin, &data) {
+            Ok(path) => {
+                let _ = self.tx.try_send(Job::Spooled(path));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "intake: {origin}: the spool {} cannot take it: {e}",
+                    self.settings.spool.display()
+                );
+                Err(data)
+            }
+        }
     }
 
     /// A message that could not be kept whole: refused unread, with the reason.
@@ -178,19 +191,28 @@ struct Reader {
     settings: Arc<Settings>,
     store: Option<Store>,
     last_purge: i64,
-    store_down: Arc<AtomicBool>,
+    /// The last try at the store failed (said once until it is back).
+    store_down: bool,
     metrics: Arc<Metrics>,
 }
 
 impl Reader {
     fn run(mut self, rx: Receiver<Job>, queued: &AtomicUsize) {
-        // What an earlier run left in the spool.
+        // What an earlier run left in the spool: the first reader of the process takes back
+        // every claimed file at once (no other reader is at it yet).
+        static FIRST: std::sync::Once = std::sync::Once::new();
+        FIRST.call_once(|| recover_abandoned(&self.settings.spool, 0));
         self.retry_spool();
         loop {
             match rx.recv_timeout(RETRY_EVERY) {
                 Ok(Job::Flush(done)) => {
                     self.retry_spool();
                     let _ = done.send(());
+                }
+                Ok(Job::Spooled(path)) => {
+                    if !self.read_spooled(&path) {
+                        self.metrics.inc(Counter::Intake, &[("outcome", "spooled")]);
+                    }
                 }
                 Ok(Job::Read { origin, data }) => {
                     queued.fetch_sub(data.len(), Ordering::SeqCst);
@@ -235,7 +257,8 @@ impl Reader {
             match Store::open(&self.settings.spec) {
                 Ok(s) => self.store = Some(s),
                 Err(e) => {
-                    self.failed(format_args!("report store {}: {e}", self.settings.spec));
+                    let what = format!("report store {}: {e}", self.settings.spec);
+                    self.failed(&what);
                     return false;
                 }
             }
@@ -264,11 +287,11 @@ impl Reader {
             }
             Err(e) => {
                 self.store = None;
-                self.failed(format_args!("{origin}: the store failed: {e}"));
+                self.failed(&format!("{origin}: the store failed: {e}"));
                 return false;
             }
         }
-        if self.store_down.swap(false, Ordering::SeqCst) {
+        if std::mem::replace(&mut self.store_down, false) {
             tracing::info!("intake: the report store is back");
         }
         if now - self.last_purge > PURGE_EVERY {
@@ -280,17 +303,17 @@ impl Reader {
         true
     }
 
-    fn failed(&self, what: std::fmt::Arguments) {
-        if !self.store_down.swap(true, Ordering::SeqCst) {
+    fn failed(&mut self, what: &str) {
+        if !std::mem::replace(&mut self.store_down, true) {
             tracing::warn!(
-                "intake: {what}; reports wait in {} and report addresses stay recipients until it is back",
+                "intake: {what}; reports wait in {} until it is back",
                 self.settings.spool.display()
             );
         }
     }
 
-    /// Keep a message that met the store down in the spool; lost (counted, logged) only
-    /// when the spool cannot take it.
+    /// A message read from memory (the spool could not take it before) that met the store
+    /// down: into the spool after all, else lost (its mail went to the report addresses).
     fn spool(&mut self, origin: &str, data: &[u8]) {
         match spool_write(&self.settings.spool, origin, data) {
             Ok(path) => {
@@ -302,38 +325,79 @@ impl Reader {
             }
             Err(e) => {
                 self.metrics.inc(Counter::Intake, &[("outcome", "lost")]);
-                tracing::error!("intake: {origin}: the store is down and the spool {}: {e}; its reports are lost", self.settings.spool.display());
+                tracing::error!(
+                    "intake: {origin}: the store is down and the spool {}: {e}; its reports are \
+                     not read (the mail went to the report addresses)",
+                    self.settings.spool.display()
+                );
             }
         }
     }
 
     /// Read what the spool holds, oldest first, while the store takes it.
     fn retry_spool(&mut self) {
+        recover_abandoned(&self.settings.spool, ABANDONED_AFTER);
         let Ok(files) = spool_files(&self.settings.spool) else {
             return;
         };
         for file in files {
-            // Claimed by renaming: a reader started by a reload may be at it too.
-            let claimed = file.with_extension("reading");
-            if std::fs::rename(&file, &claimed).is_err() {
-                continue;
-            }
-            let origin = format!("spool {}", file.display());
-            let data = match std::fs::read(&claimed) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!("intake: {origin}: {e}");
-                    let _ = std::fs::rename(&claimed, &file);
-                    continue;
-                }
-            };
-            if !self.read(&origin, &data) {
-                let _ = std::fs::rename(&claimed, &file);
+            if !self.read_spooled(&file) {
                 return;
             }
-            if let Err(e) = std::fs::remove_file(&claimed) {
-                tracing::warn!("intake: {origin}: read, but cannot be removed: {e}");
+        }
+    }
+
+    /// Read one spooled message and delete it once kept. False when the store failed (the
+    /// file stays for the next try).
+    fn read_spooled(&mut self, file: &Path) -> bool {
+        // Claimed by renaming: a reader started by a reload may be at it too.
+        let claimed = file.with_extension("reading");
+        if std::fs::rename(file, &claimed).is_err() {
+            return true;
+        }
+        let origin = format!("spool {}", file.display());
+        let data = match std::fs::read(&claimed) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!("intake: {origin}: {e}");
+                let _ = std::fs::rename(&claimed, file);
+                return true;
             }
+        };
+        if !self.read(&origin, &data) {
+            let _ = std::fs::rename(&claimed, file);
+            return false;
+        }
+        if let Err(e) = std::fs::remove_file(&claimed) {
+            tracing::warn!("intake: {origin}: read, but cannot be removed: {e}");
+        }
+        true
+    }
+}
+
+/// How long a claimed spool file may be at a reader before it counts as abandoned.
+const ABANDONED_AFTER: i64 = 600;
+
+/// Files a reader left behind when the daemon stopped or crashed, untouched for more than
+/// `after` seconds: a message it had claimed (`.reading`) goes back to the spool; a message
+/// being written (`.tmp`) was never acknowledged, so the MTA retries it: deleted.
+fn recover_abandoned(dir: &Path, after: i64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let now = crate::report::now();
+    for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        // A rename sets the change time: for a .reading file, when it was claimed.
+        let old = std::fs::metadata(&path).is_ok_and(|m| now - m.ctime() >= after);
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("reading") if old => {
+                let _ = std::fs::rename(&path, path.with_extension("eml"));
+            }
+            Some("tmp") if old => {
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
         }
     }
 }

@@ -334,8 +334,7 @@ async fn eom(cx: &mut EomContext<Session>) -> Status {
 
 /// An accepted message for `[intake] addresses`: handed to the intake reader (never
 /// waited for). With `keep_messages = false` the report addresses are removed from its
-/// recipients, and a message for no one else is discarded, unless it will not be read or
-/// the store is down.
+/// recipients, and a message for no one else is discarded, once it is safe in the spool.
 async fn intake(cx: &mut EomContext<Session>, c: session::Capture, qid: &str) -> Status {
     let Some(session) = cx.data.as_ref() else {
         return Status::Continue;
@@ -344,8 +343,19 @@ async fn intake(cx: &mut EomContext<Session>, c: session::Capture, qid: &str) ->
         return Status::Continue;
     };
     let origin = format!("mail {qid}");
-    let queued = match (c.not_kept(), &c.data) {
-        (None, Some(data)) => queue.submit(origin, data.as_slice().to_vec()),
+    // Safe once in the spool (synced to disk): only then may a report address go.
+    let spooled = match (c.not_kept(), &c.data) {
+        (None, Some(data)) => {
+            let (q, o, data) = (queue.clone(), origin.clone(), data.as_slice().to_vec());
+            match tokio::task::spawn_blocking(move || q.spool(&o, data)).await {
+                Ok(Ok(())) => true,
+                Ok(Err(data)) => {
+                    queue.submit(origin, data);
+                    false
+                }
+                Err(_) => false,
+            }
+        }
         (why, _) => {
             queue.not_read(origin, why.unwrap_or_default(), c.size);
             false
@@ -354,13 +364,10 @@ async fn intake(cx: &mut EomContext<Session>, c: session::Capture, qid: &str) ->
     if session.ctx.config.intake.keep_messages {
         return Status::Continue;
     }
-    // A report address is removed only from a message that will be read and kept: one not
-    // read (too large, queue full) or one that meets the store down goes to it as usual.
-    if !queued || queue.store_down() {
+    if !spooled {
         tracing::info!(
             queue_id = %qid,
-            "intake: {}; delivered to the report addresses as usual",
-            if queued { "the report store is down" } else { "not read" }
+            "intake: not kept for reading; delivered to the report addresses as usual"
         );
         return Status::Continue;
     }
