@@ -90,6 +90,12 @@ impl IntakeQueue {
     pub fn start(settings: Settings, metrics: Arc<Metrics>) -> IntakeQueue {
         let (tx, rx) = mpsc::sync_channel(settings.queue);
         let queued = Arc::new(AtomicUsize::new(0));
+        if let Err(e) = spool_dir(&settings.spool) {
+            tracing::error!(
+                "intake: the spool {}: {e}; report mail is read from memory, and report addresses are not removed",
+                settings.spool.display()
+            );
+        }
         let settings = Arc::new(settings);
         let reader = Reader {
             settings: settings.clone(),
@@ -412,14 +418,20 @@ fn spool_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Write a message to the spool (0640, written whole then renamed into place).
-fn spool_write(dir: &Path, origin: &str, data: &[u8]) -> std::io::Result<PathBuf> {
-    use std::io::Write;
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+/// The spool directory, made (0750) when missing.
+fn spool_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o750)
-        .create(dir)?;
+        .create(dir)
+}
+
+/// Write a message to the spool (0640, written whole then renamed into place).
+fn spool_write(dir: &Path, origin: &str, data: &[u8]) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    spool_dir(dir)?;
     let held: u64 = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
