@@ -102,6 +102,8 @@ impl IntakeQueue {
             store: None,
             last_purge: 0,
             store_down: false,
+            last_error: String::new(),
+            attempts: Default::default(),
             metrics: metrics.clone(),
         };
         let q = queued.clone();
@@ -199,6 +201,10 @@ struct Reader {
     last_purge: i64,
     /// The last try at the store failed (said once until it is back).
     store_down: bool,
+    /// Why the store failed last.
+    last_error: String,
+    /// Spooled messages the store failed on while it was up, and how often.
+    attempts: std::collections::HashMap<PathBuf, u32>,
     metrics: Arc<Metrics>,
 }
 
@@ -310,6 +316,7 @@ impl Reader {
     }
 
     fn failed(&mut self, what: &str) {
+        self.last_error = what.to_string();
         if !std::mem::replace(&mut self.store_down, true) {
             tracing::warn!(
                 "intake: {what}; reports wait in {} until it is back",
@@ -338,6 +345,22 @@ impl Reader {
                 );
             }
         }
+    }
+
+    /// The store failed on a spooled message: is it the message? Yes when the store opens
+    /// again at once and has failed on it [`MAX_ATTEMPTS`] times.
+    fn refuses(&mut self, file: &Path) -> bool {
+        let Ok(store) = Store::open(&self.settings.spec) else {
+            return false;
+        };
+        self.store = Some(store);
+        let n = self.attempts.entry(file.to_path_buf()).or_default();
+        *n += 1;
+        if *n < MAX_ATTEMPTS {
+            return false;
+        }
+        self.attempts.remove(file);
+        true
     }
 
     /// Read what the spool holds, oldest first, while the store takes it.
@@ -371,15 +394,34 @@ impl Reader {
             }
         };
         if !self.read(&origin, &data) {
+            if self.refuses(file) {
+                // The store is up and fails on this message every time: put aside, so that
+                // it does not hold back the rest of the spool.
+                let aside = file.with_extension("failed");
+                let _ = std::fs::rename(&claimed, &aside);
+                self.metrics.inc(Counter::Intake, &[("outcome", "lost")]);
+                tracing::error!(
+                    "intake: {origin}: the store fails on it ({}); put aside as {} \
+                     (`mailseal reports import` it once the cause is fixed)",
+                    self.last_error,
+                    aside.display()
+                );
+                return true;
+            }
             let _ = std::fs::rename(&claimed, file);
             return false;
         }
+        self.attempts.remove(file);
         if let Err(e) = std::fs::remove_file(&claimed) {
             tracing::warn!("intake: {origin}: read, but cannot be removed: {e}");
         }
         true
     }
 }
+
+/// How often the store may fail on one spooled message while it is up before the message
+/// is put aside.
+const MAX_ATTEMPTS: u32 = 3;
 
 /// How long a claimed spool file may be at a reader before it counts as abandoned.
 const ABANDONED_AFTER: i64 = 600;

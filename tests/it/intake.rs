@@ -715,6 +715,87 @@ async fn report_mail_is_never_lost() {
     drop(d);
 }
 
+/// A message the store fails on every time (here a trigger refuses its reporter) is put
+/// aside after three tries, so that it does not hold back the rest of the spool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_store_always_fails_on_is_put_aside() {
+    let Some(dir) = samples() else { return };
+    let s = Scratch::new("intake-poison");
+    {
+        let _ = mailseal::report::store::Store::open(&mailseal::config::StoreSpec::Sqlite(
+            s.0.join("r.sqlite"),
+        ))
+        .unwrap();
+        rusqlite::Connection::open(s.0.join("r.sqlite"))
+            .unwrap()
+            .execute_batch(
+                "CREATE TRIGGER poison BEFORE INSERT ON intake_reports WHEN NEW.org = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'poisoned'); END;",
+            )
+            .unwrap();
+    }
+    let dns = crate::common::dns::DnsServer::start(crate::common::dns::Zones::default()).await;
+    let d = Daemon::start_in(
+        s,
+        &format!(
+            "[reports]\nstore = \"r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[dns]\nnameservers = [\"{}\"]\n[intake]\naddresses = [\"dmarc@example.net\"]\nspool = \"spool\"\ndomains = {DOMAINS}\nkeep_messages = false\n",
+            dns.addr
+        ),
+    )
+    .await;
+    let env = Envelope {
+        client_ip: "203.0.113.5".into(),
+        mail_from: "<reports@reporter.example>".into(),
+        rcpts: vec!["<dmarc@example.net>".into()],
+        ..Default::default()
+    };
+    let sample = std::fs::read_to_string(dir.join("aggregate/rfc9990-sample.xml")).unwrap();
+    let poison = sample.replace("Sample Reporter", "poison");
+    for xml in [&poison, &sample] {
+        let mail = report_mail("dmarc@example.net", "text/xml", xml.as_bytes());
+        let out = deliver(d.addr, &env, &mail).await;
+        assert_eq!(out.status, Status::Discard, "in the spool: safe to discard");
+    }
+    let spool = d.scratch.0.join("spool");
+    let names = || {
+        let mut n: Vec<String> = std::fs::read_dir(&spool)
+            .unwrap()
+            .map(|e| {
+                e.unwrap()
+                    .path()
+                    .extension()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        n.sort();
+        n
+    };
+    for _ in 0..3 {
+        flush_intake(&d).await;
+    }
+    assert_eq!(names(), ["failed"], "put aside; the good one read");
+    let conn = rusqlite::Connection::open(d.scratch.0.join("r.sqlite")).unwrap();
+    assert_eq!(
+        stored(&conn, "Sample Reporter", "3v98abbp8ya9n3va8yr8oa3ya"),
+        (1, 123)
+    );
+    // Once the cause is gone, `reports import` takes the message put aside.
+    conn.execute_batch("DROP TRIGGER poison").unwrap();
+    let failed = std::fs::read_dir(&spool)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let cfg = d.scratch.0.join("mailseal.toml");
+    let out = tokio::task::spawn_blocking(move || import(&cfg, &[&failed]))
+        .await
+        .unwrap();
+    assert!(out.ok && out.stdout.contains("1 stored"), "{}", out.text());
+}
+
 /// The milter asks Postfix for the recipients only when it has report addresses to look
 /// for (RCPT with no reply otherwise costs a packet per recipient for nothing).
 #[tokio::test]
@@ -1013,15 +1094,15 @@ async fn import_into_postgres() {
     assert_eq!((before.1, before.2), (before.0, before.0), "{before:?}");
     assert!(before.0 > 3170, "{before:?}");
     tokio::time::sleep(Duration::from_millis(3200)).await;
+    let short = s.write(
+        "m2.toml",
+        &std::fs::read_to_string(s.0.join("m.toml"))
+            .unwrap()
+            .replace("[intake]\n", "[intake]\nretention = \"2s\"\n"),
+    );
     let out = tokio::task::spawn_blocking(move || {
-        let cfg = s.write(
-            "m2.toml",
-            &std::fs::read_to_string(s.0.join("m.toml"))
-                .unwrap()
-                .replace("[intake]\n", "[intake]\nretention = \"2s\"\n"),
-        );
         import(
-            &cfg,
+            &short,
             &[&samples()
                 .unwrap()
                 .join("aggregate/usssa.com!example.com!1538784000!1538870399.xml")],
@@ -1037,6 +1118,20 @@ async fn import_into_postgres() {
     );
     let after = tokio::task::spawn_blocking(sums).await.unwrap();
     assert_eq!(after, (2, 2, 2), "only the report imported last counts");
+
+    // A NUL byte, which PostgreSQL text cannot hold, in a reporter's name and a comment:
+    // stored (as U+FFFD), not an error that would hold the report back forever.
+    let nul = s.write(
+        "nul.xml",
+        "<feedback><report_metadata><org_name>nul\u{0}org</org_name><email>a@r.example</email><report_id>n1</report_id><date_range><begin>1700000000</begin><end>1700086399</end></date_range></report_metadata><policy_published><domain>example.com</domain><p>none</p></policy_published><record><row><source_ip>192.0.2.1</source_ip><count>1</count><policy_evaluated><disposition>none</disposition><dkim>pass</dkim><spf>pass</spf><reason><type>other</type><comment>a\u{0}b</comment></reason></policy_evaluated></row><identifiers><header_from>example.com</header_from></identifiers><auth_results><spf><domain>example.com</domain><result>pass</result></spf></auth_results></record></feedback>",
+    );
+    let cfg = s.0.join("m.toml");
+    let out = tokio::task::spawn_blocking(move || import(&cfg, &[&nul]))
+        .await
+        .unwrap();
+    assert!(out.ok && out.stdout.contains("1 stored"), "{}", out.text());
+    let org = pg.psql("SELECT org FROM intake_reports WHERE report_id = 'n1'");
+    assert_eq!(org, "nul\u{fffd}org");
 }
 
 /// The other ways in: an mbox, a Maildir (cur and new; tmp left alone) and standard input;

@@ -14,10 +14,10 @@ pub enum StoreError {
     },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("postgresql: {0}")]
+    #[error("postgresql: {}", pg_detail(.0))]
     Postgres(#[from] postgres::Error),
     /// `store` is the URL as shown (without a password).
-    #[error("postgresql {store}: {source}")]
+    #[error("postgresql {store}: {}", pg_detail(source))]
     Connect {
         store: String,
         source: postgres::Error,
@@ -32,6 +32,14 @@ pub enum StoreError {
 }
 
 pub(super) type Result<T> = std::result::Result<T, StoreError>;
+
+/// A PostgreSQL error with what the server said (its own Display says only "db error").
+fn pg_detail(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
 
 /// A SQL value, the common ground of the two backends.
 #[derive(Debug, Clone, PartialEq)]
@@ -461,7 +469,9 @@ fn pg_params(params: &[Val]) -> Vec<Box<dyn postgres::types::ToSql + Sync>> {
         .map(|v| -> Box<dyn postgres::types::ToSql + Sync> {
             match v {
                 Val::Int(i) => Box::new(*i),
-                Val::Text(t) => Box::new(t.clone()),
+                // PostgreSQL text cannot hold NUL (SQLite can): a report's stray NUL is
+                // kept as U+FFFD rather than failing the report.
+                Val::Text(t) => Box::new(t.replace('\0', "\u{fffd}")),
                 Val::Null => Box::new(Option::<String>::None),
             }
         })
