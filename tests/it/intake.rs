@@ -465,6 +465,49 @@ fn report_mail(to: &str, content_type: &str, attachment: &[u8]) -> String {
     )
 }
 
+/// The store at `db` holds the RFC 9990 sample report (1 record, 123 messages) and Google's
+/// TLS report.
+fn sample_and_google_tls_stored(db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    assert_eq!(
+        stored(&conn, "Sample Reporter", "3v98abbp8ya9n3va8yr8oa3ya"),
+        (1, 123)
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT COUNT(*) FROM intake_reports WHERE kind = 'tlsrpt' AND org = 'Google Inc.'"
+        ),
+        1
+    );
+}
+
+/// A daemon configuration that reads mail to dmarc@example.net: store `r.sqlite` and spool
+/// `spool` beside it, DNS from `dns`; `intake` adds to the [intake] section.
+fn intake_config(dns: std::net::SocketAddr, intake: &str) -> String {
+    format!(
+        "authserv_id = \"mx.example.net\"\n[reports]\nstore = \"r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"1s\"\nattempts = 1\n[intake]\naddresses = [\"dmarc@example.net\"]\nspool = \"spool\"\ndomains = {DOMAINS}\n{intake}"
+    )
+}
+
+/// A report sender's envelope to these recipients.
+fn report_envelope(rcpts: &[&str]) -> Envelope {
+    Envelope {
+        client_ip: "203.0.113.5".into(),
+        mail_from: "<noreply-dmarc-support@google.com>".into(),
+        rcpts: rcpts.iter().map(|r| format!("<{r}>")).collect(),
+        ..Default::default()
+    }
+}
+
+/// The RFC 9990 sample report, gzipped.
+fn rfc9990_gz(dir: &Path) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&std::fs::read(dir.join("aggregate/rfc9990-sample.xml")).unwrap())
+        .unwrap();
+    e.finish().unwrap()
+}
+
 async fn flush_intake(d: &Daemon) {
     let q = d.contexts.borrow().intake.clone().expect("intake on");
     let ok = tokio::task::spawn_blocking(move || q.flush(Duration::from_secs(20)))
@@ -481,25 +524,12 @@ async fn reports_by_mail_through_the_milter() {
     let Some(dir) = samples() else { return };
     let s = Scratch::new("intake-milter");
     let dns = crate::common::dns::DnsServer::start(crate::common::dns::Zones::default()).await;
-    let base = format!(
-        "authserv_id = \"mx.example.net\"\n[reports]\nstore = \"r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[intake]\naddresses = [\"dmarc@example.net\"]\nspool = \"spool\"\ndomains = {DOMAINS}\nmax_message_size = \"2M\"\n",
-        dns.addr
-    );
+    let base = intake_config(dns.addr, "max_message_size = \"2M\"\n");
     let d = Daemon::start_in(s, &base).await;
-    let env = |rcpts: &[&str]| Envelope {
-        client_ip: "203.0.113.5".into(),
-        mail_from: "<noreply-dmarc-support@google.com>".into(),
-        rcpts: rcpts.iter().map(|r| format!("<{r}>")).collect(),
-        ..Default::default()
-    };
+    let env = report_envelope;
     // An RFC 9990 report as .xml.gz, Google's TLS report mail as it came, a broken report
     // and a mail over max_message_size: the mail goes on in every case.
-    let gz = {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(&std::fs::read(dir.join("aggregate/rfc9990-sample.xml")).unwrap())
-            .unwrap();
-        e.finish().unwrap()
-    };
+    let gz = rfc9990_gz(&dir);
     let tls = String::from_utf8_lossy(
         &std::fs::read(dir.join("smtp_tls/google.com_smtp_tls_report.eml")).unwrap(),
     )
@@ -614,18 +644,17 @@ async fn report_mail_is_never_lost() {
     let cfg = s.write(
         "m.toml",
         &format!(
-            "socket = \"inet:{port}@127.0.0.1\"\nauthserv_id = \"mx.example.net\"\n[reports]\nstore = \"db/r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[intake]\naddresses = [\"dmarc@example.net\"]\nspool = \"spool\"\ndomains = {DOMAINS}\nkeep_messages = false\nmax_message_size = \"1M\"\n",
-            dns.addr
+            "socket = \"inet:{port}@127.0.0.1\"\n{}",
+            intake_config(
+                dns.addr,
+                "keep_messages = false\nmax_message_size = \"1M\"\n"
+            )
+            .replace("\"r.sqlite\"", "\"db/r.sqlite\"")
         ),
     );
     let d = Running::started(&cfg, &[]);
     let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-    let env = |rcpts: &[&str]| Envelope {
-        client_ip: "203.0.113.5".into(),
-        mail_from: "<noreply-dmarc-support@google.com>".into(),
-        rcpts: rcpts.iter().map(|r| format!("<{r}>")).collect(),
-        ..Default::default()
-    };
+    let env = report_envelope;
     let removed = |out: &Delivered| {
         out.actions
             .actions
@@ -650,12 +679,7 @@ async fn report_mail_is_never_lost() {
 
     // The store is down (its directory is missing): the reports wait in the spool, so the
     // report address goes.
-    let gz = {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(&std::fs::read(dir.join("aggregate/rfc9990-sample.xml")).unwrap())
-            .unwrap();
-        e.finish().unwrap()
-    };
+    let gz = rfc9990_gz(&dir);
     let out = deliver(
         addr,
         &env(&["dmarc@example.net", "archive@example.net"]),
@@ -700,18 +724,7 @@ async fn report_mail_is_never_lost() {
         0,
         "nothing left behind"
     );
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    assert_eq!(
-        stored(&conn, "Sample Reporter", "3v98abbp8ya9n3va8yr8oa3ya"),
-        (1, 123)
-    );
-    assert_eq!(
-        count(
-            &conn,
-            "SELECT COUNT(*) FROM intake_reports WHERE kind = 'tlsrpt'"
-        ),
-        1
-    );
+    sample_and_google_tls_stored(&db);
     drop(d);
 }
 
@@ -735,20 +748,8 @@ async fn a_message_the_store_always_fails_on_is_put_aside() {
             .unwrap();
     }
     let dns = crate::common::dns::DnsServer::start(crate::common::dns::Zones::default()).await;
-    let d = Daemon::start_in(
-        s,
-        &format!(
-            "[reports]\nstore = \"r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[dns]\nnameservers = [\"{}\"]\n[intake]\naddresses = [\"dmarc@example.net\"]\nspool = \"spool\"\ndomains = {DOMAINS}\nkeep_messages = false\n",
-            dns.addr
-        ),
-    )
-    .await;
-    let env = Envelope {
-        client_ip: "203.0.113.5".into(),
-        mail_from: "<reports@reporter.example>".into(),
-        rcpts: vec!["<dmarc@example.net>".into()],
-        ..Default::default()
-    };
+    let d = Daemon::start_in(s, &intake_config(dns.addr, "keep_messages = false\n")).await;
+    let env = report_envelope(&["dmarc@example.net"]);
     let sample = std::fs::read_to_string(dir.join("aggregate/rfc9990-sample.xml")).unwrap();
     let poison = sample.replace("Sample Reporter", "poison");
     for xml in [&poison, &sample] {
@@ -911,18 +912,10 @@ async fn every_sample_through_the_milter_as_through_import() {
     let dns = crate::common::dns::DnsServer::start(crate::common::dns::Zones::default()).await;
     let d = Daemon::start_in(
         Scratch::new("intake-equal-milter"),
-        &format!(
-            "authserv_id = \"mx.example.net\"\n[reports]\nstore = \"r.sqlite\"\norg_name = \"example.net\"\nemail = \"dmarc-reports@example.net\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n[intake]\naddresses = [\"dmarc@example.net\"]\nspool = \"spool\"\ndomains = {DOMAINS}\n",
-            dns.addr
-        ),
+        &intake_config(dns.addr, ""),
     )
     .await;
-    let env = Envelope {
-        client_ip: "203.0.113.5".into(),
-        mail_from: "<reports@reporter.example>".into(),
-        rcpts: vec!["<dmarc@example.net>".into()],
-        ..Default::default()
-    };
+    let env = report_envelope(&["dmarc@example.net"]);
     for file in &files {
         let bytes = std::fs::read(file).unwrap();
         let mail = if file.extension().is_some_and(|e| e == "eml") {
@@ -1240,12 +1233,7 @@ async fn reports_through_postfix() {
         let (ok, out) = pf.swaks("noreply-dmarc-support@google.com", &args, msg);
         assert!(ok, "{out}\n{}", pf.log());
     };
-    let gz = {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(&std::fs::read(dir.join("aggregate/rfc9990-sample.xml")).unwrap())
-            .unwrap();
-        e.finish().unwrap()
-    };
+    let gz = rfc9990_gz(&dir);
     send(
         "dmarc@example.org,archive@example.org",
         &report_mail("dmarc@example.org", "application/gzip", &gz),
@@ -1269,18 +1257,8 @@ async fn reports_through_postfix() {
     }
     assert!(pf.log().contains("milter-discard"), "{}", pf.log());
     flush_intake(&d).await;
+    sample_and_google_tls_stored(&d.scratch.0.join("r.sqlite"));
     let conn = rusqlite::Connection::open(d.scratch.0.join("r.sqlite")).unwrap();
-    assert_eq!(
-        stored(&conn, "Sample Reporter", "3v98abbp8ya9n3va8yr8oa3ya"),
-        (1, 123)
-    );
-    assert_eq!(
-        count(
-            &conn,
-            "SELECT COUNT(*) FROM intake_reports WHERE kind = 'tlsrpt' AND org = 'Google Inc.'"
-        ),
-        1
-    );
     assert_eq!(count(&conn, "SELECT COUNT(*) FROM intake_rejected"), 1);
     drop(pf);
     d.stop().await;
