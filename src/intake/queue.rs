@@ -20,7 +20,8 @@ use crate::report::store::Store;
 
 /// Most message bytes waiting to be read, over all queued messages.
 pub const MAX_QUEUED_BYTES: usize = 256 * 1024 * 1024;
-/// Most bytes the spool holds; a message that would take it past this is lost (counted).
+/// Most bytes the spool holds; a message that would take it past this is read from memory
+/// and its report addresses stay recipients.
 pub const MAX_SPOOL_BYTES: u64 = 256 * 1024 * 1024;
 /// How often imported reports past the retention are deleted.
 const PURGE_EVERY: i64 = 3600;
@@ -53,7 +54,7 @@ pub struct Settings {
     pub domains: Vec<String>,
     pub retention: i64,
     pub queue: usize,
-    /// Where messages that met the store down wait for it.
+    /// Where each message for the report addresses waits until its reports are stored.
     pub spool: PathBuf,
 }
 
