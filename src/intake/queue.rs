@@ -124,13 +124,14 @@ impl IntakeQueue {
         }
     }
 
-    /// Queue an accepted message. Never blocks. False when it was not queued (full).
-    pub fn submit(&self, origin: String, data: Vec<u8>) -> bool {
+    /// Queue an accepted message the spool could not take, in memory. Never blocks; when
+    /// the queue is full it is not read (counted, logged).
+    pub fn submit(&self, origin: String, data: Vec<u8>) {
         let size = data.len();
         if self.queued.fetch_add(size, Ordering::SeqCst) + size > MAX_QUEUED_BYTES {
             self.queued.fetch_sub(size, Ordering::SeqCst);
             self.dropped(&origin);
-            return false;
+            return;
         }
         if self
             .tx
@@ -142,9 +143,7 @@ impl IntakeQueue {
         {
             self.queued.fetch_sub(size, Ordering::SeqCst);
             self.dropped(&origin);
-            return false;
         }
-        true
     }
 
     /// Write an accepted message to the spool and tell the reader (when its queue is full,
