@@ -52,6 +52,20 @@ fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// Every row a query answers, each made by `f`.
+fn all<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    f: impl FnMut(&rusqlite::Row) -> rusqlite::Result<T>,
+) -> Vec<T> {
+    conn.prepare(sql)
+        .unwrap()
+        .query_map([], f)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// (records, messages) stored for one aggregate report.
 fn stored(conn: &rusqlite::Connection, org: &str, report_id: &str) -> (i64, i64) {
     conn.query_row(
@@ -199,16 +213,12 @@ fn real_world_samples_through_import() {
     );
     assert_eq!(upper, 0);
     // TLS-RPT: the RFC example's sessions.
-    let tls: Vec<(String, i64)> = conn
-        .prepare(
-            "SELECT t.result_type, t.sessions FROM intake_tls t JOIN intake_reports r \
-             ON t.report = r.id WHERE r.org = 'Company-X' ORDER BY t.result_type",
-        )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let tls: Vec<(String, i64)> = all(
+        &conn,
+        "SELECT t.result_type, t.sessions FROM intake_tls t JOIN intake_reports r \
+         ON t.report = r.id WHERE r.org = 'Company-X' ORDER BY t.result_type",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
     assert_eq!(
         tls,
         [
@@ -559,13 +569,11 @@ async fn reports_by_mail_through_the_milter() {
     assert_eq!(out.status, Status::Continue);
     flush_intake(&d).await;
     let conn = rusqlite::Connection::open(d.scratch.0.join("r.sqlite")).unwrap();
-    let kept: Vec<(String, String)> = conn
-        .prepare("SELECT kind, org FROM intake_reports ORDER BY kind")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let kept: Vec<(String, String)> = all(
+        &conn,
+        "SELECT kind, org FROM intake_reports ORDER BY kind",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    );
     assert_eq!(
         kept,
         [
@@ -577,13 +585,11 @@ async fn reports_by_mail_through_the_milter() {
         stored(&conn, "Sample Reporter", "3v98abbp8ya9n3va8yr8oa3ya"),
         (1, 123)
     );
-    let reasons: Vec<String> = conn
-        .prepare("SELECT reason FROM intake_rejected ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let reasons: Vec<String> = all(
+        &conn,
+        "SELECT reason FROM intake_rejected ORDER BY id",
+        |r| r.get(0),
+    );
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert!(
         reasons[0].contains("damaged compressed data"),
@@ -699,6 +705,11 @@ async fn report_mail_is_never_lost() {
             })
             .unwrap_or(0)
     };
+    // Both wait in the spool once the reader has tried the store (a moment at most).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while spooled() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(spooled(), 2);
     // Killed outright (as if while reading one of them), then started again with the
     // store back: the spool is read into it.
@@ -982,17 +993,11 @@ async fn signatures_are_counted_per_day() {
             .unwrap()
     );
     let conn = rusqlite::Connection::open(d.scratch.0.join("r.sqlite")).unwrap();
-    let rows: Vec<(i64, String, String, String, i64)> = conn
-        .prepare(
-            "SELECT day, domain, selector, algorithm, count FROM signed_counts ORDER BY selector",
-        )
-        .unwrap()
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let rows: Vec<(i64, String, String, String, i64)> = all(
+        &conn,
+        "SELECT day, domain, selector, algorithm, count FROM signed_counts ORDER BY selector",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+    );
     let today = mailseal::report::day_start(mailseal::report::now());
     assert_eq!(
         rows,
