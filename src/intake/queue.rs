@@ -147,20 +147,20 @@ impl IntakeQueue {
     }
 
     /// Write an accepted message to the spool and tell the reader (when its queue is full,
-    /// the minute's retry finds the file). Blocking: a file written and synced. Returns the
-    /// message when the spool cannot take it.
-    pub fn spool(&self, origin: &str, data: Vec<u8>) -> Result<(), Vec<u8>> {
-        match spool_write(&self.settings.spool, origin, &data) {
+    /// the minute's retry finds the file). Blocking: a file written and synced. False when
+    /// the spool cannot take it.
+    pub fn spool(&self, origin: &str, data: &[u8]) -> bool {
+        match spool_write(&self.settings.spool, origin, data) {
             Ok(path) => {
                 let _ = self.tx.try_send(Job::Spooled(path));
-                Ok(())
+                true
             }
             Err(e) => {
                 tracing::warn!(
                     "intake: {origin}: the spool {} cannot take it: {e}",
                     self.settings.spool.display()
                 );
-                Err(data)
+                false
             }
         }
     }

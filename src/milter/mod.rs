@@ -217,8 +217,10 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let Some(session) = cx.data.as_mut() else {
         return Status::Continue;
     };
+    // Only the report intake looks at recipients.
     let Some(rcpt) = args
         .first()
+        .filter(|_| session.ctx.intake.is_some())
         .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
     else {
         return session.answer(ProtoOpts::NOREPLY_RCPT);
@@ -226,7 +228,7 @@ async fn rcpt(cx: &mut Context<Session>, args: Vec<CString>) -> Status {
     let ctx = &session.ctx;
     let bare = rcpt.trim().trim_matches(['<', '>']).to_ascii_lowercase();
     session.rcpts += 1;
-    if ctx.intake.is_some() && ctx.config.intake.addresses.contains(&bare) {
+    if ctx.config.intake.addresses.contains(&bare) {
         let c = session
             .intake
             .get_or_insert_with(|| session::Capture::new(ctx));
@@ -344,13 +346,14 @@ async fn intake(cx: &mut EomContext<Session>, c: session::Capture, qid: &str) ->
     };
     let origin = format!("mail {qid}");
     // Safe once in the spool (synced to disk): only then may a report address go.
-    let spooled = match (c.not_kept(), &c.data) {
+    let spooled = match (c.not_kept(), c.data) {
         (None, Some(data)) => {
-            let (q, o, data) = (queue.clone(), origin.clone(), data.as_slice().to_vec());
-            match tokio::task::spawn_blocking(move || q.spool(&o, data)).await {
-                Ok(Ok(())) => true,
-                Ok(Err(data)) => {
-                    queue.submit(origin, data);
+            // The buffer (still charged to the budget) goes along: no copy to write it.
+            let (q, o) = (queue.clone(), origin.clone());
+            match tokio::task::spawn_blocking(move || (q.spool(&o, data.as_slice()), data)).await {
+                Ok((true, _)) => true,
+                Ok((false, data)) => {
+                    queue.submit(origin, data.as_slice().to_vec());
                     false
                 }
                 Err(_) => false,
